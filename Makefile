@@ -1,0 +1,39 @@
+# Makefile for the tcc extension (PGXS)
+#
+# make && make install builds and installs it against the PostgreSQL that
+# pg_config names.  make installcheck runs the pg_regress, isolation and TAP
+# suites, each against a throwaway server that it starts itself with tcc in
+# shared_preload_libraries; scripts/test wraps all that for a fresh machine.
+
+MODULE_big = tcc
+OBJS = \
+	src/coordinator.o \
+	src/fence.o \
+	src/ids.o \
+	src/shmem.o \
+	src/tcc.o \
+	src/tcc_spi.o
+
+EXTENSION = tcc
+DATA = tcc--1.0.sql
+PGFILEDESC = "tcc - distributed transactions coordinated by PostgreSQL"
+
+PG_CPPFLAGS = -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
+REGRESS = api fence errors ownership views
+REGRESS_OPTS = --temp-instance=./tmp_check \
+	--temp-config=$(srcdir)/test/tcc.conf
+
+ISOLATION = commit-rollback commit-commit register-commit \
+	fence-try-cancel fence-cancel-try fence-confirm-twice
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
+	--outputdir=./test/isolation \
+	--temp-instance=./tmp_check_iso \
+	--temp-config=$(srcdir)/test/tcc.conf
+
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,854 @@
+/*-------------------------------------------------------------------------
+ *
+ * coordinator.c
+ *	  The coordinator's SQL API and its state machine: tcc.begin,
+ *	  tcc.register_branch, tcc.add_step, tcc.commit, tcc.submit,
+ *	  tcc.rollback, tcc.status, tcc.retry and tcc.purge.
+ *
+ * A global transaction's status moves only along these edges:
+ *
+ *		trying -> confirming -> confirmed
+ *		trying -> cancelling -> cancelled
+ *		confirming | cancelling -> failed -> (the phase it left)
+ *
+ * plus trying -> confirmed and trying -> cancelled for a transaction that
+ * has nothing to run in phase two.  This file makes the edges that users
+ * ask for; the background worker makes the others.
+ *
+ * Concurrency.  Every call that changes a transaction first locks its row
+ * with SELECT ... FOR UPDATE and decides on the status it finds under that
+ * lock, so a commit racing a rollback (or the worker's timeout cancel) has
+ * exactly one winner and the loser sees the winner's status.  A branch
+ * registration does not only read the row: it UPDATEs it (branch_count).
+ * That matters for the race between registering a branch and committing
+ * the same transaction in two sessions:
+ *
+ * - register first: the commit's FOR UPDATE waits for the registering
+ *	 transaction to end.  Under READ COMMITTED the commit then reads the
+ *	 branches with a new snapshot, sees the new branch and confirms it.
+ *	 Under REPEATABLE READ or SERIALIZABLE the commit's snapshot could not
+ *	 see the branch, but because the registration updated the row, the
+ *	 commit's FOR UPDATE fails with a serialization error instead of
+ *	 leaving the branch behind.
+ * - commit first: the registration's FOR UPDATE waits, then finds the
+ *	 status no longer trying (or fails to serialize) and refuses.
+ *
+ * So a branch registered concurrently with a commit is either confirmed or
+ * refused, never left behind.
+ *
+ * src/coordinator.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "foreign/foreign.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "tcc.h"
+
+PG_FUNCTION_INFO_V1(tcc_begin);
+PG_FUNCTION_INFO_V1(tcc_register_branch);
+PG_FUNCTION_INFO_V1(tcc_add_step);
+PG_FUNCTION_INFO_V1(tcc_commit);
+PG_FUNCTION_INFO_V1(tcc_submit);
+PG_FUNCTION_INFO_V1(tcc_rollback);
+PG_FUNCTION_INFO_V1(tcc_status);
+PG_FUNCTION_INFO_V1(tcc_retry);
+PG_FUNCTION_INFO_V1(tcc_purge);
+
+/* A global transaction's row, as read under its lock */
+typedef struct GlobalTx
+{
+	const char *gid;
+	const char *mode;
+	const char *status;			/* in the caller's memory, or a literal */
+	Oid			owner;
+	int32		branch_count;
+} GlobalTx;
+
+/* the kind of phase two a transaction gets, from its mode */
+#define MODE_IS_TCC(tx)		(strcmp((tx)->mode, "tcc") == 0)
+#define STATUS_IS(tx, s)	(strcmp((tx)->status, (s)) == 0)
+
+/*
+ * lock_global_tx
+ *		Lock the row of global transaction gid and read it into *tx, after
+ *		checking that the caller may act on it.
+ *
+ * action is the verb for the permission error ("commit", ...).
+ */
+static void
+lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
+			   GlobalTx *tx)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(gid);
+	if (tcc_spi_exec(&plan,
+					 "SELECT mode, status, owner, branch_count"
+					 "  FROM tcc.global_transaction"
+					 " WHERE gid = $1 FOR UPDATE",
+					 1, argtypes, values, NULL, false, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("global transaction \"%s\" does not exist", gid),
+				 errhint("Check the gid; finished transactions are deleted "
+						 "by tcc.purge.")));
+
+	tx->gid = gid;
+	tx->mode = tcc_spi_getstring(0, 1);
+	tx->status = tcc_spi_getstring(0, 2);
+	tx->owner = DatumGetObjectId(tcc_spi_getdatum(0, 3, &isnull));
+	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 4, &isnull));
+
+	if (!has_privs_of_role(session->caller, tx->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s global transaction \"%s\"",
+						action, gid),
+				 errdetail("Only the role that began it, members of that "
+						   "role and superusers may act on it.")));
+}
+
+/*
+ * refuse_transition
+ *		Report that tx cannot take the transition action in its status.
+ */
+static void
+refuse_transition(GlobalTx *tx, const char *action)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot %s global transaction \"%s\" because it is %s",
+					action, tx->gid, tx->status),
+			 STATUS_IS(tx, "failed") ?
+			 errhint("Resume it with tcc.retry, or inspect tcc.branches "
+					 "for the error.") :
+			 errdetail("Only a transaction in status trying can be %s.",
+					   strcmp(action, "commit") == 0 ? "committed" :
+					   strcmp(action, "submit") == 0 ? "submitted" :
+					   "rolled back")));
+}
+
+/*
+ * check_mode
+ *		Refuse a call that does not fit tx's mode: register_branch and commit
+ *		are for tcc transactions, add_step and submit for saga and msg ones.
+ */
+static void
+check_mode(GlobalTx *tx, bool want_tcc, const char *function,
+		   const char *instead)
+{
+	if (MODE_IS_TCC(tx) != want_tcc)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("global transaction \"%s\" is a %s transaction",
+						tx->gid, tx->mode),
+				 errdetail("%s applies to %s transactions only.", function,
+						   want_tcc ? "tcc" : "saga and msg"),
+				 errhint("Use %s.", instead)));
+}
+
+/*
+ * set_global_status
+ *		Move tx to new_status (the caller checked that the edge exists),
+ *		stamping finished_at for a terminal status and keeping a reason.
+ */
+static void
+set_global_status(GlobalTx *tx, const char *new_status, text *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(tx->gid);
+	values[1] = CStringGetTextDatum(new_status);
+	values[2] = PointerGetDatum(reason);
+	if (reason == NULL)
+		nulls[2] = 'n';
+
+	tcc_spi_exec(&plan,
+				 "UPDATE tcc.global_transaction"
+				 "   SET status = $2,"
+				 "       reason = coalesce($3, reason),"
+				 "       updated_at = now(),"
+				 "       finished_at = CASE WHEN $2 IN ('confirmed', 'cancelled')"
+				 "                          THEN now() END"
+				 " WHERE gid = $1",
+				 3, argtypes, values, nulls, false, 0);
+	tx->status = new_status;
+}
+
+/*
+ * set_branch_status
+ *		Set the status of tx's branches (or only of the one with sequence
+ *		number seq, when seq > 0).  A branch entering confirming or cancelling
+ *		becomes due at once.
+ */
+static void
+set_branch_status(GlobalTx *tx, const char *new_status, int32 seq)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(tx->gid);
+	values[1] = CStringGetTextDatum(new_status);
+	values[2] = Int32GetDatum(seq);
+
+	tcc_spi_exec(&plan,
+				 "UPDATE tcc.branch"
+				 "   SET status = $2,"
+				 "       next_attempt_at = CASE WHEN $2 IN ('confirming',"
+				 "                                          'cancelling')"
+				 "                              THEN now() END,"
+				 "       updated_at = now()"
+				 " WHERE gid = $1 AND ($3 <= 0 OR seq = $3)",
+				 3, argtypes, values, NULL, false, 0);
+}
+
+/*
+ * check_action_sql
+ *		Check that sql, an action's text, is one syntactically valid SQL
+ *		statement, so that a typo is reported to whoever registers it rather
+ *		than found by the worker in phase two.
+ *
+ * Only the grammar is checked: the objects it names live in the
+ * participant's database, not here.  raw_parser has no side effects beyond
+ * memory, so catching its error and raising our own in its place is safe.
+ */
+static void
+check_action_sql(const char *sql, const char *argname)
+{
+	List	   *stmts = NIL;
+	MemoryContext oldcontext = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("%s is not valid SQL", argname),
+				 errdetail("%s at character %d of: %s",
+						   edata->message, edata->cursorpos, sql)));
+	}
+	PG_END_TRY();
+
+	if (list_length(stmts) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be exactly one SQL statement", argname),
+				 errdetail("It contains %d statements.", list_length(stmts)),
+				 errhint("Wrap several statements in a function and call "
+						 "that; the values arrive as $1 (gid), $2 (branch "
+						 "id) and $3 (payload).")));
+}
+
+/*
+ * lookup_participant
+ *		The OID of foreign server name, after checking that it is a tcc_fdw
+ *		server the caller may use; InvalidOid for NULL (this database).
+ */
+static Oid
+lookup_participant(text *name)
+{
+	ForeignServer *server;
+	ForeignDataWrapper *fdw;
+	AclResult	aclresult;
+
+	if (name == NULL)
+		return InvalidOid;
+
+	/* errors with "server ... does not exist" (42704) */
+	server = GetForeignServerByName(text_to_cstring(name), false);
+
+	fdw = GetForeignDataWrapper(server->fdwid);
+	if (strcmp(fdw->fdwname, "tcc_fdw") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("server \"%s\" is not a tcc participant",
+						server->servername),
+				 errdetail("It uses foreign-data wrapper \"%s\".",
+						   fdw->fdwname),
+				 errhint("Create participants with CREATE SERVER ... "
+						 "FOREIGN DATA WRAPPER tcc_fdw.")));
+
+	aclresult = pg_foreign_server_aclcheck(server->serverid, GetUserId(),
+										   ACL_USAGE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FOREIGN_SERVER, server->servername);
+
+	return server->serverid;
+}
+
+/*
+ * add_branch
+ *		The common body of tcc.register_branch and tcc.add_step.
+ *
+ * Arguments are checked before anything is locked or written.  The branch
+ * takes the next sequence number of its transaction; that UPDATE also locks
+ * out a concurrent commit (see the file header).
+ */
+static Datum
+add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
+{
+	const char *function = tcc_mode ? "tcc.register_branch" : "tcc.add_step";
+	const char *action_arg = tcc_mode ? "confirm_sql" : "action_sql";
+	const char *undo_arg = tcc_mode ? "cancel_sql" : "compensate_sql";
+	const char *id_arg = tcc_mode ? "branch_id" : "step_id";
+	static SPIPlanPtr bump_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
+	TccSpiSession session;
+	GlobalTx	tx;
+	char	   *gid;
+	char	   *branch_id = NULL;
+	text	   *action_sql;
+	text	   *undo_sql = NULL;
+	Oid			server;
+	Oid			argtypes[7] = {TEXTOID, TEXTOID, INT4OID, OIDOID, TEXTOID,
+		TEXTOID, JSONBOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int32		seq;
+
+	tcc_check_not_null(PG_ARGISNULL(0), "gid");
+	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+
+	tcc_check_not_null(PG_ARGISNULL(2), action_arg);
+	action_sql = PG_GETARG_TEXT_PP(2);
+	check_action_sql(text_to_cstring(action_sql), action_arg);
+
+	if (tcc_mode)
+		tcc_check_not_null(PG_ARGISNULL(3), undo_arg);
+	if (!PG_ARGISNULL(3))
+	{
+		undo_sql = PG_GETARG_TEXT_PP(3);
+		check_action_sql(text_to_cstring(undo_sql), undo_arg);
+	}
+
+	if (!PG_ARGISNULL(5))
+		branch_id = tcc_check_id(PG_GETARG_TEXT_PP(5), id_arg);
+
+	/* privileges on the server are the caller's, so check before switching */
+	server = lookup_participant(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
+
+	tcc_spi_begin(&session);
+
+	lock_global_tx(&session, gid, tcc_mode ? "register a branch in" :
+				   "add a step to", &tx);
+	check_mode(&tx, tcc_mode, function,
+			   tcc_mode ? "tcc.add_step" : "tcc.register_branch");
+	if (!STATUS_IS(&tx, "trying"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot add to global transaction \"%s\" because it "
+						"is %s", gid, tx.status),
+				 errdetail("%s works only while the transaction is trying.",
+						   function)));
+	if (undo_sql != NULL && strcmp(tx.mode, "msg") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("global transaction \"%s\" is a msg transaction, "
+						"which has no compensations", gid),
+				 errdetail("Steps of a msg transaction are retried until "
+						   "they succeed and are never undone."),
+				 errhint("Pass NULL as compensate_sql, or use mode saga.")));
+
+	values[0] = CStringGetTextDatum(gid);
+	tcc_spi_exec(&bump_plan,
+				 "UPDATE tcc.global_transaction"
+				 "   SET branch_count = branch_count + 1, updated_at = now()"
+				 " WHERE gid = $1"
+				 " RETURNING branch_count",
+				 1, argtypes, values, NULL, false, 0);
+	seq = DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull));
+
+	/*
+	 * A generated id is the sequence number, which reads well in the views.
+	 * Should the user have taken that id for another branch already, fall
+	 * back to a UUID rather than fail a call that named no id.
+	 */
+	for (;;)
+	{
+		bool		generated = (branch_id == NULL);
+
+		if (generated)
+			branch_id = psprintf("%d", seq);
+
+		values[1] = CStringGetTextDatum(branch_id);
+		values[2] = Int32GetDatum(seq);
+		values[3] = ObjectIdGetDatum(server);
+		nulls[3] = OidIsValid(server) ? ' ' : 'n';
+		values[4] = PointerGetDatum(action_sql);
+		values[5] = PointerGetDatum(undo_sql);
+		nulls[5] = undo_sql ? ' ' : 'n';
+		values[6] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+		nulls[6] = PG_ARGISNULL(4) ? 'n' : ' ';
+
+		if (tcc_spi_exec(&insert_plan,
+						 "INSERT INTO tcc.branch"
+						 "  (gid, branch_id, seq, server, confirm_sql,"
+						 "   cancel_sql, payload, created_at, updated_at)"
+						 " VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())"
+						 " ON CONFLICT (gid, branch_id) DO NOTHING",
+						 7, argtypes, values, nulls, false, 0) == 1)
+			break;
+
+		if (!generated)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("%s \"%s\" already exists in global transaction "
+							"\"%s\"", tcc_mode ? "branch" : "step",
+							branch_id, gid),
+					 errhint("Give each %s of a transaction its own id, or "
+							 "pass NULL to have one generated.",
+							 tcc_mode ? "branch" : "step")));
+		branch_id = tcc_generate_gid();
+	}
+
+	/* branch_id lives in SPI's memory, which tcc_spi_end frees */
+	branch_id = tcc_spi_strdup(branch_id);
+	tcc_spi_end(&session);
+
+	PG_RETURN_TEXT_P(cstring_to_text(branch_id));
+}
+
+/*
+ * tcc_begin
+ *		tcc.begin(gid, timeout, mode, meta): start a global transaction.
+ *
+ * Beginning a gid that is still trying returns the gid, so that a client
+ * that lost the answer can simply call again.  Two sessions beginning the
+ * same new gid at once are serialised by the primary key: the second one's
+ * INSERT ... ON CONFLICT waits for the first and then finds its row.
+ */
+Datum
+tcc_begin(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr select_plan = NULL;
+	TccSpiSession session;
+	char	   *gid;
+	char	   *mode;
+	Interval   *timeout;
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, OIDOID, JSONBOID,
+		INTERVALOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	gid = PG_ARGISNULL(0) ? tcc_generate_gid() :
+		tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+
+	if (PG_ARGISNULL(1))
+	{
+		timeout = palloc0(sizeof(Interval));
+		timeout->time = (TimeOffset) tcc_default_timeout * USECS_PER_SEC;
+	}
+	else
+	{
+		timeout = PG_GETARG_INTERVAL_P(1);
+		tcc_check_interval(timeout, "timeout", false);
+	}
+
+	tcc_check_not_null(PG_ARGISNULL(2), "mode");
+	mode = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strcmp(mode, "tcc") != 0 && strcmp(mode, "saga") != 0 &&
+		strcmp(mode, "msg") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown mode \"%s\"", mode),
+				 errhint("The mode is one of tcc, saga and msg.")));
+
+	if (!PG_ARGISNULL(3) &&
+		!JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(3)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("meta must be a JSON object"),
+				 errhint("Pass NULL or an object such as "
+						 "'{\"order\": 42}'.")));
+
+	tcc_spi_begin(&session);
+
+	values[0] = CStringGetTextDatum(gid);
+	values[1] = CStringGetTextDatum(mode);
+	values[2] = ObjectIdGetDatum(session.caller);
+	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+	values[4] = IntervalPGetDatum(timeout);
+
+	if (tcc_spi_exec(&insert_plan,
+					 "INSERT INTO tcc.global_transaction"
+					 "  (gid, mode, status, owner, meta,"
+					 "   created_at, updated_at, deadline)"
+					 " VALUES ($1, $2, 'trying', $3, $4,"
+					 "         now(), now(), now() + $5)"
+					 " ON CONFLICT (gid) DO NOTHING",
+					 5, argtypes, values, nulls, false, 0) == 0)
+	{
+		char	   *old_mode;
+		char	   *old_status;
+		Oid			old_owner;
+		bool		isnull;
+
+		/*
+		 * The gid exists.  ON CONFLICT waited for its inserter, so the row
+		 * is visible now, unless it was purged in between: then report it
+		 * as existing anyway rather than loop, the caller may retry.
+		 */
+		if (tcc_spi_exec(&select_plan,
+						 "SELECT mode, status, owner"
+						 "  FROM tcc.global_transaction WHERE gid = $1",
+						 1, argtypes, values, NULL, false, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("global transaction \"%s\" was purged while "
+							"being begun again", gid),
+					 errhint("Retry the call.")));
+
+		old_mode = tcc_spi_getstring(0, 1);
+		old_status = tcc_spi_getstring(0, 2);
+		old_owner = DatumGetObjectId(tcc_spi_getdatum(0, 3, &isnull));
+
+		if (!has_privs_of_role(session.caller, old_owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("global transaction \"%s\" already exists", gid),
+					 errdetail("It belongs to another role."),
+					 errhint("Choose another gid, or pass NULL to have one "
+							 "generated.")));
+		if (strcmp(old_status, "trying") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("global transaction \"%s\" already exists", gid),
+					 errdetail("It is %s; only a transaction still trying "
+							   "can be begun again.", old_status),
+					 errhint("Choose another gid, or pass NULL to have one "
+							 "generated.")));
+		if (strcmp(old_mode, mode) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("global transaction \"%s\" already exists with "
+							"mode %s", gid, old_mode),
+					 errhint("Begin it again with mode %s, or choose "
+							 "another gid.", old_mode)));
+	}
+
+	tcc_spi_end(&session);
+
+	PG_RETURN_TEXT_P(cstring_to_text(gid));
+}
+
+/*
+ * tcc_register_branch
+ *		tcc.register_branch(gid, server, confirm_sql, cancel_sql, payload,
+ *		branch_id): add a branch to a trying TCC transaction.
+ */
+Datum
+tcc_register_branch(PG_FUNCTION_ARGS)
+{
+	return add_branch(fcinfo, true);
+}
+
+/*
+ * tcc_add_step
+ *		tcc.add_step(gid, server, action_sql, compensate_sql, payload,
+ *		step_id): append a step to a trying saga or msg transaction.
+ */
+Datum
+tcc_add_step(PG_FUNCTION_ARGS)
+{
+	return add_branch(fcinfo, false);
+}
+
+/*
+ * start_phase_two
+ *		The common body of tcc.commit and tcc.submit: trying -> confirming.
+ *
+ * A TCC transaction has all its branches confirmed (the worker sends them
+ * in registration order); a saga or msg transaction runs its steps one
+ * after the other, so only the first becomes due.  A transaction with
+ * nothing to run is confirmed at once.  Repeating the call once the
+ * transaction is confirming or confirmed returns the status.
+ */
+static Datum
+start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
+{
+	const char *action = tcc_mode ? "commit" : "submit";
+	TccSpiSession session;
+	GlobalTx	tx;
+	char	   *gid;
+
+	tcc_check_not_null(PG_ARGISNULL(0), "gid");
+	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+
+	tcc_spi_begin(&session);
+	lock_global_tx(&session, gid, action, &tx);
+	check_mode(&tx, tcc_mode, tcc_mode ? "tcc.commit" : "tcc.submit",
+			   tcc_mode ? "tcc.submit" : "tcc.commit");
+
+	if (STATUS_IS(&tx, "trying"))
+	{
+		if (tcc_mode)
+		{
+			static SPIPlanPtr plan = NULL;
+			Oid			argtypes[1] = {TEXTOID};
+			Datum		values[1];
+
+			values[0] = CStringGetTextDatum(gid);
+			if (tcc_spi_exec(&plan,
+							 "SELECT branch_id FROM tcc.branch"
+							 " WHERE gid = $1 AND status = 'try_failed'"
+							 " ORDER BY seq LIMIT 1",
+							 1, argtypes, values, NULL, false, 1) > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("cannot commit global transaction \"%s\" "
+								"because the try of branch \"%s\" failed",
+								gid, tcc_spi_getstring(0, 1)),
+						 errhint("Roll it back with tcc.rollback.")));
+		}
+
+		if (tx.branch_count == 0)
+			set_global_status(&tx, "confirmed", NULL);
+		else
+		{
+			set_global_status(&tx, "confirming", NULL);
+			set_branch_status(&tx, "confirming", tcc_mode ? 0 : 1);
+		}
+	}
+	else if (!STATUS_IS(&tx, "confirming") && !STATUS_IS(&tx, "confirmed"))
+		refuse_transition(&tx, action);
+
+	tcc_spi_end(&session);
+
+	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+}
+
+/*
+ * tcc_commit
+ *		tcc.commit(gid): a TCC transaction goes from trying to confirming.
+ */
+Datum
+tcc_commit(PG_FUNCTION_ARGS)
+{
+	return start_phase_two(fcinfo, true);
+}
+
+/*
+ * tcc_submit
+ *		tcc.submit(gid): a saga or msg transaction goes from trying to
+ *		confirming, which runs its steps.
+ */
+Datum
+tcc_submit(PG_FUNCTION_ARGS)
+{
+	return start_phase_two(fcinfo, false);
+}
+
+/*
+ * tcc_rollback
+ *		tcc.rollback(gid, reason): trying -> cancelling.
+ *
+ * A TCC transaction's branches may have run their tries, so every branch is
+ * cancelled (the worker goes in reverse registration order; the fence turns
+ * a cancel whose try never ran into an empty rollback).  The steps of a saga
+ * or msg transaction run only after submit, so one still trying has nothing
+ * to undo: it is cancelled at once and its steps are marked skipped.
+ */
+Datum
+tcc_rollback(PG_FUNCTION_ARGS)
+{
+	TccSpiSession session;
+	GlobalTx	tx;
+	char	   *gid;
+	text	   *reason = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+
+	tcc_check_not_null(PG_ARGISNULL(0), "gid");
+	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+
+	tcc_spi_begin(&session);
+	lock_global_tx(&session, gid, "roll back", &tx);
+
+	if (STATUS_IS(&tx, "trying"))
+	{
+		if (tx.branch_count == 0)
+			set_global_status(&tx, "cancelled", reason);
+		else if (MODE_IS_TCC(&tx))
+		{
+			set_global_status(&tx, "cancelling", reason);
+			set_branch_status(&tx, "cancelling", 0);
+		}
+		else
+		{
+			set_global_status(&tx, "cancelled", reason);
+			set_branch_status(&tx, "skipped", 0);
+		}
+	}
+	else if (!STATUS_IS(&tx, "cancelling") && !STATUS_IS(&tx, "cancelled"))
+		refuse_transition(&tx, "roll back");
+
+	tcc_spi_end(&session);
+
+	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+}
+
+/*
+ * tcc_status
+ *		tcc.status(gid): the current status of a global transaction.
+ */
+Datum
+tcc_status(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	TccSpiSession session;
+	char	   *gid;
+	char	   *status;
+	Oid			owner;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+
+	tcc_check_not_null(PG_ARGISNULL(0), "gid");
+	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+
+	tcc_spi_begin(&session);
+
+	values[0] = CStringGetTextDatum(gid);
+	if (tcc_spi_exec(&plan,
+					 "SELECT status, owner FROM tcc.global_transaction"
+					 " WHERE gid = $1",
+					 1, argtypes, values, NULL, true, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("global transaction \"%s\" does not exist", gid),
+				 errhint("Check the gid; finished transactions are deleted "
+						 "by tcc.purge.")));
+
+	status = tcc_spi_getstring(0, 1);
+	owner = DatumGetObjectId(tcc_spi_getdatum(0, 2, &isnull));
+	if (!has_privs_of_role(session.caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to see global transaction \"%s\"",
+						gid),
+				 errdetail("Only the role that began it, members of that "
+						   "role and superusers may act on it.")));
+
+	tcc_spi_end(&session);
+
+	PG_RETURN_TEXT_P(cstring_to_text(status));
+}
+
+/*
+ * tcc_retry
+ *		tcc.retry(gid): a failed transaction resumes the phase it left.
+ *
+ * The branches that failed become due again with their attempts reset;
+ * the ones that had succeeded are left alone.
+ */
+Datum
+tcc_retry(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr global_plan = NULL;
+	static SPIPlanPtr branch_plan = NULL;
+	TccSpiSession session;
+	GlobalTx	tx;
+	char	   *gid;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	tcc_check_not_null(PG_ARGISNULL(0), "gid");
+	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+
+	tcc_spi_begin(&session);
+	lock_global_tx(&session, gid, "retry", &tx);
+
+	if (!STATUS_IS(&tx, "failed"))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot retry global transaction \"%s\" because it "
+						"is %s", gid, tx.status),
+				 errdetail("Only a failed transaction can be retried.")));
+
+	values[0] = CStringGetTextDatum(gid);
+	tcc_spi_exec(&global_plan,
+				 "UPDATE tcc.global_transaction"
+				 "   SET status = failed_phase, failed_phase = NULL,"
+				 "       last_error = NULL, updated_at = now()"
+				 " WHERE gid = $1"
+				 " RETURNING status",
+				 1, argtypes, values, NULL, false, 0);
+	tx.status = tcc_spi_getstring(0, 1);
+
+	tcc_spi_exec(&branch_plan,
+				 "UPDATE tcc.branch"
+				 "   SET status = g.status, attempts = 0,"
+				 "       next_attempt_at = now(), updated_at = now()"
+				 "  FROM tcc.global_transaction g"
+				 " WHERE g.gid = $1 AND tcc.branch.gid = $1"
+				 "   AND tcc.branch.status = 'failed'",
+				 1, argtypes, values, NULL, false, 0);
+
+	tcc_spi_end(&session);
+
+	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+}
+
+/*
+ * tcc_purge
+ *		tcc.purge(older_than): delete the confirmed and cancelled
+ *		transactions, of roles the caller is a member of, that finished more
+ *		than older_than ago; returns how many.
+ *
+ * Failed transactions are never purged: they wait for a human.
+ */
+Datum
+tcc_purge(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	TccSpiSession session;
+	Interval   *older_than;
+	Oid			argtypes[2] = {INTERVALOID, OIDOID};
+	Datum		values[2];
+	uint64		deleted;
+
+	tcc_check_not_null(PG_ARGISNULL(0), "older_than");
+	older_than = PG_GETARG_INTERVAL_P(0);
+	tcc_check_interval(older_than, "older_than", true);
+
+	tcc_spi_begin(&session);
+
+	values[0] = IntervalPGetDatum(older_than);
+	values[1] = ObjectIdGetDatum(session.caller);
+	deleted = tcc_spi_exec(&plan,
+						   "DELETE FROM tcc.global_transaction"
+						   " WHERE finished_at < now() - $1"
+						   "   AND pg_has_role($2, owner, 'USAGE')",
+						   2, argtypes, values, NULL, false, 0);
+
+	tcc_spi_end(&session);
+
+	PG_RETURN_INT64((int64) deleted);
+}

@@ -1,0 +1,150 @@
+/*-------------------------------------------------------------------------
+ *
+ * ids.c
+ *	  Checking the arguments users pass to tcc, and making gids.
+ *
+ * Every SQL-callable function is declared non-strict so that a NULL where a
+ * value is required gets a clear error instead of a silent NULL result; the
+ * checks for that, for the form of gids and branch ids, and for intervals
+ * live here so that every function words them the same way.
+ *
+ * src/ids.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
+
+#include "tcc.h"
+
+/*
+ * tcc_check_not_null
+ *		Refuse a NULL for a required argument.
+ */
+void
+tcc_check_not_null(bool isnull, const char *argname)
+{
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", argname)));
+}
+
+/*
+ * tcc_check_id
+ *		Check a gid or branch id and return it as a C string.
+ *
+ * Ids travel to participants, into logs and into the fence's keys, so they
+ * must be non-empty, at most TCC_MAX_ID_LEN bytes and free of control
+ * characters (which would make log lines and psql output ambiguous).
+ */
+char *
+tcc_check_id(text *id, const char *what)
+{
+	char	   *str = text_to_cstring(id);
+	size_t		len = strlen(str);
+	size_t		i;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what),
+				 errhint("Pass NULL to have one generated.")));
+
+	if (len > TCC_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s \"%.32s...\" is too long", what, str),
+				 errdetail("It is %zu bytes long; the limit is %d bytes.",
+						   len, TCC_MAX_ID_LEN)));
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) str[i];
+
+		if (c < 0x20 || c == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s contains a control character", what),
+					 errdetail("Byte %zu is 0x%02x.", i + 1, c),
+					 errhint("Use printable characters only.")));
+	}
+
+	return str;
+}
+
+/*
+ * tcc_generate_gid
+ *		A new gid: a UUID of version 7 (RFC 9562) as text.
+ *
+ * Version 7 puts the time in milliseconds first, so gids generated close in
+ * time sort close together and the primary key's B-tree gets its inserts at
+ * its right edge, as with a sequence, instead of all over the index as with
+ * a random UUID.  The remaining 74 bits come from pg_strong_random, so two
+ * coordinators never make the same gid.
+ */
+char *
+tcc_generate_gid(void)
+{
+	uint8		uuid[16];
+	uint64		unix_ms;
+	char	   *result;
+
+	if (!pg_strong_random(uuid, sizeof(uuid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values for a gid")));
+
+	/* milliseconds since the Unix epoch, from the database clock */
+	unix_ms = (uint64) (GetCurrentTimestamp() / 1000) +
+		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
+	uuid[0] = (uint8) (unix_ms >> 40);
+	uuid[1] = (uint8) (unix_ms >> 32);
+	uuid[2] = (uint8) (unix_ms >> 24);
+	uuid[3] = (uint8) (unix_ms >> 16);
+	uuid[4] = (uint8) (unix_ms >> 8);
+	uuid[5] = (uint8) unix_ms;
+	uuid[6] = (uuid[6] & 0x0f) | 0x70;	/* version 7 */
+	uuid[8] = (uuid[8] & 0x3f) | 0x80;	/* variant RFC 9562 */
+
+	result = psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+					  "%02x%02x%02x%02x%02x%02x",
+					  uuid[0], uuid[1], uuid[2], uuid[3], uuid[4], uuid[5],
+					  uuid[6], uuid[7], uuid[8], uuid[9], uuid[10], uuid[11],
+					  uuid[12], uuid[13], uuid[14], uuid[15]);
+	return result;
+}
+
+/*
+ * tcc_check_interval
+ *		Refuse an interval below zero, or at zero unless allow_zero.
+ *
+ * Intervals mix months, days and microseconds; interval_gt compares them the
+ * way the interval type orders itself (a month as 30 days), which is what a
+ * user comparing to '0' in SQL would get.
+ */
+void
+tcc_check_interval(Interval *interval, const char *argname, bool allow_zero)
+{
+	Interval	zero;
+	PGFunction	cmp = allow_zero ? interval_ge : interval_gt;
+
+	memset(&zero, 0, sizeof(zero));
+	if (!DatumGetBool(DirectFunctionCall2(cmp,
+										  IntervalPGetDatum(interval),
+										  IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 allow_zero ?
+				 errmsg("%s must not be negative", argname) :
+				 errmsg("%s must be greater than zero", argname),
+				 errdetail("The value given was %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(interval))))));
+}

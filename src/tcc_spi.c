@@ -1,0 +1,178 @@
+/*-------------------------------------------------------------------------
+ *
+ * tcc_spi.c
+ *	  Running tcc's own SQL against its private tables.
+ *
+ * Users never write tcc's tables: the tables grant nothing to PUBLIC, and the
+ * SQL functions reach them through SPI after switching to the owner of the
+ * tcc schema (the role that ran CREATE EXTENSION).  This is the same
+ * arrangement as a SECURITY DEFINER function, but the C code keeps the
+ * caller's identity for its own permission checks, which a SECURITY DEFINER
+ * function would lose.
+ *
+ * Running as a privileged role means the caller must not be able to inject
+ * code into the statements: they name tcc's tables with their schema, and
+ * search_path is pinned to pg_catalog, pg_temp for the duration so that an
+ * operator or function the caller created in another schema cannot be
+ * picked instead of the built-in one.  The plans are prepared once per
+ * backend and kept.
+ *
+ * src/tcc_spi.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+
+#include "tcc.h"
+
+/*
+ * tcc_schema_owner
+ *		The owner of the tcc schema, which owns tcc's tables.
+ */
+static Oid
+tcc_schema_owner(void)
+{
+	Oid			nspid = get_namespace_oid("tcc", false);
+	HeapTuple	tuple;
+	Oid			owner;
+
+	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for schema %u", nspid);
+	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
+	ReleaseSysCache(tuple);
+
+	return owner;
+}
+
+/*
+ * tcc_spi_begin
+ *		Connect to SPI as the tcc schema's owner with a safe search_path.
+ *
+ * The caller's role is kept in session->caller for permission checks.  On
+ * error there is nothing to undo by hand: transaction (or subtransaction)
+ * abort restores the user id and the GUC nest level, and closes SPI.
+ */
+void
+tcc_spi_begin(TccSpiSession *session)
+{
+	Oid			owner = tcc_schema_owner();
+
+	GetUserIdAndSecContext(&session->save_userid, &session->save_sec_context);
+	session->caller = session->save_userid;
+
+	SetUserIdAndSecContext(owner,
+						   session->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+
+	session->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/*
+ * tcc_spi_end
+ *		Close SPI and return to the caller's role and settings.
+ */
+void
+tcc_spi_end(TccSpiSession *session)
+{
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	AtEOXact_GUC(true, session->save_nestlevel);
+	SetUserIdAndSecContext(session->save_userid, session->save_sec_context);
+}
+
+/*
+ * tcc_spi_exec
+ *		Run one of tcc's statements, preparing and keeping its plan on first
+ *		use; returns SPI_processed.
+ *
+ * *plan caches the plan across calls (a static of the caller).  Errors from
+ * SPI itself cannot be caused by the user and are reported with elog; errors
+ * raised while executing (a constraint, a lock timeout) propagate unchanged.
+ */
+uint64
+tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+			 Datum *values, const char *nulls, bool read_only, long count)
+{
+	int			rc;
+
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	newplan = SPI_prepare(sql, nargs, argtypes);
+
+		if (newplan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(newplan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		*plan = newplan;
+	}
+
+	rc = SPI_execute_plan(*plan, values, nulls, read_only, count);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 sql, SPI_result_code_string(rc));
+
+	return SPI_processed;
+}
+
+/*
+ * tcc_spi_getstring
+ *		Column col (1-based) of result row row as a C string in the caller's
+ *		memory context, or NULL.
+ *
+ * SPI_getvalue allocates in the SPI procedure context, which SPI_finish
+ * frees; the copy made here, in the context that was current at SPI_connect,
+ * survives it.
+ */
+char *
+tcc_spi_getstring(int row, int col)
+{
+	return tcc_spi_strdup(SPI_getvalue(SPI_tuptable->vals[row],
+									   SPI_tuptable->tupdesc, col));
+}
+
+/*
+ * tcc_spi_strdup
+ *		Copy str (may be NULL) into the context that was current at
+ *		SPI_connect, so that it outlives tcc_spi_end.
+ */
+char *
+tcc_spi_strdup(const char *str)
+{
+	char	   *copy;
+
+	if (str == NULL)
+		return NULL;
+	copy = SPI_palloc(strlen(str) + 1);
+	strcpy(copy, str);
+
+	return copy;
+}
+
+/*
+ * tcc_spi_getdatum
+ *		Column col (1-based) of result row row; pass-by-reference values are
+ *		only valid until tcc_spi_end.
+ */
+Datum
+tcc_spi_getdatum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
+						 isnull);
+}

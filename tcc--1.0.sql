@@ -1,0 +1,407 @@
+/* tcc--1.0.sql: install script of the tcc extension, version 1.0 */
+
+\echo Use "CREATE EXTENSION tcc" to load this file. \quit
+
+/*
+ * The schema is created by CREATE EXTENSION (tcc.control names it).  Its
+ * tables are private: every write goes through the functions below, which
+ * run their SQL as the schema's owner.  Everybody may call the functions and
+ * read the views; the views show each role only the transactions it may see.
+ */
+GRANT USAGE ON SCHEMA tcc TO PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Coordinator state
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * One row per global transaction.  status moves only along the edges of
+ * SPEC section 3, always by one UPDATE made while holding the row lock.
+ * branch_count doubles as the sequence for registration order and as the
+ * reason every registration updates (and so locks) this row: that is what
+ * serialises a registration against a commit of the same transaction.
+ */
+CREATE TABLE tcc.global_transaction (
+	gid				text		NOT NULL,
+	mode			text		NOT NULL,
+	status			text		NOT NULL,
+	owner			oid			NOT NULL,
+	meta			jsonb,
+	branch_count	integer		NOT NULL DEFAULT 0,
+	created_at		timestamptz	NOT NULL,
+	updated_at		timestamptz	NOT NULL,
+	deadline		timestamptz	NOT NULL,
+	finished_at		timestamptz,
+	failed_phase	text,
+	reason			text,
+	last_error		text,
+	CONSTRAINT global_transaction_pkey PRIMARY KEY (gid),
+	CONSTRAINT global_transaction_mode_check
+		CHECK (mode IN ('tcc', 'saga', 'msg')),
+	CONSTRAINT global_transaction_status_check
+		CHECK (status IN ('trying', 'confirming', 'confirmed',
+						  'cancelling', 'cancelled', 'failed')),
+	CONSTRAINT global_transaction_failed_phase_check
+		CHECK ((status = 'failed') = (failed_phase IS NOT NULL) AND
+			   failed_phase IN ('confirming', 'cancelling')),
+	CONSTRAINT global_transaction_finished_check
+		CHECK ((status IN ('confirmed', 'cancelled')) =
+			   (finished_at IS NOT NULL))
+) WITH (fillfactor = 90);
+
+/* the worker's timeout scan: only transactions still being tried */
+CREATE INDEX global_transaction_deadline_idx
+	ON tcc.global_transaction (deadline) WHERE status = 'trying';
+
+/* retention: only finished transactions, oldest first */
+CREATE INDEX global_transaction_finished_idx
+	ON tcc.global_transaction (finished_at) WHERE finished_at IS NOT NULL;
+
+/*
+ * One row per TCC branch or saga/msg step.  For a TCC branch confirm_sql
+ * and cancel_sql are the confirm and cancel; for a step they are the forward
+ * action and its compensation.  server is a foreign server's OID, or NULL for
+ * an action run in this database.
+ *
+ * Branch states:
+ *	registered	registered; a TCC try not reported, or a step not yet due
+ *	tried		CALL tcc.try ran the try successfully
+ *	try_failed	CALL tcc.try ran the try and it failed
+ *	confirming	the confirm (or forward step) is due at next_attempt_at
+ *	confirmed	the confirm (or forward step) succeeded
+ *	cancelling	the cancel (or compensation) is due at next_attempt_at
+ *	cancelled	the cancel (or compensation) succeeded
+ *	failed		attempts exhausted or the error can never succeed
+ *	aborted		a saga step that failed for good (so compensation starts)
+ *	skipped		a step that never ran because the transaction ended first
+ */
+CREATE TABLE tcc.branch (
+	gid				text		NOT NULL,
+	branch_id		text		NOT NULL,
+	seq				integer		NOT NULL,
+	server			oid,
+	confirm_sql		text		NOT NULL,
+	cancel_sql		text,
+	payload			jsonb,
+	status			text		NOT NULL DEFAULT 'registered',
+	attempts		integer		NOT NULL DEFAULT 0,
+	next_attempt_at	timestamptz,
+	last_attempt_at	timestamptz,
+	last_error		text,
+	last_sqlstate	text,
+	created_at		timestamptz	NOT NULL,
+	updated_at		timestamptz	NOT NULL,
+	CONSTRAINT branch_pkey PRIMARY KEY (gid, branch_id),
+	CONSTRAINT branch_seq_key UNIQUE (gid, seq),
+	CONSTRAINT branch_gid_fkey FOREIGN KEY (gid)
+		REFERENCES tcc.global_transaction (gid) ON DELETE CASCADE,
+	CONSTRAINT branch_status_check
+		CHECK (status IN ('registered', 'tried', 'try_failed',
+						  'confirming', 'confirmed', 'cancelling',
+						  'cancelled', 'failed', 'aborted', 'skipped'))
+) WITH (fillfactor = 90);
+
+/*
+ * The worker's hot query, "which branches are due now", reads only this
+ * partial index: finished branches never enter it, so millions of old rows
+ * cost it nothing.
+ */
+CREATE INDEX branch_due_idx
+	ON tcc.branch (next_attempt_at)
+	WHERE status IN ('confirming', 'cancelling');
+
+/* ------------------------------------------------------------------------
+ * Participant fence
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * One row per (gid, branch, operation) a participant has seen.  Every
+ * decision is an INSERT ... ON CONFLICT DO NOTHING on the primary key, so two
+ * sessions racing on the same branch wait for each other on the key and
+ * exactly one of them inserts; no explicit lock, no deadlock.  A cancel that
+ * finds no try inserts the 'try' row itself (by_cancel), which refuses a try
+ * that arrives later.
+ */
+CREATE TABLE tcc.fence (
+	gid				text		NOT NULL,
+	branch_id		text		NOT NULL,
+	op				text		NOT NULL,
+	by_cancel		boolean		NOT NULL DEFAULT false,
+	created_at		timestamptz	NOT NULL DEFAULT now(),
+	CONSTRAINT fence_pkey PRIMARY KEY (gid, branch_id, op),
+	CONSTRAINT fence_op_check CHECK (op IN ('try', 'confirm', 'cancel'))
+);
+
+CREATE INDEX fence_created_idx ON tcc.fence (created_at);
+
+/* the state is data, not configuration: pg_dump must keep it */
+SELECT pg_catalog.pg_extension_config_dump('tcc.global_transaction', '');
+SELECT pg_catalog.pg_extension_config_dump('tcc.branch', '');
+SELECT pg_catalog.pg_extension_config_dump('tcc.fence', '');
+
+REVOKE ALL ON tcc.global_transaction, tcc.branch, tcc.fence FROM PUBLIC;
+
+COMMENT ON TABLE tcc.global_transaction IS
+'Global transactions of the tcc coordinator; written only by the tcc functions';
+COMMENT ON TABLE tcc.branch IS
+'Branches (TCC) and steps (saga, msg) of global transactions; written only by the tcc functions';
+COMMENT ON TABLE tcc.fence IS
+'Participant fence: the tries, confirms and cancels this database has seen';
+
+/* ------------------------------------------------------------------------
+ * Participants
+ * ------------------------------------------------------------------------
+ */
+
+CREATE FOREIGN DATA WRAPPER tcc_fdw;
+
+COMMENT ON FOREIGN DATA WRAPPER tcc_fdw IS
+'Participants of tcc global transactions: one foreign server per participant database';
+
+/* ------------------------------------------------------------------------
+ * Coordinator API
+ * ------------------------------------------------------------------------
+ */
+
+CREATE FUNCTION tcc.begin(gid text DEFAULT NULL,
+						  timeout interval DEFAULT NULL,
+						  mode text DEFAULT 'tcc',
+						  meta jsonb DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_begin'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.begin(text, interval, text, jsonb) IS
+'Start a global transaction in status trying and return its gid (idempotent while trying)';
+
+CREATE FUNCTION tcc.register_branch(gid text,
+									server text,
+									confirm_sql text,
+									cancel_sql text,
+									payload jsonb DEFAULT NULL,
+									branch_id text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_register_branch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.register_branch(text, text, text, text, jsonb, text) IS
+'Register a TCC branch (confirm and cancel SQL) of a trying transaction and return its branch id';
+
+CREATE FUNCTION tcc.add_step(gid text,
+							 server text,
+							 action_sql text,
+							 compensate_sql text DEFAULT NULL,
+							 payload jsonb DEFAULT NULL,
+							 step_id text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_add_step'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.add_step(text, text, text, text, jsonb, text) IS
+'Append a step (action and compensation SQL) to a trying saga or msg transaction and return its step id';
+
+CREATE FUNCTION tcc.commit(gid text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_commit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.commit(text) IS
+'Move a TCC transaction from trying to confirming (idempotent) and return its status';
+
+CREATE FUNCTION tcc.submit(gid text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_submit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.submit(text) IS
+'Move a saga or msg transaction from trying to confirming (idempotent) and return its status';
+
+CREATE FUNCTION tcc.rollback(gid text, reason text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_rollback'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.rollback(text, text) IS
+'Move a transaction from trying to cancelling (idempotent) and return its status';
+
+CREATE FUNCTION tcc.status(gid text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_status'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION tcc.status(text) IS
+'Current status of a global transaction';
+
+CREATE FUNCTION tcc.retry(gid text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_retry'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.retry(text) IS
+'Resume a failed transaction in the phase it left, with attempts reset, and return its status';
+
+CREATE FUNCTION tcc.purge(older_than interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'tcc_purge'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.purge(interval) IS
+'Delete the caller''s confirmed and cancelled transactions finished longer ago than older_than; returns how many';
+
+/* ------------------------------------------------------------------------
+ * Participant API
+ * ------------------------------------------------------------------------
+ */
+
+CREATE FUNCTION tcc.fence_try(gid text, branch_id text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'tcc_fence_try'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.fence_try(text, text) IS
+'Participant fence for a try or saga action: true when the business code must run';
+
+CREATE FUNCTION tcc.fence_confirm(gid text, branch_id text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'tcc_fence_confirm'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.fence_confirm(text, text) IS
+'Participant fence for a confirm: true when the business code must run';
+
+CREATE FUNCTION tcc.fence_cancel(gid text, branch_id text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'tcc_fence_cancel'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION tcc.fence_cancel(text, text) IS
+'Participant fence for a cancel or compensation: true when the business code must run';
+
+CREATE FUNCTION tcc.fence_purge(older_than interval)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'tcc_fence_purge'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION tcc.fence_purge(interval) FROM PUBLIC;
+
+COMMENT ON FUNCTION tcc.fence_purge(interval) IS
+'Delete fence rows older than older_than; returns how many (superuser or granted roles only)';
+
+/* ------------------------------------------------------------------------
+ * Monitoring
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * The views read the private tables with their owner's rights and filter
+ * rows with pg_has_role(), which is evaluated as the querying role.
+ * security_barrier keeps a caller's leaky function from seeing the rows the
+ * filter removes.
+ */
+CREATE VIEW tcc.transactions WITH (security_barrier) AS
+SELECT g.gid,
+	   g.mode,
+	   g.status,
+	   g.owner::regrole AS owner,
+	   g.created_at,
+	   g.updated_at,
+	   g.deadline,
+	   g.finished_at,
+	   coalesce(b.branches, 0) AS branches,
+	   coalesce(b.pending, 0) AS branches_pending,
+	   coalesce(b.confirmed, 0) AS branches_confirmed,
+	   coalesce(b.cancelled, 0) AS branches_cancelled,
+	   coalesce(b.failed, 0) AS branches_failed,
+	   g.failed_phase,
+	   g.reason,
+	   coalesce(g.last_error, b.last_error) AS last_error
+  FROM tcc.global_transaction g
+  LEFT JOIN LATERAL (
+	SELECT count(*) AS branches,
+		   count(*) FILTER (WHERE br.status IN ('registered', 'tried',
+												'confirming',
+												'cancelling')) AS pending,
+		   count(*) FILTER (WHERE br.status = 'confirmed') AS confirmed,
+		   count(*) FILTER (WHERE br.status IN ('cancelled',
+												'skipped')) AS cancelled,
+		   count(*) FILTER (WHERE br.status IN ('try_failed', 'failed',
+												'aborted')) AS failed,
+		   (array_agg(br.last_error ORDER BY br.updated_at DESC)
+				FILTER (WHERE br.last_error IS NOT NULL))[1] AS last_error
+	  FROM tcc.branch br
+	 WHERE br.gid = g.gid) b ON true
+ WHERE pg_has_role(g.owner, 'USAGE');
+
+COMMENT ON VIEW tcc.transactions IS
+'One row per global transaction the current role may see, with its branch counts by state';
+
+CREATE VIEW tcc.branches WITH (security_barrier) AS
+SELECT br.gid,
+	   br.branch_id,
+	   br.seq,
+	   g.mode,
+	   coalesce(s.srvname::text, '#' || br.server::text) AS server,
+	   br.status,
+	   br.attempts,
+	   br.next_attempt_at,
+	   br.last_attempt_at,
+	   br.last_error,
+	   br.last_sqlstate,
+	   br.confirm_sql,
+	   br.cancel_sql,
+	   br.payload,
+	   br.created_at,
+	   br.updated_at
+  FROM tcc.branch br
+  JOIN tcc.global_transaction g ON g.gid = br.gid
+  LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = br.server
+ WHERE pg_has_role(g.owner, 'USAGE');
+
+COMMENT ON VIEW tcc.branches IS
+'One row per branch or step of the global transactions the current role may see';
+
+CREATE VIEW tcc.stats WITH (security_barrier) AS
+SELECT count(*) FILTER (WHERE g.status = 'trying') AS trying,
+	   count(*) FILTER (WHERE g.status = 'confirming') AS confirming,
+	   count(*) FILTER (WHERE g.status = 'confirmed') AS confirmed,
+	   count(*) FILTER (WHERE g.status = 'cancelling') AS cancelling,
+	   count(*) FILTER (WHERE g.status = 'cancelled') AS cancelled,
+	   count(*) FILTER (WHERE g.status = 'failed') AS failed,
+	   now() - min(g.created_at) FILTER (WHERE g.finished_at IS NULL)
+		   AS oldest_unfinished_age,
+	   (SELECT count(*)
+		  FROM tcc.branch br
+		  JOIN tcc.global_transaction g2 ON g2.gid = br.gid
+		 WHERE br.status IN ('confirming', 'cancelling')
+		   AND br.attempts > 0
+		   AND pg_has_role(g2.owner, 'USAGE')) AS retry_backlog
+  FROM tcc.global_transaction g
+ WHERE pg_has_role(g.owner, 'USAGE');
+
+COMMENT ON VIEW tcc.stats IS
+'Counts of the visible global transactions by status, the oldest unfinished one''s age and the retry backlog';
+
+CREATE FUNCTION tcc.worker_status(
+	OUT datname name,
+	OUT pid integer,
+	OUT state text,
+	OUT last_wakeup timestamptz,
+	OUT calls_succeeded bigint,
+	OUT calls_failed bigint,
+	OUT open_connections integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tcc_worker_status'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION tcc.worker_status() IS
+'Live state of the tcc background workers, read from shared memory';
+
+CREATE VIEW tcc.worker AS SELECT * FROM tcc.worker_status();
+
+COMMENT ON VIEW tcc.worker IS
+'One row per tcc background worker: database, pid, state, last wake-up, calls and open connections';
+
+GRANT SELECT ON tcc.transactions, tcc.branches, tcc.stats, tcc.worker
+	TO PUBLIC;
