@@ -229,7 +229,7 @@ COMMENT ON FUNCTION tcc.rollback(text, text) IS
 CREATE FUNCTION tcc.status(gid text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'tcc_status'
-LANGUAGE C STABLE PARALLEL SAFE;
+LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION tcc.status(text) IS
 'Current status of a global transaction';
@@ -295,11 +295,19 @@ COMMENT ON FUNCTION tcc.fence_purge(interval) IS
  */
 
 /*
- * The views read the private tables with their owner's rights and filter
- * rows with pg_has_role(), which is evaluated as the querying role.
- * security_barrier keeps a caller's leaky function from seeing the rows the
- * filter removes.
+ * The views read the private tables with their owner's rights and show a
+ * row only when tcc.is_visible(owner), evaluated as the querying role, says
+ * so.  security_barrier keeps a caller's leaky function from seeing the rows
+ * the filter removes.
  */
+CREATE FUNCTION tcc.is_visible(owner oid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'tcc_is_visible'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION tcc.is_visible(oid) IS
+'Whether the current role may see a global transaction owned by this role (member or superuser)';
+
 CREATE VIEW tcc.transactions WITH (security_barrier) AS
 SELECT g.gid,
 	   g.mode,
@@ -332,7 +340,7 @@ SELECT g.gid,
 				FILTER (WHERE br.last_error IS NOT NULL))[1] AS last_error
 	  FROM tcc.branch br
 	 WHERE br.gid = g.gid) b ON true
- WHERE pg_has_role(g.owner, 'USAGE');
+ WHERE tcc.is_visible(g.owner);
 
 COMMENT ON VIEW tcc.transactions IS
 'One row per global transaction the current role may see, with its branch counts by state';
@@ -357,7 +365,7 @@ SELECT br.gid,
   FROM tcc.branch br
   JOIN tcc.global_transaction g ON g.gid = br.gid
   LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = br.server
- WHERE pg_has_role(g.owner, 'USAGE');
+ WHERE tcc.is_visible(g.owner);
 
 COMMENT ON VIEW tcc.branches IS
 'One row per branch or step of the global transactions the current role may see';
@@ -376,9 +384,9 @@ SELECT count(*) FILTER (WHERE g.status = 'trying') AS trying,
 		  JOIN tcc.global_transaction g2 ON g2.gid = br.gid
 		 WHERE br.status IN ('confirming', 'cancelling')
 		   AND br.attempts > 0
-		   AND pg_has_role(g2.owner, 'USAGE')) AS retry_backlog
+		   AND tcc.is_visible(g2.owner)) AS retry_backlog
   FROM tcc.global_transaction g
- WHERE pg_has_role(g.owner, 'USAGE');
+ WHERE tcc.is_visible(g.owner);
 
 COMMENT ON VIEW tcc.stats IS
 'Counts of the visible global transactions by status, the oldest unfinished one''s age and the retry backlog';
@@ -393,7 +401,7 @@ CREATE FUNCTION tcc.worker_status(
 	OUT open_connections integer)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'tcc_worker_status'
-LANGUAGE C VOLATILE PARALLEL SAFE;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION tcc.worker_status() IS
 'Live state of the tcc background workers, read from shared memory';

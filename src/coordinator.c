@@ -64,6 +64,7 @@ PG_FUNCTION_INFO_V1(tcc_rollback);
 PG_FUNCTION_INFO_V1(tcc_status);
 PG_FUNCTION_INFO_V1(tcc_retry);
 PG_FUNCTION_INFO_V1(tcc_purge);
+PG_FUNCTION_INFO_V1(tcc_is_visible);
 
 /* A global transaction's row, as read under its lock */
 typedef struct GlobalTx
@@ -830,8 +831,8 @@ tcc_purge(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
 	Interval   *older_than;
-	Oid			argtypes[2] = {INTERVALOID, OIDOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {INTERVALOID, OIDOID, BOOLOID};
+	Datum		values[3];
 	uint64		deleted;
 
 	tcc_check_not_null(PG_ARGISNULL(0), "older_than");
@@ -840,15 +841,37 @@ tcc_purge(PG_FUNCTION_ARGS)
 
 	tcc_spi_begin(&session);
 
+	/*
+	 * The owner test goes through pg_roles because pg_has_role() fails for
+	 * a role that no longer exists; the transactions of a dropped role are
+	 * a superuser's to purge.
+	 */
 	values[0] = IntervalPGetDatum(older_than);
 	values[1] = ObjectIdGetDatum(session.caller);
+	values[2] = BoolGetDatum(superuser_arg(session.caller));
 	deleted = tcc_spi_exec(&plan,
 						   "DELETE FROM tcc.global_transaction"
 						   " WHERE finished_at < now() - $1"
-						   "   AND pg_has_role($2, owner, 'USAGE')",
-						   2, argtypes, values, NULL, false, 0);
+						   "   AND ($3 OR owner IN (SELECT oid FROM pg_roles"
+						   "                         WHERE pg_has_role($2, oid,"
+						   "                                           'USAGE')))",
+						   3, argtypes, values, NULL, false, 0);
 
 	tcc_spi_end(&session);
 
 	PG_RETURN_INT64((int64) deleted);
+}
+
+/*
+ * tcc_is_visible
+ *		tcc.is_visible(owner): may the current role see a transaction owned
+ *		by owner?  The views filter on it.
+ *
+ * Unlike pg_has_role(), this does not fail when owner has been dropped: such
+ * transactions are visible to superusers only.
+ */
+Datum
+tcc_is_visible(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(has_privs_of_role(GetUserId(), PG_GETARG_OID(0)));
 }

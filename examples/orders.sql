@@ -1,0 +1,43 @@
+-- examples/orders.sql: the order participant of the reference scenario
+-- (SPEC section 9).  The try creates the order as pending; confirm completes
+-- it; cancel cancels it.  Same fence pattern as examples/inventory.sql.
+
+CREATE EXTENSION IF NOT EXISTS tcc;
+
+CREATE TABLE orders (
+	gid		text PRIMARY KEY,
+	product	integer NOT NULL,
+	qty		integer NOT NULL,
+	status	text NOT NULL CHECK (status IN ('pending', 'completed',
+											'cancelled'))
+);
+
+CREATE FUNCTION order_try(gid text, branch_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF NOT tcc.fence_try(gid, branch_id) THEN
+		RETURN false;
+	END IF;
+	INSERT INTO orders (gid, product, qty, status)
+	VALUES (gid, (payload->>'product')::int, (payload->>'qty')::int,
+			'pending');
+	RETURN true;
+END $$;
+
+CREATE FUNCTION order_confirm(gid text, branch_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF tcc.fence_confirm(gid, branch_id) THEN
+		UPDATE orders SET status = 'completed' WHERE orders.gid = order_confirm.gid;
+	END IF;
+	RETURN true;
+END $$;
+
+CREATE FUNCTION order_cancel(gid text, branch_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF tcc.fence_cancel(gid, branch_id) THEN
+		UPDATE orders SET status = 'cancelled' WHERE orders.gid = order_cancel.gid;
+	END IF;
+	RETURN true;
+END $$;
