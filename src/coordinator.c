@@ -405,7 +405,8 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 		values[4] = PointerGetDatum(action_sql);
 		values[5] = PointerGetDatum(undo_sql);
 		nulls[5] = undo_sql ? ' ' : 'n';
-		values[6] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+		values[6] = PG_ARGISNULL(4) ? (Datum) 0 :
+			JsonbPGetDatum(PG_GETARG_JSONB_P(4));
 		nulls[6] = PG_ARGISNULL(4) ? 'n' : ' ';
 
 		if (tcc_spi_exec(&insert_plan,
@@ -454,6 +455,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 	char	   *gid;
 	char	   *mode;
 	Interval   *timeout;
+	Jsonb	   *meta;
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, OIDOID, JSONBOID,
 		INTERVALOID};
 	Datum		values[5];
@@ -482,8 +484,8 @@ tcc_begin(PG_FUNCTION_ARGS)
 				 errmsg("unknown mode \"%s\"", mode),
 				 errhint("The mode is one of tcc, saga and msg.")));
 
-	if (!PG_ARGISNULL(3) &&
-		!JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(3)))
+	meta = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	if (meta != NULL && !JB_ROOT_IS_OBJECT(meta))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("meta must be a JSON object"),
@@ -495,8 +497,8 @@ tcc_begin(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(gid);
 	values[1] = CStringGetTextDatum(mode);
 	values[2] = ObjectIdGetDatum(session.caller);
-	values[3] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	nulls[3] = PG_ARGISNULL(3) ? 'n' : ' ';
+	values[3] = JsonbPGetDatum(meta);
+	nulls[3] = meta ? ' ' : 'n';
 	values[4] = IntervalPGetDatum(timeout);
 
 	if (tcc_spi_exec(&insert_plan,
