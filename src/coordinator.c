@@ -334,8 +334,7 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 	bool		isnull;
 	int32		seq;
 
-	tcc_check_not_null(PG_ARGISNULL(0), "gid");
-	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_check_not_null(PG_ARGISNULL(2), action_arg);
 	action_sql = PG_GETARG_TEXT_PP(2);
@@ -350,7 +349,7 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 	}
 
 	if (!PG_ARGISNULL(5))
-		branch_id = tcc_check_id(PG_GETARG_TEXT_PP(5), id_arg);
+		branch_id = tcc_check_id(PG_GETARG_TEXT_PP(5), id_arg, true);
 
 	/* privileges on the server are the caller's, so check before switching */
 	server = lookup_participant(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
@@ -462,7 +461,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	gid = PG_ARGISNULL(0) ? tcc_generate_gid() :
-		tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+		tcc_check_id(PG_GETARG_TEXT_PP(0), "gid", true);
 
 	if (PG_ARGISNULL(1))
 	{
@@ -603,8 +602,7 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 	GlobalTx	tx;
 	char	   *gid;
 
-	tcc_check_not_null(PG_ARGISNULL(0), "gid");
-	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
 	lock_global_tx(&session, gid, action, &tx);
@@ -688,8 +686,7 @@ tcc_rollback(PG_FUNCTION_ARGS)
 	char	   *gid;
 	text	   *reason = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
 
-	tcc_check_not_null(PG_ARGISNULL(0), "gid");
-	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
 	lock_global_tx(&session, gid, "roll back", &tx);
@@ -733,8 +730,7 @@ tcc_status(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	bool		isnull;
 
-	tcc_check_not_null(PG_ARGISNULL(0), "gid");
-	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
 
@@ -782,8 +778,7 @@ tcc_retry(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 
-	tcc_check_not_null(PG_ARGISNULL(0), "gid");
-	gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
+	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
 	lock_global_tx(&session, gid, "retry", &tx);

@@ -80,10 +80,8 @@ fence_insert(const char *gid, const char *branch_id, const char *op,
 static void
 fence_args(FunctionCallInfo fcinfo, char **gid, char **branch_id)
 {
-	tcc_check_not_null(PG_ARGISNULL(0), "gid");
-	tcc_check_not_null(PG_ARGISNULL(1), "branch_id");
-	*gid = tcc_check_id(PG_GETARG_TEXT_PP(0), "gid");
-	*branch_id = tcc_check_id(PG_GETARG_TEXT_PP(1), "branch_id");
+	*gid = tcc_id_arg(fcinfo, 0, "gid");
+	*branch_id = tcc_id_arg(fcinfo, 1, "branch_id");
 }
 
 /*
@@ -112,10 +110,18 @@ tcc_fence_try(PG_FUNCTION_ARGS)
  * tcc_fence_confirm
  *		tcc.fence_confirm(gid, branch_id): true when the confirm must run;
  *		false when it already ran.
+ *
+ * A first confirm whose try never ran here is an error, not a "run": the
+ * coordinator confirms only what was tried, so this means the application
+ * committed without running the try, or the try's fence was purged.  Running
+ * the confirm would consume resources that were never reserved (frozen stock
+ * going negative); raising an error keeps the branch failing, visibly, in
+ * the coordinator until a human looks, as Seata's fence does.
  */
 Datum
 tcc_fence_confirm(PG_FUNCTION_ARGS)
 {
+	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
 	char	   *gid;
 	char	   *branch_id;
@@ -125,6 +131,31 @@ tcc_fence_confirm(PG_FUNCTION_ARGS)
 
 	tcc_spi_begin(&session);
 	run = fence_insert(gid, branch_id, "confirm", false);
+	if (run)
+	{
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+		Datum		values[2];
+		bool		isnull;
+
+		values[0] = CStringGetTextDatum(gid);
+		values[1] = CStringGetTextDatum(branch_id);
+		if (tcc_spi_exec(&plan,
+						 "SELECT by_cancel FROM tcc.fence"
+						 " WHERE gid = $1 AND branch_id = $2 AND op = 'try'",
+						 2, argtypes, values, NULL, false, 1) == 0 ||
+			DatumGetBool(tcc_spi_getdatum(0, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot confirm branch \"%s\" of global "
+							"transaction \"%s\" because its try never ran "
+							"here", branch_id, gid),
+					 errdetail("%s",
+							   SPI_processed == 0 ?
+							   "No tcc.fence_try was recorded for it." :
+							   "Its cancel came first (an empty rollback)."),
+					 errhint("The try must call tcc.fence_try before the "
+							 "transaction is committed.")));
+	}
 	tcc_spi_end(&session);
 
 	PG_RETURN_BOOL(run);

@@ -14,8 +14,7 @@
  */
 #include "postgres.h"
 
-#include "common/hashfn.h"
-#include "port/pg_bswap.h"
+#include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -42,9 +41,11 @@ tcc_check_not_null(bool isnull, const char *argname)
  * Ids travel to participants, into logs and into the fence's keys, so they
  * must be non-empty, at most TCC_MAX_ID_LEN bytes and free of control
  * characters (which would make log lines and psql output ambiguous).
+ * may_generate says whether the caller could have passed NULL instead, to
+ * have an id generated, which the hint then suggests.
  */
 char *
-tcc_check_id(text *id, const char *what)
+tcc_check_id(text *id, const char *what, bool may_generate)
 {
 	char	   *str = text_to_cstring(id);
 	size_t		len = strlen(str);
@@ -54,7 +55,9 @@ tcc_check_id(text *id, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be empty", what),
-				 errhint("Pass NULL to have one generated.")));
+				 may_generate ?
+				 errhint("Pass NULL to have one generated.") :
+				 errhint("Pass the %s the coordinator gave.", what)));
 
 	if (len > TCC_MAX_ID_LEN)
 		ereport(ERROR,
@@ -76,6 +79,18 @@ tcc_check_id(text *id, const char *what)
 	}
 
 	return str;
+}
+
+/*
+ * tcc_id_arg
+ *		Argument argno of the calling SQL function, a required gid or branch
+ *		id, checked and as a C string.
+ */
+char *
+tcc_id_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	tcc_check_not_null(PG_ARGISNULL(argno), what);
+	return tcc_check_id(PG_GETARG_TEXT_PP(argno), what, false);
 }
 
 /*

@@ -11,6 +11,7 @@
 #define TCC_H
 
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "utils/timestamp.h"
 
 /* Longest gid or branch id, in bytes (SPEC section 8) */
@@ -43,7 +44,8 @@ extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 
 /* ids.c */
-extern char *tcc_check_id(text *id, const char *what);
+extern char *tcc_check_id(text *id, const char *what, bool may_generate);
+extern char *tcc_id_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 extern char *tcc_generate_gid(void);
 extern void tcc_check_not_null(bool isnull, const char *argname);
 extern void tcc_check_interval(Interval *interval, const char *argname,
