@@ -1,0 +1,354 @@
+# test/t/001_durability.pl: the coordinator's state survives crashes.
+#
+# Global transactions in every state the SQL API can put them in (trying,
+# confirming, cancelling, confirmed, cancelled; TCC, saga and msg), their
+# branches and participant fence rows are created in two databases of one
+# cluster, plus a transaction whose enclosing SQL transaction never commits.
+# The server is then crashed twice for real, once by "pg_ctl stop -m
+# immediate" and once by SIGKILL to the postmaster, and restarted; each time
+# the committed state must come back exactly as it was (rows byte for byte:
+# statuses, branch statuses, registration order, timestamps, fence rows),
+# the uncommitted transaction must not exist, the fence must still refuse
+# what it refused before, and new transactions must work.
+#
+# There is no background worker yet, so nothing moves a status but the API.
+# Once the worker drives phase two, the confirming and cancelling
+# transactions here will move on by themselves and this test must say which
+# end states it expects instead.
+use strict;
+use warnings;
+
+use Cwd qw(realpath);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('coordinator');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'tcc'\n");
+$node->start;
+
+my @dbs = ('postgres', 'second');
+$node->safe_psql('postgres', 'CREATE DATABASE second');
+$node->safe_psql($_, 'CREATE EXTENSION tcc') for @dbs;
+
+# ------------------------------------------------------------------ set-up
+
+# The same gids in both databases, in different states: each database has
+# its own coordinator state.
+$node->safe_psql('postgres', q{
+SELECT tcc.begin('g-trying', timeout => '1 day');
+
+SELECT tcc.begin('g-commit', timeout => '1 day');
+SELECT tcc.register_branch('g-commit', NULL, 'SELECT 1', 'SELECT 2',
+                           '{"qty": 2}', 'b1');
+SELECT tcc.register_branch('g-commit', NULL, 'SELECT 3', 'SELECT 4',
+                           NULL, 'b2');
+SELECT tcc.register_branch('g-commit', NULL, 'SELECT 5', 'SELECT 6');
+SELECT tcc.commit('g-commit');
+
+SELECT tcc.begin('g-rollback', timeout => '1 day');
+SELECT tcc.register_branch('g-rollback', NULL, 'SELECT 1', 'SELECT 2',
+                           NULL, 'r1');
+SELECT tcc.register_branch('g-rollback', NULL, 'SELECT 1', 'SELECT 2',
+                           NULL, 'r2');
+SELECT tcc.rollback('g-rollback', 'changed my mind');
+
+SELECT tcc.begin('g-saga', timeout => '1 day', mode => 'saga');
+SELECT tcc.add_step('g-saga', NULL, 'SELECT 1', 'SELECT 2', NULL, 's1');
+SELECT tcc.add_step('g-saga', NULL, 'SELECT 3', 'SELECT 4', NULL, 's2');
+SELECT tcc.submit('g-saga');
+
+SELECT tcc.begin('g-saga-off', timeout => '1 day', mode => 'saga');
+SELECT tcc.add_step('g-saga-off', NULL, 'SELECT 1', 'SELECT 2', NULL, 's1');
+SELECT tcc.rollback('g-saga-off');
+
+SELECT tcc.begin('g-msg-empty', mode => 'msg');
+SELECT tcc.submit('g-msg-empty');
+});
+
+$node->safe_psql('second', q{
+SELECT tcc.begin('g-commit', timeout => '1 day');
+SELECT tcc.register_branch('g-commit', NULL, 'SELECT 7', 'SELECT 8',
+                           NULL, 'other');
+SELECT tcc.rollback('g-commit');
+
+SELECT tcc.begin('g-only-here', timeout => '1 day', mode => 'msg');
+SELECT tcc.add_step('g-only-here', NULL, 'SELECT 9', NULL, NULL, 'm1');
+SELECT tcc.submit('g-only-here');
+});
+
+# the fence: a normal try and confirm (b1), an empty rollback followed by a
+# hanging try (r2), a try then its cancel (r1); in "second" only a try
+is( $node->safe_psql(
+		'postgres', q{
+SELECT tcc.fence_try('g-commit', 'b1'),
+       tcc.fence_confirm('g-commit', 'b1'),
+       tcc.fence_try('g-rollback', 'r1'),
+       tcc.fence_cancel('g-rollback', 'r1'),
+       tcc.fence_cancel('g-rollback', 'r2'),
+       tcc.fence_try('g-rollback', 'r2')}),
+	't|t|t|t|f|f',
+	'fence decisions before the crashes');
+is($node->safe_psql('second', q{SELECT tcc.fence_try('g-commit', 'other')}),
+	't', 'fence try in the second database');
+
+# What each database must look like after every crash.
+my %expected = (
+	postgres => {
+		status => {
+			'g-trying' => 'trying',
+			'g-commit' => 'confirming',
+			'g-rollback' => 'cancelling',
+			'g-saga' => 'confirming',
+			'g-saga-off' => 'cancelled',
+			'g-msg-empty' => 'confirmed',
+		},
+		# gid => "branch_id:status,..." in registration (seq) order
+		branches => {
+			'g-commit' => qr/^b1:confirming,b2:confirming,[^:,]+:confirming$/,
+			'g-rollback' => qr/^r1:cancelling,r2:cancelling$/,
+			'g-saga' => qr/^s1:confirming,s2:registered$/,
+			'g-saga-off' => qr/^s1:skipped$/,
+		},
+		# gid|branch_id|op|by_cancel
+		fence => [
+			'g-commit|b1|confirm|f', 'g-commit|b1|try|f',
+			'g-rollback|r1|cancel|f', 'g-rollback|r1|try|f',
+			'g-rollback|r2|cancel|f', 'g-rollback|r2|try|t'
+		],
+	},
+	second => {
+		status => {
+			'g-commit' => 'cancelling',
+			'g-only-here' => 'confirming',
+		},
+		branches => {
+			'g-commit' => qr/^other:cancelling$/,
+			'g-only-here' => qr/^m1:confirming$/,
+		},
+		fence => ['g-commit|other|try|f'],
+	},
+);
+
+# ----------------------------------------------------------------- helpers
+
+# fence_rows(db): the fence rows as gid|branch_id|op|by_cancel, sorted
+# bytewise like perl's sort
+sub fence_rows
+{
+	my ($db) = @_;
+	return $node->safe_psql(
+		$db, q{
+SELECT string_agg(r, ',' ORDER BY r COLLATE "C")
+  FROM (SELECT concat_ws('|', gid, branch_id, op, by_cancel) AS r
+          FROM tcc.fence) f});
+}
+
+# snapshot(db): every row of the coordinator's tables, as text
+sub snapshot
+{
+	my ($db) = @_;
+	return $node->safe_psql(
+		$db, q{
+SELECT 'global_transaction', t::text
+  FROM tcc.global_transaction t
+UNION ALL
+SELECT 'branch', b::text
+  FROM (SELECT * FROM tcc.branch ORDER BY gid, seq) b
+UNION ALL
+SELECT 'fence', f::text
+  FROM (SELECT * FROM tcc.fence ORDER BY gid, branch_id, op) f
+ORDER BY 1, 2});
+}
+
+# sqlstate_of(db, sql): the SQLSTATE the statement fails with, or 'none'
+sub sqlstate_of
+{
+	my ($db, $sql) = @_;
+	my ($stdout, $stderr);
+	my $rc = $node->psql(
+		$db, $sql,
+		stdout => \$stdout,
+		stderr => \$stderr,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	return 'none' if $rc == 0;
+	return $stderr =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "no SQLSTATE in: $stderr";
+}
+
+# open_uncommitted(gid): a session that creates gid, a branch and a fence
+# row inside a transaction it never commits
+sub open_uncommitted
+{
+	my ($gid) = @_;
+	my $session = $node->background_psql('postgres');
+	is( $session->query_safe(
+			qq{
+BEGIN;
+SELECT tcc.begin('$gid');
+SELECT tcc.register_branch('$gid', NULL, 'SELECT 1', 'SELECT 2', NULL, 'u1');
+SELECT tcc.fence_try('$gid', 'u1');
+SELECT tcc.status('$gid');}),
+		"$gid\nu1\nt\ntrying",
+		"$gid is trying inside its own open transaction");
+	is(sqlstate_of('postgres', "SELECT tcc.status('$gid')"),
+		'42704', "$gid is invisible to other sessions before the crash");
+	return $session;
+}
+
+# server_processes_gone(pid): true once the postmaster pid has exited and
+# been reaped (a new postmaster refuses to start while the pid in
+# postmaster.pid exists, even as a zombie) and no process runs in the data
+# directory any more (the children of a killed postmaster exit when they
+# notice); false after 3 minutes
+sub server_processes_gone
+{
+	my ($pid) = @_;
+	my $datadir = realpath($node->data_dir);
+	foreach (1 .. 1800)
+	{
+		my @left = grep {
+			my $cwd = readlink("$_/cwd");
+			defined $cwd && $cwd eq $datadir
+		} glob('/proc/[0-9]*');
+		return 1 unless @left || kill(0, $pid);
+		usleep(100_000);
+	}
+	return 0;
+}
+
+# check_state(label): the committed state is exactly the one before the
+# crash, by row and by API
+sub check_state
+{
+	my ($label, %before) = @_;
+
+	foreach my $db (@dbs)
+	{
+		my $exp = $expected{$db};
+
+		is(snapshot($db), $before{$db},
+			"$label: every row in $db is as before the crash");
+
+		foreach my $gid (sort keys %{ $exp->{status} })
+		{
+			is($node->safe_psql($db, "SELECT tcc.status('$gid')"),
+				$exp->{status}{$gid}, "$label: $db $gid is $exp->{status}{$gid}");
+		}
+		foreach my $gid (sort keys %{ $exp->{branches} })
+		{
+			like(
+				$node->safe_psql(
+					$db,
+					"SELECT string_agg(branch_id || ':' || status, ',' ORDER BY seq)"
+					  . " FROM tcc.branches WHERE gid = '$gid'"),
+				$exp->{branches}{$gid},
+				"$label: $db $gid branches in order with their statuses");
+		}
+		is(fence_rows($db), join(',', sort @{ $exp->{fence} }),
+			"$label: $db fence rows");
+		is( $node->safe_psql(
+				$db,
+				"SELECT count(*) FROM tcc.transactions WHERE gid LIKE 'g-uncommitted%'"
+			),
+			'0',
+			"$label: $db has no trace of the uncommitted transactions");
+	}
+
+	is(sqlstate_of('postgres', "SELECT tcc.status('g-uncommitted-$label')"),
+		'42704', "$label: the uncommitted transaction does not exist");
+	is( $node->safe_psql(
+			'postgres',
+			"SELECT count(*) FROM tcc.fence WHERE gid = 'g-uncommitted-$label'"),
+		'0',
+		"$label: the uncommitted fence row does not exist");
+
+	# the fence still refuses what it refused before (these calls change
+	# nothing: every row they would insert exists)
+	is( $node->safe_psql(
+			'postgres', q{
+SELECT tcc.fence_try('g-commit', 'b1'),
+       tcc.fence_confirm('g-commit', 'b1'),
+       tcc.fence_cancel('g-rollback', 'r1'),
+       tcc.fence_try('g-rollback', 'r2'),
+       tcc.fence_cancel('g-rollback', 'r2')}),
+		'f|f|f|f|f',
+		"$label: the fence refuses duplicates and the hanging try");
+	is($node->safe_psql('second', q{SELECT tcc.fence_try('g-commit', 'other')}),
+		'f', "$label: second database's fence refuses the duplicate try");
+	is( $node->safe_psql(
+			'second', q{
+BEGIN;
+SELECT tcc.fence_try('g-commit', 'b1');
+ROLLBACK;}),
+		't',
+		"$label: second database's fence is independent of the first");
+
+	# the same gid is still taken; new transactions work
+	is(sqlstate_of('postgres', "SELECT tcc.begin('g-commit')"),
+		'42710', "$label: a committed gid cannot be begun again");
+	is( $node->safe_psql(
+			'postgres', qq{
+SELECT tcc.begin('g-new-$label');
+SELECT tcc.register_branch('g-new-$label', NULL, 'SELECT 1', 'SELECT 2',
+                           NULL, 'n1');
+SELECT tcc.commit('g-new-$label');
+SELECT tcc.status('g-new-$label');
+SELECT tcc.fence_try('g-new-$label', 'n1');}),
+		"g-new-$label\nn1\nconfirming\nconfirming\nt",
+		"$label: a new transaction begins, registers and commits");
+	$node->safe_psql('postgres',
+		qq{SELECT tcc.rollback(tcc.begin('g-new-$label-rb'))});
+	is($node->safe_psql('postgres', "SELECT tcc.status('g-new-$label-rb')"),
+		'cancelled', "$label: a new transaction without branches rolls back");
+}
+
+# crash_and_restart(label, how): crash the server with an uncommitted
+# transaction open, restart it and check everything
+sub crash_and_restart
+{
+	my ($label, $how) = @_;
+
+	# the state to come back: whatever the previous rounds committed
+	my %before = map { $_ => snapshot($_) } @dbs;
+
+	my $session = open_uncommitted("g-uncommitted-$label");
+	my $log_offset = -s $node->logfile;
+	my $pid = $node->{_pid};
+
+	$how->($pid);
+	ok(server_processes_gone($pid), "$label: every server process has exited");
+	eval { $session->quit; };    # its server is gone
+
+	$node->start;
+	like(
+		substr(slurp_file($node->logfile), $log_offset),
+		qr/database system was not properly shut down; automatic recovery in progress/,
+		"$label: the restart ran crash recovery");
+
+	check_state($label, %before);
+
+	# what check_state committed becomes part of what must survive
+	$expected{postgres}{status}{"g-new-$label"} = 'confirming';
+	$expected{postgres}{status}{"g-new-$label-rb"} = 'cancelled';
+	$expected{postgres}{branches}{"g-new-$label"} = qr/^n1:confirming$/;
+	push @{ $expected{postgres}{fence} }, "g-new-$label|n1|try|f";
+}
+
+# ----------------------------------------------------------------- crashes
+
+crash_and_restart('immediate', sub { $node->stop('immediate'); });
+
+crash_and_restart(
+	'kill9',
+	sub {
+		my ($pid) = @_;
+		ok(kill('KILL', $pid) == 1,
+			'kill9: SIGKILL sent to the postmaster');
+		# the node object must not try to stop the dead postmaster
+		$node->{_pid} = undef;
+	});
+
+$node->stop;
+done_testing();
