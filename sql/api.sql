@@ -1,0 +1,340 @@
+--
+-- api: every coordinator function in its normal use (SPEC sections 2 and 3).
+--
+-- There is no background worker yet, so statuses move only through the SQL
+-- API.  Where a test needs a status that only the worker can produce
+-- (confirmed after phase two, failed, an old finished_at) it says so and
+-- simulates the worker with a superuser UPDATE of tcc's tables.
+--
+-- Nothing here prints a timestamp or a generated id: the output shows facts
+-- derived from them.  All gids of this file start with 'api-', except the
+-- generated ones, which are kept in psql variables.
+--
+CREATE EXTENSION tcc;
+-- the schema, the tables and the wrapper exist
+SELECT c.relname, c.relkind
+  FROM pg_class c
+ WHERE c.relnamespace = 'tcc'::regnamespace AND c.relkind IN ('r', 'v')
+ ORDER BY c.relname;
+SELECT fdwname FROM pg_foreign_data_wrapper WHERE fdwname = 'tcc_fdw';
+
+-- the coordinator's view of its own rows, without timestamps or generated ids
+CREATE FUNCTION pg_temp.gtx(pattern text)
+RETURNS TABLE (gid text, mode text, status text, owner_is_me boolean,
+			   meta jsonb, branch_count integer, finished boolean,
+			   failed_phase text, reason text, last_error text)
+LANGUAGE sql AS $$
+	SELECT g.gid, g.mode, g.status, g.owner = current_user::regrole,
+		   g.meta, g.branch_count, g.finished_at IS NOT NULL,
+		   g.failed_phase, g.reason, g.last_error
+	  FROM tcc.global_transaction g
+	 WHERE g.gid LIKE pattern
+	 ORDER BY g.gid
+$$;
+CREATE FUNCTION pg_temp.br(pattern text)
+RETURNS TABLE (gid text, seq integer, branch_id text, server name,
+			   status text, attempts integer, due boolean,
+			   confirm_sql text, cancel_sql text, payload jsonb,
+			   last_error text)
+LANGUAGE sql AS $$
+	SELECT b.gid, b.seq,
+		   CASE WHEN b.branch_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'
+				THEN '<uuidv7>' ELSE b.branch_id END,
+		   s.srvname, b.status, b.attempts,
+		   b.next_attempt_at IS NOT NULL AND b.next_attempt_at <= now(),
+		   b.confirm_sql, b.cancel_sql, b.payload, b.last_error
+	  FROM tcc.branch b
+	  LEFT JOIN pg_foreign_server s ON s.oid = b.server
+	 WHERE b.gid LIKE pattern
+	 ORDER BY b.gid, b.seq
+$$;
+
+--
+-- tcc.begin
+--
+-- a generated gid is a UUID of version 7 whose first 48 bits are the time in
+-- milliseconds, so gids generated later sort later
+SELECT tcc.begin() AS g1 \gset
+SELECT tcc.begin() AS g2 \gset
+SELECT :'g1' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS g1_is_uuidv7,
+	   :'g2' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS g2_is_uuidv7,
+	   :'g1' <> :'g2' AS distinct_gids,
+	   left(:'g1', 13) <= left(:'g2', 13) AS time_ordered,
+	   abs(('x' || lpad(replace(left(:'g1', 13), '-', ''), 16, '0'))::bit(64)::bigint
+		   - (extract(epoch FROM clock_timestamp()) * 1000)::bigint) < 60000
+		   AS carries_current_time;
+-- a generated gid's transaction: tcc, trying, mine, the default timeout
+SELECT mode, status, owner = current_user::regrole AS owner_is_me, meta,
+	   branch_count, deadline - created_at AS timeout,
+	   created_at = updated_at AND created_at <= now() AS stamped,
+	   finished_at IS NULL AS unfinished
+  FROM tcc.global_transaction WHERE gid = :'g1';
+
+-- an explicit gid is returned as given; tcc.default_timeout is 60 s
+SHOW tcc.default_timeout;
+SELECT tcc.begin('api-t');
+SELECT deadline - created_at AS timeout FROM tcc.global_transaction
+ WHERE gid = 'api-t';
+-- the default timeout follows the setting
+SET tcc.default_timeout = '5min';
+SELECT tcc.begin('api-timeout-5min');
+RESET tcc.default_timeout;
+SELECT tcc.begin('api-timeout-explicit', '90 seconds');
+SELECT tcc.begin(gid => 'api-timeout-2h', timeout => '2 hours');
+SELECT gid, deadline - created_at AS timeout FROM tcc.global_transaction
+ WHERE gid LIKE 'api-timeout-%' ORDER BY gid;
+
+-- begin is idempotent while trying: same gid back, nothing changed
+SELECT updated_at AS t_updated, deadline AS t_deadline
+  FROM tcc.global_transaction WHERE gid = 'api-t' \gset
+SELECT tcc.begin('api-t');
+SELECT tcc.begin('api-t', '1 hour', 'tcc', '{"again": true}');
+SELECT count(*) AS rows_for_gid,
+	   bool_and(updated_at = :'t_updated' AND deadline = :'t_deadline'
+				AND meta IS NULL) AS unchanged
+  FROM tcc.global_transaction WHERE gid = 'api-t';
+
+-- the three modes, and meta
+SELECT tcc.begin('api-saga', NULL, 'saga', '{"order": 42, "tags": ["a"]}');
+SELECT tcc.begin(gid => 'api-msg', mode => 'msg');
+SELECT tcc.begin('api-saga', mode => 'saga');	-- idempotent with its mode
+SELECT * FROM pg_temp.gtx('api-%');
+
+--
+-- tcc.register_branch
+--
+CREATE SERVER p1 FOREIGN DATA WRAPPER tcc_fdw;
+-- a local branch (server NULL) gets the generated id 1
+SELECT tcc.register_branch('api-t', NULL,
+						   'UPDATE stock SET frozen = frozen - 2 WHERE $3 IS NOT NULL',
+						   'UPDATE stock SET frozen = frozen - 2, stock = stock + 2');
+-- a branch on a participant, with a payload: id 2
+SELECT tcc.register_branch('api-t', 'p1', 'SELECT confirm_order($1, $2, $3)',
+						   'SELECT cancel_order($1, $2, $3)', '{"qty": 2}');
+-- an explicit id
+SELECT tcc.register_branch(gid => 'api-t', server => 'p1',
+						   confirm_sql => 'SELECT 1', cancel_sql => 'SELECT 2',
+						   branch_id => 'inventory');
+-- the user takes the id "5" for the fourth branch ...
+SELECT tcc.register_branch('api-t', NULL, 'SELECT 1', 'SELECT 2', NULL, '5');
+-- ... so the fifth branch, which would get "5", gets a UUID instead
+SELECT tcc.register_branch('api-t', NULL, 'SELECT 1', 'SELECT 2')
+	   ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'
+	   AS fifth_id_is_uuidv7;
+-- and the sixth is numbered again
+SELECT tcc.register_branch('api-t', NULL, 'SELECT 1', 'SELECT 2');
+SELECT * FROM pg_temp.br('api-t');
+-- registration bumps branch_count; the transaction is still trying
+SELECT * FROM pg_temp.gtx('api-t');
+SELECT tcc.status('api-t');
+
+--
+-- tcc.add_step (saga and msg)
+--
+SELECT tcc.add_step('api-saga', NULL, 'SELECT reserve($1, $2, $3)',
+					'SELECT unreserve($1, $2, $3)', '{"qty": 2}');
+SELECT tcc.add_step('api-saga', 'p1', 'SELECT charge($3)');	-- no compensation
+SELECT tcc.add_step(gid => 'api-saga', server => 'p1',
+					action_sql => 'SELECT ship($3)',
+					compensate_sql => 'SELECT unship($3)', step_id => 'ship');
+SELECT tcc.add_step('api-msg', NULL, 'INSERT INTO outbox VALUES ($1, $3)');
+SELECT tcc.add_step('api-msg', 'p1', 'SELECT notify($3)', NULL, '{"to": "x"}',
+					'notify');
+SELECT * FROM pg_temp.br('api-saga');
+SELECT * FROM pg_temp.br('api-msg');
+
+--
+-- tcc.commit: trying -> confirming, every branch confirming and due
+--
+SELECT tcc.commit('api-t');
+SELECT * FROM pg_temp.gtx('api-t');
+SELECT seq, status, attempts, due FROM pg_temp.br('api-t');
+-- a repeated commit returns the status and changes nothing
+SELECT updated_at AS t_updated FROM tcc.global_transaction
+ WHERE gid = 'api-t' \gset
+SELECT tcc.commit('api-t');
+SELECT updated_at = :'t_updated' AS unchanged FROM tcc.global_transaction
+ WHERE gid = 'api-t';
+
+--
+-- tcc.submit: trying -> confirming, only the first step due
+--
+SELECT tcc.submit('api-saga');
+SELECT tcc.submit('api-saga');	-- idempotent
+SELECT tcc.submit('api-msg');
+SELECT * FROM pg_temp.gtx('api-msg');
+SELECT gid, seq, status, due FROM pg_temp.br('api-saga')
+UNION ALL
+SELECT gid, seq, status, due FROM pg_temp.br('api-msg')
+ORDER BY 1, 2;
+SELECT tcc.status('api-saga'), tcc.status('api-msg');
+
+--
+-- a transaction with no branches goes straight to its terminal status
+--
+SELECT tcc.begin('api-empty-commit');
+SELECT tcc.commit('api-empty-commit');
+SELECT tcc.commit('api-empty-commit');	-- idempotent when confirmed
+SELECT tcc.begin('api-empty-submit', mode => 'saga');
+SELECT tcc.submit('api-empty-submit');
+SELECT tcc.begin('api-empty-msg', mode => 'msg');
+SELECT tcc.submit('api-empty-msg');
+SELECT tcc.submit('api-empty-msg');		-- idempotent when confirmed
+SELECT tcc.begin('api-empty-rollback');
+SELECT tcc.rollback('api-empty-rollback', 'nothing to do');
+SELECT tcc.rollback('api-empty-rollback');	-- idempotent when cancelled
+SELECT * FROM pg_temp.gtx('api-empty-%');
+
+--
+-- tcc.rollback of a TCC transaction: trying -> cancelling, every branch
+-- cancelling and due (the worker cancels in reverse order)
+--
+SELECT tcc.begin('api-r');
+SELECT tcc.register_branch('api-r', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.register_branch('api-r', 'p1', 'SELECT 3', 'SELECT 4');
+SELECT tcc.rollback('api-r', 'out of stock');
+SELECT * FROM pg_temp.gtx('api-r');
+SELECT seq, status, attempts, due FROM pg_temp.br('api-r');
+-- repeated: the status back, the first reason kept
+SELECT tcc.rollback('api-r', 'another reason');
+SELECT tcc.rollback('api-r');
+SELECT status, reason FROM tcc.global_transaction WHERE gid = 'api-r';
+-- no reason given: none recorded
+SELECT tcc.begin('api-r2');
+SELECT tcc.register_branch('api-r2', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.rollback('api-r2');
+SELECT * FROM pg_temp.gtx('api-r2');
+
+--
+-- tcc.rollback of a saga still trying: its steps never ran, so it is
+-- cancelled at once and the steps are skipped
+--
+SELECT tcc.begin('api-saga-r', mode => 'saga');
+SELECT tcc.add_step('api-saga-r', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.add_step('api-saga-r', 'p1', 'SELECT 3', 'SELECT 4');
+SELECT tcc.rollback('api-saga-r', 'customer changed mind');
+SELECT tcc.rollback('api-saga-r');		-- idempotent
+SELECT * FROM pg_temp.gtx('api-saga-r');
+SELECT seq, status, attempts, due FROM pg_temp.br('api-saga-r');
+-- the same for a msg transaction
+SELECT tcc.begin('api-msg-r', mode => 'msg');
+SELECT tcc.add_step('api-msg-r', NULL, 'SELECT 1');
+SELECT tcc.rollback('api-msg-r');
+SELECT * FROM pg_temp.gtx('api-msg-r');
+SELECT seq, status, due FROM pg_temp.br('api-msg-r');
+
+--
+-- tcc.retry in the confirming phase.
+--
+-- Simulate the worker (there is none yet): branch 1's confirm failed for
+-- good, the others were confirmed, and the transaction became failed.
+UPDATE tcc.branch
+   SET status = 'confirmed', attempts = 1, next_attempt_at = NULL,
+	   last_attempt_at = now(), updated_at = now()
+ WHERE gid = 'api-t' AND seq <> 1;
+UPDATE tcc.branch
+   SET status = 'failed', attempts = 5, next_attempt_at = NULL,
+	   last_attempt_at = now(), updated_at = now(),
+	   last_error = 'function confirm_stock() does not exist',
+	   last_sqlstate = '42883'
+ WHERE gid = 'api-t' AND seq = 1;
+UPDATE tcc.global_transaction
+   SET status = 'failed', failed_phase = 'confirming', updated_at = now(),
+	   last_error = 'branch 1: function confirm_stock() does not exist'
+ WHERE gid = 'api-t';
+SELECT tcc.status('api-t');
+SELECT tcc.retry('api-t');
+-- back to confirming; the failed branch is due again with attempts reset,
+-- the confirmed ones are left alone
+SELECT * FROM pg_temp.gtx('api-t');
+SELECT seq, status, attempts, due, last_error FROM pg_temp.br('api-t');
+SELECT tcc.status('api-t');
+SELECT tcc.commit('api-t');		-- still idempotent
+
+--
+-- tcc.retry in the cancelling phase.
+--
+-- Simulate the worker: branch 2's cancel failed for good, branch 1 was
+-- cancelled, and the transaction became failed.
+UPDATE tcc.branch
+   SET status = CASE seq WHEN 1 THEN 'cancelled' ELSE 'failed' END,
+	   attempts = CASE seq WHEN 1 THEN 1 ELSE 10 END,
+	   next_attempt_at = NULL, updated_at = now(),
+	   last_error = CASE seq WHEN 2 THEN 'connection refused' END,
+	   last_sqlstate = CASE seq WHEN 2 THEN '08001' END
+ WHERE gid = 'api-r';
+UPDATE tcc.global_transaction
+   SET status = 'failed', failed_phase = 'cancelling', updated_at = now(),
+	   last_error = 'attempts exhausted'
+ WHERE gid = 'api-r';
+SELECT tcc.status('api-r');
+SELECT tcc.retry('api-r');
+SELECT * FROM pg_temp.gtx('api-r');
+SELECT seq, status, attempts, due FROM pg_temp.br('api-r');
+SELECT tcc.rollback('api-r');	-- idempotent again
+
+--
+-- tcc.purge deletes finished (confirmed, cancelled) transactions only, and
+-- their branches with them.
+--
+-- Simulate the worker: api-t's confirms all succeeded.
+UPDATE tcc.branch SET status = 'confirmed', next_attempt_at = NULL,
+	   updated_at = now()
+ WHERE gid = 'api-t';
+UPDATE tcc.global_transaction SET status = 'confirmed', finished_at = now(),
+	   updated_at = now()
+ WHERE gid = 'api-t';
+SELECT tcc.commit('api-t');		-- idempotent when confirmed
+-- a failed transaction, which purge must keep however old
+SELECT tcc.begin('api-failed');
+SELECT tcc.register_branch('api-failed', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.commit('api-failed');
+-- Simulate the worker: the confirm failed for good, long ago.
+UPDATE tcc.branch SET status = 'failed', next_attempt_at = NULL
+ WHERE gid = 'api-failed';
+UPDATE tcc.global_transaction
+   SET status = 'failed', failed_phase = 'confirming',
+	   created_at = now() - interval '30 days',
+	   updated_at = now() - interval '30 days'
+ WHERE gid = 'api-failed';
+-- Simulate age: two finished transactions finished two days ago.
+UPDATE tcc.global_transaction
+   SET finished_at = finished_at - interval '2 days'
+ WHERE gid IN ('api-empty-commit', 'api-saga-r');
+SELECT gid, status FROM tcc.global_transaction
+ WHERE finished_at IS NOT NULL ORDER BY gid;
+SELECT count(*) AS saga_r_steps FROM tcc.branch WHERE gid = 'api-saga-r';
+-- nothing finished three days ago
+SELECT tcc.purge('3 days');
+-- the two that finished two days ago
+SELECT tcc.purge('1 day');
+SELECT tcc.purge('1 day');
+SELECT gid FROM tcc.global_transaction
+ WHERE gid IN ('api-empty-commit', 'api-saga-r');
+-- their steps went with them
+SELECT count(*) AS saga_r_steps FROM tcc.branch WHERE gid = 'api-saga-r';
+-- everything else that has finished
+SELECT tcc.purge('0');
+SELECT count(*) AS finished_left FROM tcc.global_transaction
+ WHERE finished_at IS NOT NULL;
+SELECT count(*) AS branches_of_purged FROM tcc.branch
+ WHERE gid IN ('api-t', 'api-saga-r', 'api-msg-r', 'api-empty-commit',
+			   'api-empty-submit', 'api-empty-msg', 'api-empty-rollback');
+-- trying, confirming, cancelling and failed ones are all kept
+SELECT gid, tcc.status(gid) FROM tcc.global_transaction
+ WHERE gid LIKE 'api-%' ORDER BY gid;
+SELECT count(*) AS generated_kept FROM tcc.global_transaction
+ WHERE gid IN (:'g1', :'g2');
+
+--
+-- clean up: roll back what is still trying; what the worker would have to
+-- finish is deleted by hand (there is no worker yet)
+--
+SELECT gid, tcc.rollback(gid) FROM tcc.global_transaction
+ WHERE status = 'trying' AND gid LIKE 'api-%' ORDER BY gid;
+SELECT tcc.rollback(:'g1') AS g1, tcc.rollback(:'g2') AS g2;
+DELETE FROM tcc.global_transaction
+ WHERE gid LIKE 'api-%' OR gid IN (:'g1', :'g2');
+SELECT count(*) AS branches_left FROM tcc.branch
+ WHERE gid LIKE 'api-%' OR gid IN (:'g1', :'g2');
+DROP SERVER p1;
