@@ -238,14 +238,20 @@ UPDATE tcc.branch
 	   last_error = 'function confirm_stock() does not exist',
 	   last_sqlstate = '42883'
  WHERE gid = 'api-t' AND seq = 1;
+-- and the last branch was still waiting for its next retry
+UPDATE tcc.branch
+   SET status = 'confirming', attempts = 3,
+	   next_attempt_at = now() + interval '1 hour', updated_at = now()
+ WHERE gid = 'api-t'
+   AND seq = (SELECT max(seq) FROM tcc.branch WHERE gid = 'api-t');
 UPDATE tcc.global_transaction
    SET status = 'failed', failed_phase = 'confirming', updated_at = now(),
 	   last_error = 'branch 1: function confirm_stock() does not exist'
  WHERE gid = 'api-t';
 SELECT tcc.status('api-t');
 SELECT tcc.retry('api-t');
--- back to confirming; the failed branch is due again with attempts reset,
--- the confirmed ones are left alone
+-- back to confirming; the failed branch and the waiting one are due now
+-- with attempts reset, the confirmed ones are left alone
 SELECT * FROM pg_temp.gtx('api-t');
 SELECT seq, status, attempts, due, last_error FROM pg_temp.br('api-t');
 SELECT tcc.status('api-t');

@@ -393,7 +393,9 @@ SELECT pg_temp.try(f.name || ' ' || f.arg || ': ' || k.kind,
 	(4, 'two statements', 'SELECT 1; SELECT 2'),
 	(5, 'empty', ''),
 	(6, 'only a semicolon', ';'),
-	(7, 'only a comment', '-- nothing')
+	(7, 'only a comment', '-- nothing'),
+	(8, 'transaction control', 'COMMIT'),
+	(9, 'savepoint', 'SAVEPOINT s')
   ) AS k(o, kind, val)
  ORDER BY f.o, k.o;
 

@@ -115,6 +115,17 @@ SELECT * FROM inv;
 SELECT * FROM fences WHERE gid = 'f-3';
 
 --
+-- a confirm whose try never ran here is an error, not a run: confirming
+-- would sell stock that was never frozen.  The error rolls back the
+-- confirm's local transaction, fence row included, so the coordinator keeps
+-- retrying it visibly.
+--
+SELECT inv_confirm('f-3', 'b1', 5) AS ran;		-- its cancel came first
+SELECT inv_confirm('f-never', 'b1', 5) AS ran;	-- no try at all
+SELECT * FROM inv;
+SELECT * FROM fences WHERE gid IN ('f-3', 'f-never');
+
+--
 -- a try whose local transaction rolls back leaves no fence row behind, so
 -- the coordinator's retry of that try runs it for real
 --

@@ -42,6 +42,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "foreign/foreign.h"
@@ -137,10 +138,14 @@ refuse_transition(GlobalTx *tx, const char *action)
 			 STATUS_IS(tx, "failed") ?
 			 errhint("Resume it with tcc.retry, or inspect tcc.branches "
 					 "for the error.") :
-			 errdetail("Only a transaction in status trying can be %s.",
+			 errdetail("A transaction can be %s while it is trying; "
+					   "repeating that once it is %s returns its status.",
 					   strcmp(action, "commit") == 0 ? "committed" :
 					   strcmp(action, "submit") == 0 ? "submitted" :
-					   "rolled back")));
+					   "rolled back",
+					   strcmp(action, "roll back") == 0 ?
+					   "cancelling or cancelled" :
+					   "confirming or confirmed")));
 }
 
 /*
@@ -248,15 +253,28 @@ check_action_sql(const char *sql, const char *argname)
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
 		FlushErrorState();
+
+		/*
+		 * Called from a function, the scanner reports the position as
+		 * internalpos rather than cursorpos; either is relative to sql.
+		 */
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("%s is not valid SQL", argname),
-				 errdetail("%s at character %d of: %s",
-						   edata->message, edata->cursorpos, sql)));
+				 errdetail("%s at character %d of: %s", edata->message,
+						   edata->cursorpos > 0 ? edata->cursorpos :
+						   edata->internalpos, sql)));
 	}
 	PG_END_TRY();
 
-	if (list_length(stmts) != 1)
+	if (stmts == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", argname),
+				 errhint("Give the SQL statement to run; the values arrive "
+						 "as $1 (gid), $2 (branch id) and $3 (payload).")));
+
+	if (list_length(stmts) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be exactly one SQL statement", argname),
@@ -264,6 +282,19 @@ check_action_sql(const char *sql, const char *argname)
 				 errhint("Wrap several statements in a function and call "
 						 "that; the values arrive as $1 (gid), $2 (branch "
 						 "id) and $3 (payload).")));
+
+	/*
+	 * The action runs inside a transaction that tcc controls (for a local
+	 * action, the one that also records the branch's outcome), so the
+	 * action must not end or start transactions itself.
+	 */
+	if (IsA(linitial_node(RawStmt, stmts)->stmt, TransactionStmt))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("%s must not be a transaction control statement",
+						argname),
+				 errdetail("tcc runs every action in a transaction of its "
+						   "own and commits it when the action succeeds.")));
 }
 
 /*
@@ -281,8 +312,14 @@ lookup_participant(text *name)
 	if (name == NULL)
 		return InvalidOid;
 
-	/* errors with "server ... does not exist" (42704) */
-	server = GetForeignServerByName(text_to_cstring(name), false);
+	server = GetForeignServerByName(text_to_cstring(name), true);
+	if (server == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("server \"%s\" does not exist", text_to_cstring(name)),
+				 errhint("Create the participant with CREATE SERVER ... "
+						 "FOREIGN DATA WRAPPER tcc_fdw, or pass NULL to run "
+						 "the action in this database.")));
 
 	fdw = GetForeignDataWrapper(server->fdwid);
 	if (strcmp(fdw->fdwname, "tcc_fdw") != 0)
@@ -298,7 +335,13 @@ lookup_participant(text *name)
 	aclresult = pg_foreign_server_aclcheck(server->serverid, GetUserId(),
 										   ACL_USAGE);
 	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_FOREIGN_SERVER, server->servername);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for foreign server %s",
+						server->servername),
+				 errhint("The server's owner can GRANT USAGE ON FOREIGN "
+						 "SERVER %s TO %s.", server->servername,
+						 GetUserNameFromId(GetUserId(), false))));
 
 	return server->serverid;
 }
@@ -336,12 +379,12 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
-	tcc_check_not_null(PG_ARGISNULL(2), action_arg);
+	tcc_check_not_null(fcinfo, 2, action_arg);
 	action_sql = PG_GETARG_TEXT_PP(2);
 	check_action_sql(text_to_cstring(action_sql), action_arg);
 
 	if (tcc_mode)
-		tcc_check_not_null(PG_ARGISNULL(3), undo_arg);
+		tcc_check_not_null(fcinfo, 3, undo_arg);
 	if (!PG_ARGISNULL(3))
 	{
 		undo_sql = PG_GETARG_TEXT_PP(3);
@@ -437,6 +480,46 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 }
 
 /*
+ * deadline_after
+ *		The end of a try phase of length timeout that starts now (at the
+ *		start of the SQL transaction, like now()).
+ *
+ * A timeout so long that the deadline leaves the timestamp range gets an
+ * error about the timeout; timestamptz_pl_interval has no side effects, so
+ * replacing its error with ours is safe.
+ */
+static TimestampTz
+deadline_after(Interval *timeout)
+{
+	TimestampTz deadline = 0;
+	MemoryContext oldcontext = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		deadline = DatumGetTimestampTz(
+			DirectFunctionCall2(timestamptz_pl_interval,
+								TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+								IntervalPGetDatum(timeout)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout %s is too long",
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(timeout)))),
+				 errdetail("The deadline would fall outside the range of "
+						   "timestamp with time zone."),
+				 errhint("Use a timeout of at most a few years.")));
+	}
+	PG_END_TRY();
+
+	return deadline;
+}
+
+/*
  * tcc_begin
  *		tcc.begin(gid, timeout, mode, meta): start a global transaction.
  *
@@ -455,8 +538,9 @@ tcc_begin(PG_FUNCTION_ARGS)
 	char	   *mode;
 	Interval   *timeout;
 	Jsonb	   *meta;
+	TimestampTz deadline;
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, OIDOID, JSONBOID,
-		INTERVALOID};
+		TIMESTAMPTZOID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
@@ -474,7 +558,9 @@ tcc_begin(PG_FUNCTION_ARGS)
 		tcc_check_interval(timeout, "timeout", false);
 	}
 
-	tcc_check_not_null(PG_ARGISNULL(2), "mode");
+	deadline = deadline_after(timeout);
+
+	tcc_check_not_null(fcinfo, 2, "mode");
 	mode = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (strcmp(mode, "tcc") != 0 && strcmp(mode, "saga") != 0 &&
 		strcmp(mode, "msg") != 0)
@@ -498,14 +584,14 @@ tcc_begin(PG_FUNCTION_ARGS)
 	values[2] = ObjectIdGetDatum(session.caller);
 	values[3] = JsonbPGetDatum(meta);
 	nulls[3] = meta ? ' ' : 'n';
-	values[4] = IntervalPGetDatum(timeout);
+	values[4] = TimestampTzGetDatum(deadline);
 
 	if (tcc_spi_exec(&insert_plan,
 					 "INSERT INTO tcc.global_transaction"
 					 "  (gid, mode, status, owner, meta,"
 					 "   created_at, updated_at, deadline)"
 					 " VALUES ($1, $2, 'trying', $3, $4,"
-					 "         now(), now(), now() + $5)"
+					 "         now(), now(), $5)"
 					 " ON CONFLICT (gid) DO NOTHING",
 					 5, argtypes, values, nulls, false, 0) == 0)
 	{
@@ -764,8 +850,8 @@ tcc_status(PG_FUNCTION_ARGS)
  * tcc_retry
  *		tcc.retry(gid): a failed transaction resumes the phase it left.
  *
- * The branches that failed become due again with their attempts reset;
- * the ones that had succeeded are left alone.
+ * The branches that failed, and those still waiting in that phase, become
+ * due now with their attempts reset; the ones that succeeded are left alone.
  */
 Datum
 tcc_retry(PG_FUNCTION_ARGS)
@@ -806,7 +892,7 @@ tcc_retry(PG_FUNCTION_ARGS)
 				 "       next_attempt_at = now(), updated_at = now()"
 				 "  FROM tcc.global_transaction g"
 				 " WHERE g.gid = $1 AND tcc.branch.gid = $1"
-				 "   AND tcc.branch.status = 'failed'",
+				 "   AND tcc.branch.status IN ('failed', g.status)",
 				 1, argtypes, values, NULL, false, 0);
 
 	tcc_spi_end(&session);
@@ -832,7 +918,7 @@ tcc_purge(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	uint64		deleted;
 
-	tcc_check_not_null(PG_ARGISNULL(0), "older_than");
+	tcc_check_not_null(fcinfo, 0, "older_than");
 	older_than = PG_GETARG_INTERVAL_P(0);
 	tcc_check_interval(older_than, "older_than", true);
 

@@ -209,7 +209,7 @@ tcc_fence_purge(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	uint64		deleted;
 
-	tcc_check_not_null(PG_ARGISNULL(0), "older_than");
+	tcc_check_not_null(fcinfo, 0, "older_than");
 	older_than = PG_GETARG_INTERVAL_P(0);
 	tcc_check_interval(older_than, "older_than", true);
 

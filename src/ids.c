@@ -15,7 +15,9 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
@@ -23,15 +25,18 @@
 
 /*
  * tcc_check_not_null
- *		Refuse a NULL for a required argument.
+ *		Refuse a NULL for required argument argno, called argname, of the
+ *		calling SQL function.
  */
 void
-tcc_check_not_null(bool isnull, const char *argname)
+tcc_check_not_null(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
-	if (isnull)
+	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", argname)));
+				 errmsg("%s must not be null", argname),
+				 errhint("Pass a value for %s to tcc.%s.", argname,
+						 get_func_name(fcinfo->flinfo->fn_oid))));
 }
 
 /*
@@ -62,19 +67,30 @@ tcc_check_id(text *id, const char *what, bool may_generate)
 	if (len > TCC_MAX_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s \"%.32s...\" is too long", what, str),
+				 errmsg("%s \"%.*s...\" is too long", what,
+						pg_mbcliplen(str, len, 32), str),
 				 errdetail("It is %zu bytes long; the limit is %d bytes.",
 						   len, TCC_MAX_ID_LEN)));
 
+	/*
+	 * Control characters are the ASCII ones and, in a UTF-8 database, the C1
+	 * range U+0080 to U+009F, encoded as 0xC2 0x80 to 0xC2 0x9F.  The text
+	 * is valid in the database encoding, so in UTF-8 a 0xC2 byte always
+	 * starts a two-byte character.
+	 */
 	for (i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) str[i];
+		bool		c1 = (c == 0xc2 && GetDatabaseEncoding() == PG_UTF8 &&
+						  (unsigned char) str[i + 1] >= 0x80 &&
+						  (unsigned char) str[i + 1] <= 0x9f);
 
-		if (c < 0x20 || c == 0x7f)
+		if (c < 0x20 || c == 0x7f || c1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s contains a control character", what),
-					 errdetail("Byte %zu is 0x%02x.", i + 1, c),
+					 errdetail("Byte %zu is 0x%02x.", i + 1,
+							   c1 ? (unsigned char) str[i + 1] : c),
 					 errhint("Use printable characters only.")));
 	}
 
@@ -89,7 +105,7 @@ tcc_check_id(text *id, const char *what, bool may_generate)
 char *
 tcc_id_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 {
-	tcc_check_not_null(PG_ARGISNULL(argno), what);
+	tcc_check_not_null(fcinfo, argno, what);
 	return tcc_check_id(PG_GETARG_TEXT_PP(argno), what, false);
 }
 

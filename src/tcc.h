@@ -47,7 +47,8 @@ extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 extern char *tcc_check_id(text *id, const char *what, bool may_generate);
 extern char *tcc_id_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 extern char *tcc_generate_gid(void);
-extern void tcc_check_not_null(bool isnull, const char *argname);
+extern void tcc_check_not_null(FunctionCallInfo fcinfo, int argno,
+							   const char *argname);
 extern void tcc_check_interval(Interval *interval, const char *argname,
 							   bool allow_zero);
 
