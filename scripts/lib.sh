@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # scripts/lib.sh: shell functions shared by scripts/demo and scripts/test.
 #
 # Source it from bash:  . "$(dirname "$0")/lib.sh"
@@ -84,8 +85,10 @@ tcc_ensure_packages() {
 		fi
 		rm -f "$log"
 	fi
-	[ -x "$PG_CONFIG" ] && [ -x "$TCC_PGBIN/initdb" ] ||
-		{ tcc__die "PostgreSQL 15 not found in $TCC_PGBIN"; return 1; }
+	if [ ! -x "$PG_CONFIG" ] || [ ! -x "$TCC_PGBIN/initdb" ]; then
+		tcc__die "PostgreSQL 15 not found in $TCC_PGBIN"
+		return 1
+	fi
 	# the pg user must exist (postgresql-common creates "postgres")
 	id -u "$(tcc_pg_user)" >/dev/null 2>&1 ||
 		{ tcc__die "OS user $(tcc_pg_user) does not exist"; return 1; }
@@ -105,6 +108,7 @@ tcc_pg_user() {
 # (absolute paths in CMD work either way).
 tcc_as_pg() {
 	if [ "$(id -u)" -eq 0 ]; then
+		# shellcheck disable=SC2016
 		runuser -u postgres -- /bin/sh -c \
 			'cd "$1" 2>/dev/null || cd /; shift; exec "$@"' sh "$PWD" \
 			env PATH="$TCC_PGBIN:$PATH" "$@"
