@@ -7,9 +7,9 @@
 
 MODULE_big = tcc
 OBJS = \
+	src/args.o \
 	src/coordinator.o \
 	src/fence.o \
-	src/ids.o \
 	src/shmem.o \
 	src/tcc.o \
 	src/tcc_spi.o

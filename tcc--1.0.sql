@@ -16,7 +16,9 @@ GRANT USAGE ON SCHEMA tcc TO PUBLIC;
  */
 
 /*
- * One row per global transaction.  status moves only along the edges of
+ * One row per global transaction.  owner is a regrole so that pg_dump writes
+ * the role's name, not an OID that may mean another role after a restore.
+ * status moves only along the edges of
  * SPEC section 3, always by one UPDATE made while holding the row lock.
  * branch_count doubles as the sequence for registration order and as the
  * reason every registration updates (and so locks) this row: that is what
@@ -26,7 +28,7 @@ CREATE TABLE tcc.global_transaction (
 	gid				text		NOT NULL,
 	mode			text		NOT NULL,
 	status			text		NOT NULL,
-	owner			oid			NOT NULL,
+	owner			regrole		NOT NULL,
 	meta			jsonb,
 	branch_count	integer		NOT NULL DEFAULT 0,
 	created_at		timestamptz	NOT NULL,
@@ -43,8 +45,9 @@ CREATE TABLE tcc.global_transaction (
 		CHECK (status IN ('trying', 'confirming', 'confirmed',
 						  'cancelling', 'cancelled', 'failed')),
 	CONSTRAINT global_transaction_failed_phase_check
-		CHECK ((status = 'failed') = (failed_phase IS NOT NULL) AND
-			   failed_phase IN ('confirming', 'cancelling')),
+		CHECK (failed_phase IN ('confirming', 'cancelling')),
+	CONSTRAINT global_transaction_failed_check
+		CHECK ((status = 'failed') = (failed_phase IS NOT NULL)),
 	CONSTRAINT global_transaction_finished_check
 		CHECK ((status IN ('confirmed', 'cancelled')) =
 			   (finished_at IS NOT NULL))
@@ -61,8 +64,9 @@ CREATE INDEX global_transaction_finished_idx
 /*
  * One row per TCC branch or saga/msg step.  For a TCC branch confirm_sql
  * and cancel_sql are the confirm and cancel; for a step they are the forward
- * action and its compensation.  server is a foreign server's OID, or NULL for
- * an action run in this database.
+ * action and its compensation.  server is a foreign server's name (names,
+ * unlike OIDs, survive pg_dump and pg_upgrade), or NULL for an action run in
+ * this database.
  *
  * Branch states:
  *	registered	registered; a TCC try not reported, or a step not yet due
@@ -80,7 +84,7 @@ CREATE TABLE tcc.branch (
 	gid				text		NOT NULL,
 	branch_id		text		NOT NULL,
 	seq				integer		NOT NULL,
-	server			oid,
+	server			text,
 	confirm_sql		text		NOT NULL,
 	cancel_sql		text,
 	payload			jsonb,
@@ -117,21 +121,32 @@ CREATE INDEX branch_due_idx
  */
 
 /*
- * One row per (gid, branch, operation) a participant has seen.  Every
- * decision is an INSERT ... ON CONFLICT DO NOTHING on the primary key, so two
- * sessions racing on the same branch wait for each other on the key and
- * exactly one of them inserts; no explicit lock, no deadlock.  A cancel that
- * finds no try inserts the 'try' row itself (by_cancel), which refuses a try
- * that arrives later.
+ * One row per branch (or saga/msg step) this participant has seen, with
+ * what happened to it:
+ *
+ *	tried			the try (or forward action) ran
+ *	confirmed		the try ran, then the confirm
+ *	cancelled		the try ran, then the cancel (or compensation)
+ *	cancelled_early	the cancel came and the try never ran (empty rollback);
+ *					the row refuses the try if it arrives later (hanging)
+ *
+ * A try is an INSERT ... ON CONFLICT DO NOTHING of the row; a confirm or a
+ * cancel is an UPDATE guarded by state = 'tried' (a cancel that finds no row
+ * inserts one in cancelled_early).  Every decision about a branch therefore
+ * writes the same single row, so two sessions racing on a branch are
+ * serialised by that row and exactly one of them wins; no explicit lock, and
+ * no deadlock, since no call touches two rows.
  */
 CREATE TABLE tcc.fence (
 	gid				text		NOT NULL,
 	branch_id		text		NOT NULL,
-	op				text		NOT NULL,
-	by_cancel		boolean		NOT NULL DEFAULT false,
+	state			text		NOT NULL,
 	created_at		timestamptz	NOT NULL DEFAULT now(),
-	CONSTRAINT fence_pkey PRIMARY KEY (gid, branch_id, op),
-	CONSTRAINT fence_op_check CHECK (op IN ('try', 'confirm', 'cancel'))
+	updated_at		timestamptz	NOT NULL DEFAULT now(),
+	CONSTRAINT fence_pkey PRIMARY KEY (gid, branch_id),
+	CONSTRAINT fence_state_check
+		CHECK (state IN ('tried', 'confirmed', 'cancelled',
+						 'cancelled_early'))
 );
 
 CREATE INDEX fence_created_idx ON tcc.fence (created_at);
@@ -229,7 +244,7 @@ COMMENT ON FUNCTION tcc.rollback(text, text) IS
 CREATE FUNCTION tcc.status(gid text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'tcc_status'
-LANGUAGE C STABLE PARALLEL RESTRICTED;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION tcc.status(text) IS
 'Current status of a global transaction';
@@ -312,7 +327,7 @@ CREATE VIEW tcc.transactions WITH (security_barrier) AS
 SELECT g.gid,
 	   g.mode,
 	   g.status,
-	   g.owner::regrole AS owner,
+	   g.owner,
 	   g.created_at,
 	   g.updated_at,
 	   g.deadline,
@@ -350,7 +365,7 @@ SELECT br.gid,
 	   br.branch_id,
 	   br.seq,
 	   g.mode,
-	   coalesce(s.srvname::text, '#' || br.server::text) AS server,
+	   br.server,
 	   br.status,
 	   br.attempts,
 	   br.next_attempt_at,
@@ -364,7 +379,6 @@ SELECT br.gid,
 	   br.updated_at
   FROM tcc.branch br
   JOIN tcc.global_transaction g ON g.gid = br.gid
-  LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = br.server
  WHERE tcc.is_visible(g.owner);
 
 COMMENT ON VIEW tcc.branches IS

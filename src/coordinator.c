@@ -48,7 +48,9 @@
 #include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/gramparse.h"
 #include "parser/parser.h"
+#include "parser/scanner.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -75,6 +77,8 @@ typedef struct GlobalTx
 	const char *status;			/* in the caller's memory, or a literal */
 	Oid			owner;
 	int32		branch_count;
+	char	   *deadline;		/* as text, for messages */
+	bool		expired;		/* deadline has passed */
 } GlobalTx;
 
 /* the kind of phase two a transaction gets, from its mode */
@@ -99,7 +103,8 @@ lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
 
 	values[0] = CStringGetTextDatum(gid);
 	if (tcc_spi_exec(&plan,
-					 "SELECT mode, status, owner, branch_count"
+					 "SELECT mode, status, owner, branch_count, deadline,"
+					 "       deadline < statement_timestamp()"
 					 "  FROM tcc.global_transaction"
 					 " WHERE gid = $1 FOR UPDATE",
 					 1, argtypes, values, NULL, false, 1) == 0)
@@ -114,6 +119,8 @@ lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
 	tx->status = tcc_spi_getstring(0, 2);
 	tx->owner = DatumGetObjectId(tcc_spi_getdatum(0, 3, &isnull));
 	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 4, &isnull));
+	tx->deadline = tcc_spi_getstring(0, 5);
+	tx->expired = DatumGetBool(tcc_spi_getdatum(0, 6, &isnull));
 
 	if (!has_privs_of_role(session->caller, tx->owner))
 		ereport(ERROR,
@@ -146,6 +153,29 @@ refuse_transition(GlobalTx *tx, const char *action)
 					   strcmp(action, "roll back") == 0 ?
 					   "cancelling or cancelled" :
 					   "confirming or confirmed")));
+}
+
+/*
+ * check_not_expired
+ *		Refuse to extend or commit a trying transaction whose deadline has
+ *		passed.
+ *
+ * Such a transaction is due to be cancelled by the worker; letting a commit
+ * win or lose against that depending on when the worker wakes up would make
+ * the outcome a matter of timing.  After the deadline the answer is always
+ * no, and rolling back is always allowed.
+ */
+static void
+check_not_expired(GlobalTx *tx)
+{
+	if (tx->expired)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("global transaction \"%s\" has passed its deadline",
+						tx->gid),
+				 errdetail("Its try phase ended at %s.", tx->deadline),
+				 errhint("Roll it back with tcc.rollback; the worker cancels "
+						 "it in any case.")));
 }
 
 /*
@@ -227,14 +257,51 @@ set_branch_status(GlobalTx *tx, const char *new_status, int32 seq)
 }
 
 /*
+ * check_action_params
+ *		Refuse a parameter reference other than $1, $2 and $3 in sql.
+ *
+ * The scanner, not the grammar, sees every token of every statement type,
+ * so this works for any statement the grammar accepts.  sql has already
+ * been parsed successfully, so scanning it cannot fail.
+ */
+static void
+check_action_params(const char *sql, const char *argname)
+{
+	core_yy_extra_type yyextra;
+	core_yyscan_t yyscanner;
+	core_YYSTYPE yylval;
+	YYLTYPE		yylloc;
+	int			token;
+
+	yyscanner = scanner_init(sql, &yyextra, &ScanKeywords, ScanKeywordTokens);
+	while ((token = core_yylex(&yylval, &yylloc, yyscanner)) != 0)
+	{
+		if (token == PARAM && (yylval.ival < 1 || yylval.ival > 3))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_PARAMETER),
+					 errmsg("%s refers to parameter $%d, which does not exist",
+							argname, yylval.ival),
+					 errdetail("An action gets three parameters: $1 (gid, "
+							   "text), $2 (branch id, text) and $3 (payload, "
+							   "jsonb)."),
+					 internalerrposition(yylloc + 1),
+					 internalerrquery(sql)));
+	}
+	scanner_finish(yyscanner);
+}
+
+/*
  * check_action_sql
  *		Check that sql, an action's text, is one syntactically valid SQL
- *		statement, so that a typo is reported to whoever registers it rather
- *		than found by the worker in phase two.
+ *		statement, using only $1 to $3, so that a typo is reported to whoever
+ *		registers it rather than found by the worker in phase two.
  *
  * Only the grammar is checked: the objects it names live in the
- * participant's database, not here.  raw_parser has no side effects beyond
- * memory, so catching its error and raising our own in its place is safe.
+ * participant's database, not here.  A syntax error is reported under our
+ * own message, naming the argument, with the parser's message as detail and
+ * the position marked in the action's text.  Catching the parser's error is
+ * safe because it is at once replaced by another ERROR, whose abort cleans
+ * up; any other error (out of memory, stack depth) is re-thrown unchanged.
  */
 static void
 check_action_sql(const char *sql, const char *argname)
@@ -252,6 +319,8 @@ check_action_sql(const char *sql, const char *argname)
 
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_SYNTAX_ERROR)
+			PG_RE_THROW();
 		FlushErrorState();
 
 		/*
@@ -261,9 +330,10 @@ check_action_sql(const char *sql, const char *argname)
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("%s is not valid SQL", argname),
-				 errdetail("%s at character %d of: %s", edata->message,
-						   edata->cursorpos > 0 ? edata->cursorpos :
-						   edata->internalpos, sql)));
+				 errdetail("The parser reported: %s.", edata->message),
+				 internalerrposition(edata->cursorpos > 0 ?
+									 edata->cursorpos : edata->internalpos),
+				 internalerrquery(sql)));
 	}
 	PG_END_TRY();
 
@@ -290,27 +360,27 @@ check_action_sql(const char *sql, const char *argname)
 	 */
 	if (IsA(linitial_node(RawStmt, stmts)->stmt, TransactionStmt))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be a transaction control statement",
 						argname),
 				 errdetail("tcc runs every action in a transaction of its "
 						   "own and commits it when the action succeeds.")));
+
+	check_action_params(sql, argname);
 }
 
 /*
  * lookup_participant
- *		The OID of foreign server name, after checking that it is a tcc_fdw
- *		server the caller may use; InvalidOid for NULL (this database).
+ *		Foreign server name, after checking that it is a tcc_fdw server;
+ *		NULL for NULL (this database).
  */
-static Oid
+static ForeignServer *
 lookup_participant(text *name)
 {
 	ForeignServer *server;
-	ForeignDataWrapper *fdw;
-	AclResult	aclresult;
 
 	if (name == NULL)
-		return InvalidOid;
+		return NULL;
 
 	server = GetForeignServerByName(text_to_cstring(name), true);
 	if (server == NULL)
@@ -321,29 +391,46 @@ lookup_participant(text *name)
 						 "FOREIGN DATA WRAPPER tcc_fdw, or pass NULL to run "
 						 "the action in this database.")));
 
-	fdw = GetForeignDataWrapper(server->fdwid);
-	if (strcmp(fdw->fdwname, "tcc_fdw") != 0)
+	if (server->fdwid != get_foreign_data_wrapper_oid("tcc_fdw", false))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("server \"%s\" is not a tcc participant",
 						server->servername),
 				 errdetail("It uses foreign-data wrapper \"%s\".",
-						   fdw->fdwname),
+						   GetForeignDataWrapper(server->fdwid)->fdwname),
 				 errhint("Create participants with CREATE SERVER ... "
 						 "FOREIGN DATA WRAPPER tcc_fdw.")));
 
-	aclresult = pg_foreign_server_aclcheck(server->serverid, GetUserId(),
-										   ACL_USAGE);
-	if (aclresult != ACLCHECK_OK)
+	return server;
+}
+
+/*
+ * check_participant_usage
+ *		Check that tx's owner has USAGE on server.
+ *
+ * The owner, not the caller, is the one that matters: phase two connects
+ * with the owner's user mapping, and a member of the owner's role that
+ * registers a branch must not lend the owner a server only the member may
+ * use.  The caller has the owner's privileges, so checking the owner covers
+ * the caller too.
+ */
+static void
+check_participant_usage(GlobalTx *tx, ForeignServer *server)
+{
+	if (pg_foreign_server_aclcheck(server->serverid, tx->owner,
+								   ACL_USAGE) != ACLCHECK_OK)
+	{
+		char	   *owner = GetUserNameFromId(tx->owner, false);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for foreign server %s",
 						server->servername),
+				 errdetail("Role %s, which owns global transaction \"%s\", "
+						   "has no USAGE on it.", owner, tx->gid),
 				 errhint("The server's owner can GRANT USAGE ON FOREIGN "
-						 "SERVER %s TO %s.", server->servername,
-						 GetUserNameFromId(GetUserId(), false))));
-
-	return server->serverid;
+						 "SERVER %s TO %s.", server->servername, owner)));
+	}
 }
 
 /*
@@ -369,8 +456,8 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 	char	   *branch_id = NULL;
 	text	   *action_sql;
 	text	   *undo_sql = NULL;
-	Oid			server;
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, INT4OID, OIDOID, TEXTOID,
+	ForeignServer *server;
+	Oid			argtypes[7] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
 		TEXTOID, JSONBOID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
@@ -394,7 +481,6 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 	if (!PG_ARGISNULL(5))
 		branch_id = tcc_check_id(PG_GETARG_TEXT_PP(5), id_arg, true);
 
-	/* privileges on the server are the caller's, so check before switching */
 	server = lookup_participant(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
 
 	tcc_spi_begin(&session);
@@ -410,6 +496,9 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 						"is %s", gid, tx.status),
 				 errdetail("%s works only while the transaction is trying.",
 						   function)));
+	check_not_expired(&tx);
+	if (server != NULL)
+		check_participant_usage(&tx, server);
 	if (undo_sql != NULL && strcmp(tx.mode, "msg") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -442,8 +531,9 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 
 		values[1] = CStringGetTextDatum(branch_id);
 		values[2] = Int32GetDatum(seq);
-		values[3] = ObjectIdGetDatum(server);
-		nulls[3] = OidIsValid(server) ? ' ' : 'n';
+		values[3] = server ? CStringGetTextDatum(server->servername) :
+			(Datum) 0;
+		nulls[3] = server ? ' ' : 'n';
 		values[4] = PointerGetDatum(action_sql);
 		values[5] = PointerGetDatum(undo_sql);
 		nulls[5] = undo_sql ? ' ' : 'n';
@@ -485,8 +575,9 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
  *		start of the SQL transaction, like now()).
  *
  * A timeout so long that the deadline leaves the timestamp range gets an
- * error about the timeout; timestamptz_pl_interval has no side effects, so
- * replacing its error with ours is safe.
+ * error about the timeout instead of "timestamp out of range".  Catching
+ * that error is safe because it is at once replaced by another ERROR, whose
+ * abort cleans up; any other error is re-thrown unchanged.
  */
 static TimestampTz
 deadline_after(Interval *timeout)
@@ -503,7 +594,12 @@ deadline_after(Interval *timeout)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
+			PG_RE_THROW();
 		FlushErrorState();
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -697,6 +793,7 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 
 	if (STATUS_IS(&tx, "trying"))
 	{
+		check_not_expired(&tx);
 		if (tcc_mode)
 		{
 			static SPIPlanPtr plan = NULL;
@@ -824,7 +921,7 @@ tcc_status(PG_FUNCTION_ARGS)
 	if (tcc_spi_exec(&plan,
 					 "SELECT status, owner FROM tcc.global_transaction"
 					 " WHERE gid = $1",
-					 1, argtypes, values, NULL, true, 1) == 0)
+					 1, argtypes, values, NULL, false, 1) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("global transaction \"%s\" does not exist", gid),

@@ -12,25 +12,35 @@
  * anomalies:
  *
  * - duplicate delivery: the second try, confirm or cancel of a branch finds
- *	 its row already there and returns false;
- * - empty rollback: a cancel whose try never ran finds no 'try' row; it
- *	 inserts one itself (by_cancel) and returns false, there being nothing
- *	 to undo;
- * - hanging (suspension): a try that arrives after its cancel finds the
- *	 'try' row the cancel inserted and returns false, so no resources stay
- *	 reserved for a transaction that is already over.
+ *	 the branch's row already in that state and returns false;
+ * - empty rollback: a cancel whose try never ran finds no row; it inserts
+ *	 one in state cancelled_early and returns false, there being nothing to
+ *	 undo;
+ * - hanging (suspension): a try that arrives after its cancel finds that row
+ *	 and returns false, so no resources stay reserved for a transaction that
+ *	 is already over.
  *
- * Concurrency.  Each decision is an INSERT ... ON CONFLICT DO NOTHING on
- * (gid, branch_id, op).  When a try and a cancel of one branch race, both
- * insert the key (gid, branch_id, 'try'); the second waits on the first's
- * uncommitted row and, when the first commits, inserts nothing:
+ * Beyond those, a confirm and a cancel of the same branch can never both
+ * run: whichever comes second finds the other's state and raises an error,
+ * since only a broken coordinator sends both.
  *
- * - try first: the cancel then sees the try ran and cancels it for real;
- * - cancel first: the try then finds the cancel's marker and refuses.
+ * Concurrency.  Every call writes the branch's one row: the try and the
+ * empty-rollback cancel by INSERT ... ON CONFLICT DO NOTHING, the confirm and
+ * the cancel by UPDATE ... WHERE state = 'tried'.  Two sessions racing on a
+ * branch therefore queue on that row, and the second decides only once the
+ * first has committed or rolled back:
  *
- * If the first rolls back, the second inserts and goes on as if alone.
- * Every path takes the 'try' key before any other, so two fence calls never
- * wait for each other in opposite orders and cannot deadlock.
+ * - a try and a cancel: both insert the key.  If the try commits first, the
+ *	 cancel's insert finds it and goes on to update it, cancelling for real;
+ *	 if the cancel commits first, the try's insert finds cancelled_early and
+ *	 refuses.
+ * - a confirm and a cancel, or two of either: both update the row; the
+ *	 second re-checks state = 'tried' on the committed version (READ
+ *	 COMMITTED) or fails with a serialization error (REPEATABLE READ and
+ *	 SERIALIZABLE), which the coordinator retries.
+ *
+ * If the first rolls back, the second goes on as if alone.  No call touches
+ * more than one row, so fence calls cannot deadlock with each other.
  *
  * src/fence.c
  *
@@ -51,37 +61,86 @@ PG_FUNCTION_INFO_V1(tcc_fence_purge);
 
 /*
  * fence_insert
- *		Insert the fence row (gid, branch_id, op); true when it was new.
+ *		Insert the branch's row in state state; true when there was none.
  */
 static bool
-fence_insert(const char *gid, const char *branch_id, const char *op,
-			 bool by_cancel)
+fence_insert(Datum *key, const char *state)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[4];
-
-	values[0] = CStringGetTextDatum(gid);
-	values[1] = CStringGetTextDatum(branch_id);
-	values[2] = CStringGetTextDatum(op);
-	values[3] = BoolGetDatum(by_cancel);
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {key[0], key[1], CStringGetTextDatum(state)};
 
 	return tcc_spi_exec(&plan,
-						"INSERT INTO tcc.fence (gid, branch_id, op, by_cancel)"
-						" VALUES ($1, $2, $3, $4)"
-						" ON CONFLICT (gid, branch_id, op) DO NOTHING",
-						4, argtypes, values, NULL, false, 0) == 1;
+						"INSERT INTO tcc.fence (gid, branch_id, state)"
+						" VALUES ($1, $2, $3)"
+						" ON CONFLICT (gid, branch_id) DO NOTHING",
+						3, argtypes, values, NULL, false, 0) == 1;
+}
+
+/*
+ * fence_decide
+ *		Move the branch's row from tried to state; true when it was tried.
+ *
+ * Otherwise *current is set to the row's state, or NULL when there is no
+ * row.  The UPDATE is what serialises a confirm and a cancel (see the file
+ * header); the SELECT after a miss sees the row as the UPDATE left it,
+ * because a READ COMMITTED UPDATE that waited took a new snapshot for the
+ * next statement, and under REPEATABLE READ a concurrent change would have
+ * failed the UPDATE.
+ */
+static bool
+fence_decide(Datum *key, const char *state, char **current)
+{
+	static SPIPlanPtr update_plan = NULL;
+	static SPIPlanPtr select_plan = NULL;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {key[0], key[1], CStringGetTextDatum(state)};
+
+	if (tcc_spi_exec(&update_plan,
+					 "UPDATE tcc.fence SET state = $3, updated_at = now()"
+					 " WHERE gid = $1 AND branch_id = $2 AND state = 'tried'",
+					 3, argtypes, values, NULL, false, 0) == 1)
+		return true;
+
+	*current = NULL;
+	if (tcc_spi_exec(&select_plan,
+					 "SELECT state FROM tcc.fence"
+					 " WHERE gid = $1 AND branch_id = $2",
+					 2, argtypes, values, NULL, false, 1) == 1)
+		*current = tcc_spi_getstring(0, 1);
+	return false;
 }
 
 /*
  * fence_args
- *		Check the (gid, branch_id) arguments every fence function takes.
+ *		Check the (gid, branch_id) arguments every fence function takes and
+ *		return them as text Datums in key[0] and key[1].
  */
 static void
-fence_args(FunctionCallInfo fcinfo, char **gid, char **branch_id)
+fence_args(FunctionCallInfo fcinfo, char **gid, char **branch_id, Datum *key)
 {
 	*gid = tcc_id_arg(fcinfo, 0, "gid");
 	*branch_id = tcc_id_arg(fcinfo, 1, "branch_id");
+	key[0] = CStringGetTextDatum(*gid);
+	key[1] = CStringGetTextDatum(*branch_id);
+}
+
+/*
+ * refuse_crossed
+ *		Report a confirm after a cancel, or a cancel after a confirm.
+ */
+static void
+refuse_crossed(const char *gid, const char *branch_id, const char *action,
+			   const char *state)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot %s branch \"%s\" of global transaction \"%s\" "
+					"because it is %s", action, branch_id, gid, state),
+			 errdetail("A branch is either confirmed or cancelled, never "
+					   "both."),
+			 errhint("Check tcc.branches on the coordinator; this means "
+					 "the coordinator sent both.")));
 }
 
 /*
@@ -95,12 +154,13 @@ tcc_fence_try(PG_FUNCTION_ARGS)
 	TccSpiSession session;
 	char	   *gid;
 	char	   *branch_id;
+	Datum		key[2];
 	bool		run;
 
-	fence_args(fcinfo, &gid, &branch_id);
+	fence_args(fcinfo, &gid, &branch_id, key);
 
 	tcc_spi_begin(&session);
-	run = fence_insert(gid, branch_id, "try", false);
+	run = fence_insert(key, "tried");
 	tcc_spi_end(&session);
 
 	PG_RETURN_BOOL(run);
@@ -111,7 +171,7 @@ tcc_fence_try(PG_FUNCTION_ARGS)
  *		tcc.fence_confirm(gid, branch_id): true when the confirm must run;
  *		false when it already ran.
  *
- * A first confirm whose try never ran here is an error, not a "run": the
+ * A confirm whose try never ran here is an error, not a "run": the
  * coordinator confirms only what was tried, so this means the application
  * committed without running the try, or the try's fence was purged.  Running
  * the confirm would consume resources that were never reserved (frozen stock
@@ -121,42 +181,32 @@ tcc_fence_try(PG_FUNCTION_ARGS)
 Datum
 tcc_fence_confirm(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
 	char	   *gid;
 	char	   *branch_id;
+	char	   *state;
+	Datum		key[2];
 	bool		run;
 
-	fence_args(fcinfo, &gid, &branch_id);
+	fence_args(fcinfo, &gid, &branch_id, key);
 
 	tcc_spi_begin(&session);
-	run = fence_insert(gid, branch_id, "confirm", false);
-	if (run)
-	{
-		Oid			argtypes[2] = {TEXTOID, TEXTOID};
-		Datum		values[2];
-		bool		isnull;
-
-		values[0] = CStringGetTextDatum(gid);
-		values[1] = CStringGetTextDatum(branch_id);
-		if (tcc_spi_exec(&plan,
-						 "SELECT by_cancel FROM tcc.fence"
-						 " WHERE gid = $1 AND branch_id = $2 AND op = 'try'",
-						 2, argtypes, values, NULL, false, 1) == 0 ||
-			DatumGetBool(tcc_spi_getdatum(0, 1, &isnull)))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot confirm branch \"%s\" of global "
-							"transaction \"%s\" because its try never ran "
-							"here", branch_id, gid),
-					 errdetail("%s",
-							   SPI_processed == 0 ?
-							   "No tcc.fence_try was recorded for it." :
-							   "Its cancel came first (an empty rollback)."),
-					 errhint("The try must call tcc.fence_try before the "
-							 "transaction is committed.")));
-	}
+	run = fence_decide(key, "confirmed", &state);
 	tcc_spi_end(&session);
+
+	if (!run && (state == NULL || strcmp(state, "cancelled_early") == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot confirm branch \"%s\" of global transaction "
+						"\"%s\" because its try never ran here",
+						branch_id, gid),
+				 state == NULL ?
+				 errdetail("No tcc.fence_try was recorded for it.") :
+				 errdetail("Its cancel came first (an empty rollback)."),
+				 errhint("The try must call tcc.fence_try before the "
+						 "transaction is committed.")));
+	if (!run && strcmp(state, "cancelled") == 0)
+		refuse_crossed(gid, branch_id, "confirm", state);
 
 	PG_RETURN_BOOL(run);
 }
@@ -165,10 +215,10 @@ tcc_fence_confirm(PG_FUNCTION_ARGS)
  * tcc_fence_cancel
  *		tcc.fence_cancel(gid, branch_id): true when the cancel must run;
  *		false when it already ran, or when the try never ran (empty
- *		rollback), in which case the 'try' row it leaves refuses a late try.
+ *		rollback), in which case the row it leaves refuses a late try.
  *
- * The 'try' key is taken first, as in fence_try, which is what orders a
- * racing try and cancel (see the file header).
+ * The insert comes first: it is what orders a cancel against a try that
+ * is still in flight (see the file header).
  */
 Datum
 tcc_fence_cancel(PG_FUNCTION_ARGS)
@@ -176,17 +226,21 @@ tcc_fence_cancel(PG_FUNCTION_ARGS)
 	TccSpiSession session;
 	char	   *gid;
 	char	   *branch_id;
-	bool		try_absent;
-	bool		first_cancel;
+	char	   *state = NULL;
+	Datum		key[2];
+	bool		run = false;
 
-	fence_args(fcinfo, &gid, &branch_id);
+	fence_args(fcinfo, &gid, &branch_id, key);
 
 	tcc_spi_begin(&session);
-	try_absent = fence_insert(gid, branch_id, "try", true);
-	first_cancel = fence_insert(gid, branch_id, "cancel", false);
+	if (!fence_insert(key, "cancelled_early"))
+		run = fence_decide(key, "cancelled", &state);
 	tcc_spi_end(&session);
 
-	PG_RETURN_BOOL(first_cancel && !try_absent);
+	if (!run && state != NULL && strcmp(state, "confirmed") == 0)
+		refuse_crossed(gid, branch_id, "cancel", state);
+
+	PG_RETURN_BOOL(run);
 }
 
 /*

@@ -66,12 +66,12 @@ _PG_init(void)
 	DefineCustomIntVariable("tcc.default_timeout",
 							"Length of a global transaction's try phase when "
 							"tcc.begin is given no timeout.",
-							"A transaction still trying after it is "
-							"cancelled by the worker.",
+							"The worker cancels a transaction that is still "
+							"trying when its try phase is over.",
 							&tcc_default_timeout,
 							60,
 							1,
-							INT_MAX / 1000,
+							INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

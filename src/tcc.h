@@ -43,7 +43,7 @@ extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 
-/* ids.c */
+/* args.c */
 extern char *tcc_check_id(text *id, const char *what, bool may_generate);
 extern char *tcc_id_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 extern char *tcc_generate_gid(void);

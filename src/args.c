@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * ids.c
+ * args.c
  *	  Checking the arguments users pass to tcc, and making gids.
  *
  * Every SQL-callable function is declared non-strict so that a NULL where a
@@ -8,7 +8,7 @@
  * checks for that, for the form of gids and branch ids, and for intervals
  * live here so that every function words them the same way.
  *
- * src/ids.c
+ * src/args.c
  *
  *-------------------------------------------------------------------------
  */
