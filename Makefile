@@ -26,7 +26,9 @@ REGRESS_OPTS = --temp-instance=./tmp_check \
 	--temp-config=$(srcdir)/test/tcc.conf
 
 ISOLATION = commit-rollback commit-commit register-commit \
-	fence-try-cancel fence-cancel-try fence-confirm-twice
+	rollback-register submit-add_step begin-begin \
+	fence-try-cancel fence-cancel-try fence-confirm-twice \
+	fence-confirm-cancel
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--outputdir=./test/isolation \
 	--temp-instance=./tmp_check_iso \

@@ -7,9 +7,11 @@
 # The server is then crashed twice for real, once by "pg_ctl stop -m
 # immediate" and once by SIGKILL to the postmaster, and restarted; each time
 # the committed state must come back exactly as it was (rows byte for byte:
-# statuses, branch statuses, registration order, timestamps, fence rows),
-# the uncommitted transaction must not exist, the fence must still refuse
-# what it refused before, and new transactions must work.
+# statuses, branch statuses, registration order, timestamps, each branch's
+# one fence row and its state), the uncommitted transaction must not exist,
+# the fence must still refuse what it refused before (duplicates, the
+# hanging try, a cancel after the confirm and a confirm after the cancel),
+# and new transactions must work.
 #
 # There is no background worker yet, so nothing moves a status but the API.
 # Once the worker drives phase two, the confirming and cancelling
@@ -112,11 +114,10 @@ my %expected = (
 			'g-saga' => qr/^s1:confirming,s2:registered$/,
 			'g-saga-off' => qr/^s1:skipped$/,
 		},
-		# gid|branch_id|op|by_cancel
+		# gid|branch_id|state: one row per branch
 		fence => [
-			'g-commit|b1|confirm|f', 'g-commit|b1|try|f',
-			'g-rollback|r1|cancel|f', 'g-rollback|r1|try|f',
-			'g-rollback|r2|cancel|f', 'g-rollback|r2|try|t'
+			'g-commit|b1|confirmed', 'g-rollback|r1|cancelled',
+			'g-rollback|r2|cancelled_early'
 		],
 	},
 	second => {
@@ -128,21 +129,21 @@ my %expected = (
 			'g-commit' => qr/^other:cancelling$/,
 			'g-only-here' => qr/^m1:confirming$/,
 		},
-		fence => ['g-commit|other|try|f'],
+		fence => ['g-commit|other|tried'],
 	},
 );
 
 # ----------------------------------------------------------------- helpers
 
-# fence_rows(db): the fence rows as gid|branch_id|op|by_cancel, sorted
-# bytewise like perl's sort
+# fence_rows(db): the fence rows as gid|branch_id|state, sorted bytewise
+# like perl's sort
 sub fence_rows
 {
 	my ($db) = @_;
 	return $node->safe_psql(
 		$db, q{
 SELECT string_agg(r, ',' ORDER BY r COLLATE "C")
-  FROM (SELECT concat_ws('|', gid, branch_id, op, by_cancel) AS r
+  FROM (SELECT concat_ws('|', gid, branch_id, state) AS r
           FROM tcc.fence) f});
 }
 
@@ -159,7 +160,7 @@ SELECT 'branch', b::text
   FROM (SELECT * FROM tcc.branch ORDER BY gid, seq) b
 UNION ALL
 SELECT 'fence', f::text
-  FROM (SELECT * FROM tcc.fence ORDER BY gid, branch_id, op) f
+  FROM (SELECT * FROM tcc.fence ORDER BY gid, branch_id) f
 ORDER BY 1, 2});
 }
 
@@ -265,7 +266,7 @@ sub check_state
 		"$label: the uncommitted fence row does not exist");
 
 	# the fence still refuses what it refused before (these calls change
-	# nothing: every row they would insert exists)
+	# nothing: each branch's row exists and is in a final state)
 	is( $node->safe_psql(
 			'postgres', q{
 SELECT tcc.fence_try('g-commit', 'b1'),
@@ -275,6 +276,15 @@ SELECT tcc.fence_try('g-commit', 'b1'),
        tcc.fence_cancel('g-rollback', 'r2')}),
 		'f|f|f|f|f',
 		"$label: the fence refuses duplicates and the hanging try");
+	# and it still refuses to cross a decision: a cancel after the confirm,
+	# a confirm after the cancel or after an empty rollback (55000)
+	is(sqlstate_of('postgres', "SELECT tcc.fence_cancel('g-commit', 'b1')"),
+		'55000', "$label: the fence refuses to cancel a confirmed branch");
+	is(sqlstate_of('postgres', "SELECT tcc.fence_confirm('g-rollback', 'r1')"),
+		'55000', "$label: the fence refuses to confirm a cancelled branch");
+	is(sqlstate_of('postgres', "SELECT tcc.fence_confirm('g-rollback', 'r2')"),
+		'55000',
+		"$label: the fence refuses to confirm a branch whose try never ran");
 	is($node->safe_psql('second', q{SELECT tcc.fence_try('g-commit', 'other')}),
 		'f', "$label: second database's fence refuses the duplicate try");
 	is( $node->safe_psql(
@@ -333,7 +343,7 @@ sub crash_and_restart
 	$expected{postgres}{status}{"g-new-$label"} = 'confirming';
 	$expected{postgres}{status}{"g-new-$label-rb"} = 'cancelled';
 	$expected{postgres}{branches}{"g-new-$label"} = qr/^n1:confirming$/;
-	push @{ $expected{postgres}{fence} }, "g-new-$label|n1|try|f";
+	push @{ $expected{postgres}{fence} }, "g-new-$label|n1|tried";
 }
 
 # ----------------------------------------------------------------- crashes
