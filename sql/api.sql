@@ -17,6 +17,14 @@ SELECT c.relname, c.relkind
  WHERE c.relnamespace = 'tcc'::regnamespace AND c.relkind IN ('r', 'v')
  ORDER BY c.relname;
 SELECT fdwname FROM pg_foreign_data_wrapper WHERE fdwname = 'tcc_fdw';
+-- a transaction's owner is a role and a branch's server is a name, so that
+-- pg_dump writes names rather than OIDs
+SELECT a.attrelid::regclass AS "table", a.attname,
+	   format_type(a.atttypid, a.atttypmod) AS type
+  FROM pg_attribute a
+ WHERE (a.attrelid, a.attname) IN (('tcc.global_transaction'::regclass, 'owner'),
+								   ('tcc.branch'::regclass, 'server'))
+ ORDER BY 1, 2;
 
 -- the coordinator's view of its own rows, without timestamps or generated ids
 CREATE FUNCTION pg_temp.gtx(pattern text)
@@ -32,7 +40,7 @@ LANGUAGE sql AS $$
 	 ORDER BY g.gid
 $$;
 CREATE FUNCTION pg_temp.br(pattern text)
-RETURNS TABLE (gid text, seq integer, branch_id text, server name,
+RETURNS TABLE (gid text, seq integer, branch_id text, server text,
 			   status text, attempts integer, due boolean,
 			   confirm_sql text, cancel_sql text, payload jsonb,
 			   last_error text)
@@ -40,11 +48,10 @@ LANGUAGE sql AS $$
 	SELECT b.gid, b.seq,
 		   CASE WHEN b.branch_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'
 				THEN '<uuidv7>' ELSE b.branch_id END,
-		   s.srvname, b.status, b.attempts,
+		   b.server, b.status, b.attempts,
 		   b.next_attempt_at IS NOT NULL AND b.next_attempt_at <= now(),
 		   b.confirm_sql, b.cancel_sql, b.payload, b.last_error
 	  FROM tcc.branch b
-	  LEFT JOIN pg_foreign_server s ON s.oid = b.server
 	 WHERE b.gid LIKE pattern
 	 ORDER BY b.gid, b.seq
 $$;
@@ -83,6 +90,14 @@ SELECT tcc.begin('api-timeout-explicit', '90 seconds');
 SELECT tcc.begin(gid => 'api-timeout-2h', timeout => '2 hours');
 SELECT gid, deadline - created_at AS timeout FROM tcc.global_transaction
  WHERE gid LIKE 'api-timeout-%' ORDER BY gid;
+-- tcc.default_timeout takes any number of seconds an integer holds
+SET tcc.default_timeout = 2147483647;
+SHOW tcc.default_timeout;
+SELECT tcc.begin('api-long-timeout');
+RESET tcc.default_timeout;
+SELECT deadline - created_at AS timeout FROM tcc.global_transaction
+ WHERE gid = 'api-long-timeout';
+DELETE FROM tcc.global_transaction WHERE gid = 'api-long-timeout';
 
 -- begin is idempotent while trying: same gid back, nothing changed
 SELECT updated_at AS t_updated, deadline AS t_deadline
@@ -331,6 +346,65 @@ SELECT gid, tcc.status(gid) FROM tcc.global_transaction
  WHERE gid LIKE 'api-%' ORDER BY gid;
 SELECT count(*) AS generated_kept FROM tcc.global_transaction
  WHERE gid IN (:'g1', :'g2');
+
+--
+-- tcc.status sees a transaction begun in the same statement (it is
+-- volatile, so it takes a new snapshot)
+--
+SELECT provolatile FROM pg_proc WHERE oid = 'tcc.status(text)'::regprocedure;
+SELECT tcc.status(tcc.begin('api-status-same-statement'));
+
+--
+-- the deadline.  A transaction still trying once its try phase is over can
+-- no longer get branches or steps, nor be committed or submitted
+-- (errors.sql shows those errors); it can still be rolled back, and a
+-- commit or submit made in time stays idempotent.
+--
+-- Each of these is begun with a try phase of 1 ms in one statement that
+-- also adds its branches and, for some, commits: all of it is in time,
+-- since a statement's time is its transaction's start.  Then 10 ms pass.
+DO $$
+BEGIN
+	PERFORM tcc.begin('api-dl-committed', '1 ms');
+	PERFORM tcc.register_branch('api-dl-committed', NULL, 'SELECT 1', 'SELECT 2');
+	PERFORM tcc.commit('api-dl-committed');
+	PERFORM tcc.begin('api-dl-committed-empty', '1 ms');
+	PERFORM tcc.commit('api-dl-committed-empty');
+	PERFORM tcc.begin('api-dl-submitted', '1 ms', 'msg');
+	PERFORM tcc.add_step('api-dl-submitted', NULL, 'SELECT 1');
+	PERFORM tcc.submit('api-dl-submitted');
+	PERFORM tcc.begin('api-dl-r', '1 ms');
+	PERFORM tcc.register_branch('api-dl-r', NULL, 'SELECT 1', 'SELECT 2');
+	PERFORM tcc.register_branch('api-dl-r', 'p1', 'SELECT 3', 'SELECT 4');
+	PERFORM tcc.begin('api-dl-r-empty', '1 ms');
+	PERFORM tcc.begin('api-dl-saga-r', '1 ms', 'saga');
+	PERFORM tcc.add_step('api-dl-saga-r', NULL, 'SELECT 1', 'SELECT 2');
+END $$;
+SELECT pg_sleep(0.01);
+SELECT gid, mode, status, branch_count,
+	   deadline < statement_timestamp() AS past_deadline
+  FROM tcc.global_transaction WHERE gid LIKE 'api-dl-%' ORDER BY gid;
+-- committed or submitted in time: repeating it returns the status
+SELECT tcc.commit('api-dl-committed');
+SELECT tcc.commit('api-dl-committed-empty');
+SELECT tcc.submit('api-dl-submitted');
+-- rolled back after the deadline: as before it
+SELECT tcc.rollback('api-dl-r', 'too slow');
+SELECT tcc.rollback('api-dl-r');	-- idempotent
+SELECT seq, status, attempts, due FROM pg_temp.br('api-dl-r');
+SELECT tcc.rollback('api-dl-r-empty');
+SELECT tcc.rollback('api-dl-saga-r');
+SELECT seq, status, due FROM pg_temp.br('api-dl-saga-r');
+-- beginning a gid again that is still trying returns it even after the
+-- deadline, which stays as it was
+SELECT tcc.begin('api-dl-again', '1 ms');
+SELECT deadline AS dl_deadline FROM tcc.global_transaction
+ WHERE gid = 'api-dl-again' \gset
+SELECT pg_sleep(0.01);
+SELECT tcc.begin('api-dl-again', '1 hour');
+SELECT status, deadline = :'dl_deadline' AS deadline_unchanged
+  FROM tcc.global_transaction WHERE gid = 'api-dl-again';
+SELECT * FROM pg_temp.gtx('api-dl-%');
 
 --
 -- clean up: roll back what is still trying; what the worker would have to

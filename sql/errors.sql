@@ -159,6 +159,15 @@ UPDATE tcc.global_transaction
  WHERE gid = 'err-failed';
 SELECT gid, mode, status FROM tcc.global_transaction
  WHERE gid LIKE 'err-%' ORDER BY gid;
+-- the participant side: a branch tried and confirmed, one tried and
+-- cancelled, and one cancelled before any try (an empty rollback)
+SELECT tcc.fence_try('err-fence', 'confirmed') AS tried;
+SELECT tcc.fence_confirm('err-fence', 'confirmed') AS confirmed;
+SELECT tcc.fence_try('err-fence', 'cancelled') AS tried;
+SELECT tcc.fence_cancel('err-fence', 'cancelled') AS cancelled;
+SELECT tcc.fence_cancel('err-fence', 'early') AS cancelled;
+SELECT gid, branch_id, state FROM tcc.fence
+ WHERE gid = 'err-fence' ORDER BY branch_id;
 
 --
 -- the limits, from the accepted side: 128 bytes are fine, multibyte
@@ -177,6 +186,15 @@ SELECT tcc.fence_try('err-' || repeat('a', 124), repeat('é', 64))
 	   AS fence_128_bytes;
 -- printable non-ASCII characters are fine too
 SELECT tcc.begin('err-Zürich-東京') AS gid_unicode;
+-- action SQL may use the parameters $1 to $3, and a $n inside a literal, a
+-- quoted identifier or a comment is no parameter at all
+SELECT tcc.register_branch('err-tcc', NULL,
+						   'SELECT confirm($1::text, $2::text, $3::jsonb)',
+						   $q$SELECT '$4', "$5", $x$ $6 $x$ /* $7 */ -- $8$q$)
+	   IS NOT NULL AS parameters_1_to_3_accepted;
+SELECT tcc.add_step('err-saga', NULL, 'INSERT INTO t VALUES ($3, $2, $1)',
+					'DELETE FROM t WHERE a = $3 AND b = $2 AND c = $1')
+	   IS NOT NULL AS parameters_1_to_3_accepted;
 
 \pset format unaligned
 \pset tuples_only on
@@ -374,9 +392,10 @@ SELECT pg_temp.try(label, sql)
  ORDER BY o;
 
 --
--- action SQL that is not one valid statement (the position of a syntax
--- error counts characters from 1, as PostgreSQL's own errors do, also when
--- the call is made from a function as here)
+-- action SQL that is not one valid statement, or that refers to a
+-- parameter other than $1 (gid), $2 (branch id) and $3 (payload).  The
+-- position of the error is not part of these lines: the direct calls below
+-- show it.
 --
 SELECT pg_temp.try(f.name || ' ' || f.arg || ': ' || k.kind,
 				   format(f.tmpl, quote_literal(k.val)))
@@ -395,9 +414,143 @@ SELECT pg_temp.try(f.name || ' ' || f.arg || ': ' || k.kind,
 	(6, 'only a semicolon', ';'),
 	(7, 'only a comment', '-- nothing'),
 	(8, 'transaction control', 'COMMIT'),
-	(9, 'savepoint', 'SAVEPOINT s')
+	(9, 'savepoint', 'SAVEPOINT s'),
+	(10, 'parameter $4', 'SELECT $4'),
+	(11, 'parameter $0', 'SELECT $0'),
+	(12, 'parameter $10', 'SELECT f($1, $2, $3, $10)'),
+	(13, 'parameter $4 in an INSERT', 'INSERT INTO t VALUES ($1, $4)')
   ) AS k(o, kind, val)
  ORDER BY f.o, k.o;
+-- nesting so deep that the parser's stack is exhausted
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(1, 'register_branch confirm_sql: deep nesting',
+	 format($$SELECT tcc.register_branch('err-tcc', NULL, %L, 'SELECT 2')$$,
+			'SELECT ' || repeat('(', 20000) || '1' || repeat(')', 20000))),
+	(2, 'add_step compensate_sql: deep nesting',
+	 format($$SELECT tcc.add_step('err-saga', NULL, 'SELECT 1', %L)$$,
+			'SELECT ' || repeat('ARRAY[', 20000) || '1' || repeat(']', 20000)))
+  ) AS c(o, label, sql)
+ ORDER BY o;
+
+--
+-- action SQL refused for other reasons than its syntax or its parameters,
+-- which the parser finds too: an invalid string literal, a statement not
+-- implemented.  Their wording is not shown, only what SPEC section 8 asks
+-- of it: the message names the argument, a detail or hint says what to do,
+-- and the tables are unchanged (the checks at the end look at them too).
+--
+SELECT count(pg_temp.try(label, sql)) AS cases_run
+  FROM (VALUES
+	('register_branch confirm_sql: null byte in a literal', $$SELECT tcc.register_branch('err-tcc', NULL, 'SELECT E''\x00''', 'SELECT 2')$$),
+	('add_step action_sql: not implemented', $$SELECT tcc.add_step('err-saga', NULL, 'CREATE ASSERTION a CHECK (true)')$$)
+  ) AS c(label, sql);
+SELECT label,
+	   sqlstate IS NOT NULL AND sqlstate <> 'XX000' AS refused,
+	   message || ' ' || detail LIKE '%' || substring(label from ' ([a-z_]+_sql):') || '%'
+	   AS names_the_argument,
+	   detail <> '' OR hint <> '' AS says_what_to_do,
+	   message ~ '^[a-z]' AS lowercase,
+	   unchanged
+  FROM cases
+ WHERE label IN ('register_branch confirm_sql: null byte in a literal',
+				 'add_step action_sql: not implemented')
+ ORDER BY n;
+
+--
+-- parameter numbers beyond the range of integer are refused too, and named
+-- as written (whatever the wording: 42P02 like the others, or 42601 as from
+-- a parser that rejects them)
+--
+SELECT count(pg_temp.try(label, sql)) AS cases_run
+  FROM (VALUES
+	('register_branch confirm_sql: parameter $2147483648', $$SELECT tcc.register_branch('err-tcc', NULL, 'SELECT $2147483648', 'SELECT 2')$$),
+	('register_branch confirm_sql: parameter $4294967297', $$SELECT tcc.register_branch('err-tcc', NULL, 'SELECT $4294967297', 'SELECT 2')$$)
+  ) AS c(label, sql);
+SELECT label,
+	   sqlstate IS NOT NULL AND sqlstate IN ('42P02', '42601') AS refused,
+	   strpos(message || ' ' || detail, substring(label from '\$[0-9]+$')) > 0
+	   AS named_as_written,
+	   unchanged
+  FROM cases
+ WHERE label LIKE 'register_branch confirm_sql: parameter $%'
+   AND label ~ '\$[0-9]{10}$'
+ ORDER BY n;
+
+--
+-- the position of the error in the action's text: in characters, as in
+-- PostgreSQL's own errors (so also after a multibyte character), and also
+-- when the call comes from a function
+--
+\pset format aligned
+\pset tuples_only off
+SELECT tcc.register_branch('err-tcc', NULL, 'SELEC reserve($1)', 'SELECT 2');
+SELECT tcc.register_branch('err-tcc', NULL, E'SELECT 1\n  FROM', 'SELECT 2');
+SELECT tcc.register_branch('err-tcc', NULL, 'SELECT ''é'' FROM FROM', 'SELECT 2');
+SELECT tcc.add_step('err-saga', NULL, 'SELECT 1', 'SELECT f($1, $2, $4)');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tcc.add_step('err-saga', NULL, 'SELECT ''é'', $4', NULL);
+SELECT tcc.register_branch('err-tcc', NULL, E'SELECT ''ü'',\n       ''東京'', $5', 'SELECT 2');
+DO $$
+BEGIN
+	PERFORM tcc.register_branch('err-tcc', NULL, 'SELECT 1', 'SELEC 2');
+END $$;
+DO $$
+BEGIN
+	PERFORM tcc.register_branch('err-tcc', NULL, 'SELECT 1', 'SELECT $3, $4');
+END $$;
+\pset format unaligned
+\pset tuples_only on
+
+--
+-- past the deadline: a trying transaction whose try phase is over can no
+-- longer be extended or committed (api.sql shows that it can still be
+-- rolled back).  Each is begun with a try phase of 1 ms, in a statement
+-- that also adds its branch, which is in time since the statement's time
+-- is the transaction's start; then 10 ms pass.  The detail names the
+-- deadline, shown here as <deadline>.
+--
+DO $$
+BEGIN
+	PERFORM tcc.begin('err-expired', '1 ms');
+	PERFORM tcc.register_branch('err-expired', NULL, 'SELECT 1', 'SELECT 2');
+	PERFORM tcc.begin('err-expired-empty', '1 ms');
+	PERFORM tcc.begin('err-expired-saga', '1 ms', 'saga');
+	PERFORM tcc.add_step('err-expired-saga', NULL, 'SELECT 1', 'SELECT 2');
+	PERFORM tcc.begin('err-expired-msg', '1 ms', 'msg');
+END $$;
+DO $$ BEGIN PERFORM pg_sleep(0.01); END $$;
+SELECT gid || ': ' || status || ', branches ' || branch_count ||
+	   CASE WHEN deadline < statement_timestamp() THEN ', past its deadline'
+			ELSE ', NOT PAST ITS DEADLINE' END
+  FROM tcc.global_transaction WHERE gid LIKE 'err-expired%' ORDER BY gid;
+SELECT replace(pg_temp.try(c.label, c.sql), g.deadline::text, '<deadline>')
+  FROM (VALUES
+	(1, 'register_branch after the deadline', 'err-expired', $$SELECT tcc.register_branch('err-expired', NULL, 'SELECT 1', 'SELECT 2')$$),
+	(2, 'register_branch after the deadline: with a server', 'err-expired', $$SELECT tcc.register_branch('err-expired', 'err_p1', 'SELECT 1', 'SELECT 2')$$),
+	(3, 'register_branch after the deadline: no branches yet', 'err-expired-empty', $$SELECT tcc.register_branch('err-expired-empty', NULL, 'SELECT 1', 'SELECT 2')$$),
+	(4, 'commit after the deadline', 'err-expired', $$SELECT tcc.commit('err-expired')$$),
+	(5, 'commit after the deadline: no branches', 'err-expired-empty', $$SELECT tcc.commit('err-expired-empty')$$),
+	(6, 'add_step after the deadline: saga', 'err-expired-saga', $$SELECT tcc.add_step('err-expired-saga', NULL, 'SELECT 1')$$),
+	(7, 'submit after the deadline: saga', 'err-expired-saga', $$SELECT tcc.submit('err-expired-saga')$$),
+	(8, 'add_step after the deadline: msg', 'err-expired-msg', $$SELECT tcc.add_step('err-expired-msg', NULL, 'SELECT 1')$$),
+	(9, 'submit after the deadline: msg', 'err-expired-msg', $$SELECT tcc.submit('err-expired-msg')$$)
+  ) AS c(o, label, gid, sql)
+  JOIN tcc.global_transaction g ON g.gid = c.gid
+ ORDER BY c.o;
+
+--
+-- the fence: a decision that contradicts the branch's earlier one, and a
+-- confirm whose try never ran here
+--
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(1, 'fence_confirm after the cancel', $$SELECT tcc.fence_confirm('err-fence', 'cancelled')$$),
+	(2, 'fence_cancel after the confirm', $$SELECT tcc.fence_cancel('err-fence', 'confirmed')$$),
+	(3, 'fence_confirm after an empty rollback', $$SELECT tcc.fence_confirm('err-fence', 'early')$$),
+	(4, 'fence_confirm without a try', $$SELECT tcc.fence_confirm('err-fence', 'never')$$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
 
 --
 -- purge
@@ -426,6 +579,22 @@ SELECT pg_temp.try(label, sql)
   FROM (VALUES
 	(1, 'register_branch server: no usage', $$SELECT tcc.register_branch('err-role', 'err_p1', 'SELECT 1', 'SELECT 2')$$),
 	(2, 'add_step server: no usage', $$SELECT tcc.add_step('err-role-saga', 'err_p1', 'SELECT 1')$$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
+\pset format aligned
+\pset tuples_only off
+RESET ROLE;
+-- USAGE is checked for the transaction's owner: a member of it that has
+-- USAGE itself is refused all the same
+CREATE ROLE regress_tcc_errors_member IN ROLE regress_tcc_errors;
+GRANT USAGE ON FOREIGN SERVER err_p1 TO regress_tcc_errors_member;
+SET ROLE regress_tcc_errors_member;
+\pset format unaligned
+\pset tuples_only on
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(3, 'register_branch server: usage of the caller, not of the owner', $$SELECT tcc.register_branch('err-role', 'err_p1', 'SELECT 1', 'SELECT 2')$$),
+	(4, 'add_step server: usage of the caller, not of the owner', $$SELECT tcc.add_step('err-role-saga', 'err_p1', 'SELECT 1')$$)
   ) AS c(o, label, sql)
  ORDER BY o;
 \pset format aligned
@@ -468,9 +637,11 @@ SELECT label, message FROM cases
  WHERE sqlstate IS NOT NULL AND message !~ '^[a-z]' ORDER BY n;
 -- messages that are not valid text
 SELECT label FROM cases WHERE NOT pg_temp.valid(message) ORDER BY n;
--- syntax errors in action SQL whose position is not reported
+-- syntax errors in action SQL whose detail does not give the parser's
+-- message
 SELECT label, detail FROM cases
- WHERE sqlstate = '42601' AND detail LIKE '% at character 0 of: %' ORDER BY n;
+ WHERE sqlstate = '42601' AND detail NOT LIKE 'The parser reported: %'
+ ORDER BY n;
 -- errors with neither a detail nor a hint saying what to do
 SELECT label, sqlstate, message FROM cases
  WHERE sqlstate IS NOT NULL AND detail = '' AND hint = '' ORDER BY n;
@@ -490,6 +661,8 @@ SELECT DISTINCT left(sqlstate, 2) AS class FROM cases
 --
 DELETE FROM tcc.global_transaction WHERE gid LIKE 'err-%';
 DELETE FROM tcc.fence WHERE gid LIKE 'err-%';
+DROP OWNED BY regress_tcc_errors_member;
+DROP ROLE regress_tcc_errors_member;
 DROP OWNED BY regress_tcc_errors;
 DROP ROLE regress_tcc_errors;
 DROP SERVER err_p1;

@@ -8,6 +8,10 @@
 -- business change, and changes the stock only when the fence says so.  After
 -- every step stock + frozen + sold must still be 100.
 --
+-- The fence keeps one row per branch, in state tried, confirmed, cancelled
+-- or cancelled_early (a cancel that came before any try); the view fences
+-- below shows them.
+--
 -- Other tests may share this database: everything here uses gids starting
 -- with 'f-' and cleans up after itself.
 --
@@ -62,9 +66,9 @@ END $$;
 
 -- the fence rows of this test
 CREATE VIEW fences AS
-SELECT gid, branch_id, op, by_cancel
+SELECT gid, branch_id, state
   FROM tcc.fence WHERE gid LIKE 'f-%'
- ORDER BY gid, branch_id, op DESC;
+ ORDER BY gid, branch_id;
 
 SELECT * FROM inv;
 
@@ -76,7 +80,8 @@ SELECT * FROM inv;
 SELECT inv_confirm('f-1', 'b1', 2) AS ran;
 SELECT * FROM inv;
 
--- duplicate delivery of the try and of the confirm: no second effect
+-- duplicate delivery of the try (here after the confirm) and of the
+-- confirm: no second effect; the branch keeps its one row, confirmed
 SELECT inv_try('f-1', 'b1', 2) AS ran;
 SELECT * FROM inv;
 SELECT inv_confirm('f-1', 'b1', 2) AS ran;
@@ -91,7 +96,8 @@ SELECT * FROM inv;
 SELECT inv_cancel('f-2', 'b1', 3) AS ran;
 SELECT * FROM inv;
 
--- duplicate cancel, and the try delivered again after the cancel
+-- duplicate cancel, and the try delivered again after the cancel; the one
+-- row is cancelled
 SELECT inv_cancel('f-2', 'b1', 3) AS ran;
 SELECT * FROM inv;
 SELECT inv_try('f-2', 'b1', 3) AS ran;
@@ -100,8 +106,9 @@ SELECT * FROM fences WHERE gid = 'f-2';
 
 --
 -- empty rollback: the cancel arrives and the try never ran.  There is
--- nothing to release, so the cancel must not touch the stock; it leaves a
--- marker (by_cancel) that refuses the try when it arrives late (hanging).
+-- nothing to release, so the cancel must not touch the stock; it leaves the
+-- branch's row in state cancelled_early, which refuses the try when it
+-- arrives late (hanging).
 --
 SELECT inv_cancel('f-3', 'b1', 5) AS ran;
 SELECT * FROM inv;
@@ -121,7 +128,9 @@ SELECT * FROM fences WHERE gid = 'f-3';
 -- retrying it visibly.
 --
 SELECT inv_confirm('f-3', 'b1', 5) AS ran;		-- its cancel came first
+\echo :LAST_ERROR_SQLSTATE
 SELECT inv_confirm('f-never', 'b1', 5) AS ran;	-- no try at all
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM inv;
 SELECT * FROM fences WHERE gid IN ('f-3', 'f-never');
 
@@ -149,8 +158,8 @@ SELECT * FROM inv;
 SELECT inv_cancel('f-5', 'b1', 1000) AS ran;
 SELECT * FROM inv;
 
--- a cancel whose local transaction rolls back leaves no marker either: a
--- try after it runs
+-- a cancel whose local transaction rolls back leaves no cancelled_early row
+-- either: a try after it runs
 BEGIN;
 SELECT inv_cancel('f-6', 'b1', 1) AS ran;
 ROLLBACK;
@@ -183,6 +192,52 @@ SELECT inv_cancel('f-8', 'b1', 2) AS ran;
 SELECT * FROM inv;
 
 --
+-- a branch is confirmed or cancelled, never both.  Only a broken
+-- coordinator sends both, so the second of the two is an error (55000),
+-- not a silent false: the stock and the fence row stay as the first left
+-- them, and the error keeps the call failing, visibly.
+--
+-- a confirm after the cancel
+SELECT inv_try('f-12', 'b1', 3) AS ran;
+SELECT inv_cancel('f-12', 'b1', 3) AS ran;
+SELECT * FROM inv;
+SELECT inv_confirm('f-12', 'b1', 3) AS ran;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM inv;
+SELECT * FROM fences WHERE gid = 'f-12';
+-- the cancel delivered again is still only a duplicate, the try too
+SELECT inv_cancel('f-12', 'b1', 3) AS ran;
+SELECT inv_try('f-12', 'b1', 3) AS ran;
+SELECT * FROM inv;
+
+-- a cancel after the confirm
+SELECT inv_try('f-13', 'b1', 4) AS ran;
+SELECT inv_confirm('f-13', 'b1', 4) AS ran;
+SELECT * FROM inv;
+SELECT inv_cancel('f-13', 'b1', 4) AS ran;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM inv;
+SELECT * FROM fences WHERE gid = 'f-13';
+-- the confirm delivered again is still only a duplicate, the try too
+SELECT inv_confirm('f-13', 'b1', 4) AS ran;
+SELECT inv_try('f-13', 'b1', 4) AS ran;
+SELECT * FROM inv;
+SELECT * FROM fences WHERE gid = 'f-13';
+
+-- the same refusals straight from the fence functions, in a transaction
+-- that goes on: the error leaves the row as it was
+BEGIN;
+SAVEPOINT s;
+SELECT tcc.fence_confirm('f-12', 'b1');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+SELECT tcc.fence_cancel('f-13', 'b1');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+SELECT * FROM fences WHERE gid IN ('f-12', 'f-13');
+COMMIT;
+
+--
 -- bad arguments (the wording of the errors is errors.sql's business)
 --
 \set VERBOSITY terse
@@ -203,9 +258,10 @@ GRANT SELECT ON inv TO fence_user;
 SET ROLE fence_user;
 SELECT * FROM tcc.fence;
 \echo :LAST_ERROR_SQLSTATE
-INSERT INTO tcc.fence (gid, branch_id, op) VALUES ('f-10', 'b1', 'cancel');
+INSERT INTO tcc.fence (gid, branch_id, state)
+VALUES ('f-10', 'b1', 'cancelled_early');
 \echo :LAST_ERROR_SQLSTATE
-UPDATE tcc.fence SET op = 'try' WHERE gid = 'f-1';
+UPDATE tcc.fence SET state = 'tried' WHERE gid = 'f-1';
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM tcc.fence;
 \echo :LAST_ERROR_SQLSTATE
@@ -236,7 +292,8 @@ SELECT tcc.fence_purge('100 days');
 SELECT * FROM fences WHERE gid IN ('f-1', 'f-2', 'f-3');
 -- the newer rows are all kept
 SELECT count(*) AS kept FROM fences
- WHERE gid IN ('f-4', 'f-5', 'f-6', 'f-7', 'f-8', 'f-10', 'f-11');
+ WHERE gid IN ('f-4', 'f-5', 'f-6', 'f-7', 'f-8', 'f-10', 'f-11', 'f-12',
+			   'f-13');
 \set VERBOSITY terse
 SELECT tcc.fence_purge(NULL);
 SELECT tcc.fence_purge('-1 day');

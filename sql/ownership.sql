@@ -4,7 +4,10 @@
 -- alice begins transactions; bob, an unrelated role, may neither act on nor
 -- see them; carol, a member of alice, may do everything alice may; so may a
 -- superuser.  The tables are private: nobody but their owner reads or writes
--- them except through the functions.  Finally bob tries to hijack the
+-- them except through the functions.  USAGE on a participant's server is
+-- checked for the transaction's owner, not for whoever registers the
+-- branch.  The transactions of a role that has been dropped stay visible to
+-- superusers, who may purge them.  Finally bob tries to hijack the
 -- functions' own SQL with a search_path of his own.
 --
 -- Other tests may share this database: every gid here starts with 'own-'
@@ -176,6 +179,98 @@ SELECT tcc.purge('0');
 SELECT gid, status, owner FROM tcc.transactions ORDER BY gid;
 RESET ROLE;
 
+--
+-- USAGE on a participant's server is checked for the transaction's owner,
+-- whose user mapping phase two connects with, not for the caller: carol may
+-- use own_p1 but alice, who owns own-usage, may not, so carol cannot lend
+-- alice the server by registering a branch in alice's transaction.  Nor can
+-- a superuser.
+--
+CREATE SERVER own_p1 FOREIGN DATA WRAPPER tcc_fdw;
+GRANT USAGE ON FOREIGN SERVER own_p1 TO carol;
+SET ROLE alice;
+SELECT tcc.begin('own-usage');
+SELECT tcc.begin('own-usage-saga', mode => 'saga');
+RESET ROLE;
+SET ROLE carol;
+SELECT has_server_privilege('own_p1', 'USAGE') AS carol_has_usage,
+	   has_server_privilege('alice', 'own_p1', 'USAGE') AS alice_has_usage;
+-- a local branch needs no server, so carol may add that
+SELECT tcc.register_branch('own-usage', NULL, 'SELECT 1', 'SELECT 2', NULL,
+						   'local');
+RESET ROLE;
+-- tcc's rows of the two, to show that the refused calls change nothing
+CREATE FUNCTION pg_temp.usage_rows() RETURNS text
+LANGUAGE sql AS $$
+	SELECT md5(concat_ws(',',
+		(SELECT string_agg(t::text, ',' ORDER BY t::text)
+		   FROM tcc.global_transaction t WHERE gid LIKE 'own-usage%'),
+		(SELECT string_agg(t::text, ',' ORDER BY t::text)
+		   FROM tcc.branch t WHERE gid LIKE 'own-usage%')))
+$$;
+SELECT pg_temp.usage_rows() AS usage_rows \gset
+SET ROLE carol;
+SELECT tcc.register_branch('own-usage', 'own_p1', 'SELECT 1', 'SELECT 2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tcc.add_step('own-usage-saga', 'own_p1', 'SELECT 1');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+-- the superuser may use every server, but alice may not
+SELECT tcc.register_branch('own-usage', 'own_p1', 'SELECT 1', 'SELECT 2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pg_temp.usage_rows() = :'usage_rows' AS unchanged;
+-- once alice has USAGE, the same calls work
+GRANT USAGE ON FOREIGN SERVER own_p1 TO alice;
+SET ROLE carol;
+SELECT tcc.register_branch('own-usage', 'own_p1', 'SELECT 1', 'SELECT 2',
+						   NULL, 'remote');
+SELECT tcc.add_step('own-usage-saga', 'own_p1', 'SELECT 1', NULL, NULL,
+					'remote');
+RESET ROLE;
+SELECT tcc.register_branch('own-usage', 'own_p1', 'SELECT 1', 'SELECT 2',
+						   NULL, 'by-superuser');
+SET ROLE alice;
+SELECT gid, branch_id, server, status FROM tcc.branches
+ WHERE gid LIKE 'own-usage%' ORDER BY gid, seq;
+RESET ROLE;
+DELETE FROM tcc.global_transaction WHERE gid LIKE 'own-usage%';
+
+--
+-- owner is a regrole.  When the role that owned a finished transaction is
+-- dropped, the row stays: a superuser still sees it, with the owner shown
+-- as the role's OID, and may purge it; nobody else sees it or purges it.
+--
+CREATE ROLE dave;
+SET ROLE dave;
+SELECT tcc.begin('own-dave');
+SELECT tcc.commit('own-dave');
+SELECT gid, status, owner FROM tcc.transactions;
+RESET ROLE;
+DROP ROLE dave;
+-- (it finished long ago: simulated, so that only it is old enough below)
+UPDATE tcc.global_transaction
+   SET finished_at = now() - interval '1000 days'
+ WHERE gid = 'own-dave';
+SELECT gid, status, owner::text ~ '^[0-9]+$' AS owner_is_an_oid,
+	   owner::oid NOT IN (SELECT oid FROM pg_roles) AS owner_is_gone
+  FROM tcc.transactions WHERE gid = 'own-dave';
+SELECT tcc.status('own-dave');
+SET ROLE alice;
+SELECT count(*) AS alice_sees FROM tcc.transactions WHERE gid = 'own-dave';
+SELECT tcc.status('own-dave');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tcc.purge('999 days') AS alice_purged;
+RESET ROLE;
+SET ROLE bob;
+SELECT count(*) AS bob_sees FROM tcc.transactions WHERE gid = 'own-dave';
+SELECT tcc.purge('999 days') AS bob_purged;
+RESET ROLE;
+SELECT count(*) AS still_there FROM tcc.global_transaction
+ WHERE gid = 'own-dave';
+SELECT tcc.purge('999 days') AS superuser_purged;
+SELECT count(*) AS left_after_purge FROM tcc.global_transaction
+ WHERE gid = 'own-dave';
+
 -- a finished transaction of alice's for bob's purge below to miss
 SET ROLE alice;
 SELECT tcc.begin('own-6');
@@ -185,9 +280,11 @@ RESET ROLE;
 --
 -- search_path: the functions run their SQL as the owner of the tcc schema,
 -- so bob must not be able to slip his own operators or functions into it.
--- His trap: an = on text that matches everything, a now() from the past and
--- a pg_has_role that says yes (so his purge would delete alice's own-6),
--- each of which would leave a trace in evil.calls and raise a notice.  A new session, so that the functions
+-- His trap: an = on text that matches everything, a now() from the past, a
+-- statement_timestamp() from the future (so that every transaction would
+-- look past its deadline) and a pg_has_role that says yes (so his purge
+-- would delete alice's own-6), each of which would leave a trace in
+-- evil.calls and raise a notice.  A new session, so that the functions
 -- prepare their statements with bob's search_path in force.
 --
 \c
@@ -210,6 +307,13 @@ BEGIN
 	INSERT INTO evil.calls VALUES ('now');
 	RETURN '2000-01-01 00:00:00+00';
 END $$;
+CREATE FUNCTION evil.statement_timestamp() RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'evil statement_timestamp() called as %', current_user;
+	INSERT INTO evil.calls VALUES ('statement_timestamp');
+	RETURN 'infinity';
+END $$;
 CREATE FUNCTION evil.pg_has_role(oid, oid, text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -222,7 +326,8 @@ GRANT INSERT ON evil.calls TO PUBLIC;
 SET search_path = evil, pg_catalog;
 
 -- the trap is armed: bob's own queries fall into it
-SELECT 'a'::text = 'b'::text AS evil_eq, now() < '2001-01-01' AS evil_now;
+SELECT 'a'::text = 'b'::text AS evil_eq, now() < '2001-01-01' AS evil_now,
+	   statement_timestamp() = 'infinity' AS evil_statement_timestamp;
 DELETE FROM evil.calls;
 
 -- the tcc functions do not
@@ -253,12 +358,13 @@ SELECT gid, status, owner, branches,
 	   created_at > '2020-01-01' AS real_clock,
 	   deadline > created_at AS deadline_ok
   FROM tcc.transactions WHERE gid LIKE 'own-%' ORDER BY gid;
-SELECT gid, branch_id, op, by_cancel FROM tcc.fence
- WHERE gid LIKE 'own-%' ORDER BY gid, branch_id, op DESC;
+SELECT gid, branch_id, state FROM tcc.fence
+ WHERE gid LIKE 'own-%' ORDER BY gid, branch_id;
 
 SET client_min_messages = warning;
 DROP SCHEMA evil CASCADE;
 RESET client_min_messages;
 DELETE FROM tcc.fence WHERE gid LIKE 'own-%';
 DELETE FROM tcc.global_transaction WHERE gid LIKE 'own-%';
+DROP SERVER own_p1;
 DROP ROLE carol, bob, alice;
