@@ -149,7 +149,8 @@ CREATE TABLE tcc.fence (
 						 'cancelled_early'))
 );
 
-CREATE INDEX fence_created_idx ON tcc.fence (created_at);
+/* tcc.fence_purge: rows whose last decision is old */
+CREATE INDEX fence_updated_idx ON tcc.fence (updated_at);
 
 /* the state is data, not configuration: pg_dump must keep it */
 SELECT pg_catalog.pg_extension_config_dump('tcc.global_transaction', '');
@@ -302,7 +303,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION tcc.fence_purge(interval) FROM PUBLIC;
 
 COMMENT ON FUNCTION tcc.fence_purge(interval) IS
-'Delete fence rows older than older_than; returns how many (superuser or granted roles only)';
+'Delete the fence rows of branches last decided longer ago than older_than; returns how many (superuser or granted roles only)';
 
 /* ------------------------------------------------------------------------
  * Monitoring

@@ -281,10 +281,14 @@ SELECT * FROM fences WHERE gid IN ('f-10', 'f-11');
 --
 -- tcc.fence_purge: deletes the rows older than older_than, returns how many
 --
-UPDATE tcc.fence SET created_at = now() - interval '400 days'
+UPDATE tcc.fence SET updated_at = now() - interval '400 days'
  WHERE gid IN ('f-1', 'f-2');
-UPDATE tcc.fence SET created_at = now() - interval '200 days'
+UPDATE tcc.fence SET updated_at = now() - interval '200 days'
  WHERE gid = 'f-3';
+-- age counts from the last decision: f-5 was tried long ago but decided
+-- recently, so it is kept
+UPDATE tcc.fence SET created_at = now() - interval '400 days'
+ WHERE gid = 'f-5';
 SELECT tcc.fence_purge('300 days');
 SELECT tcc.fence_purge('300 days');
 SELECT * FROM fences WHERE gid IN ('f-1', 'f-2', 'f-3');
@@ -301,7 +305,7 @@ SELECT tcc.fence_purge('-1 day');
 
 -- a role it is granted to may purge
 GRANT EXECUTE ON FUNCTION tcc.fence_purge(interval) TO fence_user;
-UPDATE tcc.fence SET created_at = now() - interval '400 days'
+UPDATE tcc.fence SET updated_at = now() - interval '400 days'
  WHERE gid = 'f-4';
 SET ROLE fence_user;
 SELECT tcc.fence_purge('300 days');

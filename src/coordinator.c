@@ -46,6 +46,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "foreign/foreign.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/gramparse.h"
@@ -262,7 +263,9 @@ set_branch_status(GlobalTx *tx, const char *new_status, int32 seq)
  *
  * The scanner, not the grammar, sees every token of every statement type,
  * so this works for any statement the grammar accepts.  sql has already
- * been parsed successfully, so scanning it cannot fail.
+ * been parsed successfully, so scanning it cannot fail.  The parameter's
+ * number is read from the text rather than from the token's value, which
+ * the scanner computes with atol and so wraps for numbers beyond int.
  */
 static void
 check_action_params(const char *sql, const char *argname)
@@ -276,16 +279,23 @@ check_action_params(const char *sql, const char *argname)
 	yyscanner = scanner_init(sql, &yyextra, &ScanKeywords, ScanKeywordTokens);
 	while ((token = core_yylex(&yylval, &yylloc, yyscanner)) != 0)
 	{
-		if (token == PARAM && (yylval.ival < 1 || yylval.ival > 3))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_PARAMETER),
-					 errmsg("%s refers to parameter $%d, which does not exist",
-							argname, yylval.ival),
-					 errdetail("An action gets three parameters: $1 (gid, "
-							   "text), $2 (branch id, text) and $3 (payload, "
-							   "jsonb)."),
-					 internalerrposition(yylloc + 1),
-					 internalerrquery(sql)));
+		const char *digits = sql + yylloc + 1;	/* after the '$' */
+		size_t		ndigits = strspn(digits, "0123456789");
+
+		if (token != PARAM ||
+			(ndigits == 1 && digits[0] >= '1' && digits[0] <= '3'))
+			continue;
+
+		/* positions count characters, yylloc counts bytes */
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_PARAMETER),
+				 errmsg("%s refers to parameter $%.*s, which does not exist",
+						argname, (int) ndigits, digits),
+				 errdetail("An action gets three parameters: $1 (gid, "
+						   "text), $2 (branch id, text) and $3 (payload, "
+						   "jsonb)."),
+				 internalerrposition(pg_mbstrlen_with_len(sql, yylloc) + 1),
+				 internalerrquery(sql)));
 	}
 	scanner_finish(yyscanner);
 }
@@ -299,9 +309,12 @@ check_action_params(const char *sql, const char *argname)
  * Only the grammar is checked: the objects it names live in the
  * participant's database, not here.  A syntax error is reported under our
  * own message, naming the argument, with the parser's message as detail and
- * the position marked in the action's text.  Catching the parser's error is
- * safe because it is at once replaced by another ERROR, whose abort cleans
- * up; any other error (out of memory, stack depth) is re-thrown unchanged.
+ * the position marked in the action's text; the same goes for the parser's
+ * other complaints (a bad escape, a feature not implemented), keeping their
+ * SQLSTATE.  Catching the parser's error is safe because it is at once
+ * replaced by another ERROR, whose abort cleans up.  Errors that say
+ * nothing about the text (out of memory, stack depth, a query cancel) are
+ * re-thrown unchanged.
  */
 static void
 check_action_sql(const char *sql, const char *argname)
@@ -319,7 +332,14 @@ check_action_sql(const char *sql, const char *argname)
 
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_SYNTAX_ERROR)
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+			ERRCODE_INSUFFICIENT_RESOURCES ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+			ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+			ERRCODE_OPERATOR_INTERVENTION ||
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+			ERRCODE_INTERNAL_ERROR)
 			PG_RE_THROW();
 		FlushErrorState();
 
@@ -571,8 +591,11 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 
 /*
  * deadline_after
- *		The end of a try phase of length timeout that starts now (at the
- *		start of the SQL transaction, like now()).
+ *		The end of a try phase of length timeout that starts now.
+ *
+ * "Now" is the start of the statement, the clock that the deadline checks
+ * of register and commit use too, so that a transaction begun late in a
+ * long SQL transaction is not born expired.
  *
  * A timeout so long that the deadline leaves the timestamp range gets an
  * error about the timeout instead of "timestamp out of range".  Catching
@@ -589,7 +612,7 @@ deadline_after(Interval *timeout)
 	{
 		deadline = DatumGetTimestampTz(
 			DirectFunctionCall2(timestamptz_pl_interval,
-								TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+								TimestampTzGetDatum(GetCurrentStatementStartTimestamp()),
 								IntervalPGetDatum(timeout)));
 	}
 	PG_CATCH();

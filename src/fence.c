@@ -35,9 +35,11 @@
  *	 if the cancel commits first, the try's insert finds cancelled_early and
  *	 refuses.
  * - a confirm and a cancel, or two of either: both update the row; the
- *	 second re-checks state = 'tried' on the committed version (READ
- *	 COMMITTED) or fails with a serialization error (REPEATABLE READ and
- *	 SERIALIZABLE), which the coordinator retries.
+ *	 second re-checks state = 'tried' on the committed version.
+ *
+ * Under REPEATABLE READ and SERIALIZABLE the second of two racing calls,
+ * insert or update, fails with a serialization error instead, which the
+ * coordinator retries like any other error.
  *
  * If the first rolls back, the second goes on as if alone.  No call touches
  * more than one row, so fence calls cannot deadlock with each other.
@@ -245,7 +247,8 @@ tcc_fence_cancel(PG_FUNCTION_ARGS)
 
 /*
  * tcc_fence_purge
- *		tcc.fence_purge(older_than): delete fence rows older than older_than;
+ *		tcc.fence_purge(older_than): delete the fence rows of branches last
+ *		decided (tried, confirmed or cancelled) longer ago than older_than;
  *		returns how many.
  *
  * A purged branch's fence is forgotten: a duplicate delivered after that
@@ -270,7 +273,7 @@ tcc_fence_purge(PG_FUNCTION_ARGS)
 	tcc_spi_begin(&session);
 	values[0] = IntervalPGetDatum(older_than);
 	deleted = tcc_spi_exec(&plan,
-						   "DELETE FROM tcc.fence WHERE created_at < now() - $1",
+						   "DELETE FROM tcc.fence WHERE updated_at < now() - $1",
 						   1, argtypes, values, NULL, false, 0);
 	tcc_spi_end(&session);
 
