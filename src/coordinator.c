@@ -87,28 +87,35 @@ typedef struct GlobalTx
 #define STATUS_IS(tx, s)	(strcmp((tx)->status, (s)) == 0)
 
 /*
- * lock_global_tx
- *		Lock the row of global transaction gid and read it into *tx, after
- *		checking that the caller may act on it.
+ * read_global_tx
+ *		Read the row of global transaction gid into *tx, locking it when
+ *		for_update, after checking that the caller may act on it.
  *
- * action is the verb for the permission error ("commit", ...).
+ * action is the verb for the permission error ("commit", "see", ...).
  */
 static void
-lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
-			   GlobalTx *tx)
+read_global_tx(TccSpiSession *session, const char *gid, const char *action,
+			   GlobalTx *tx, bool for_update)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr read_plan = NULL;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	bool		isnull;
 
+#define GLOBAL_TX_SELECT \
+	"SELECT mode, status, owner, branch_count, deadline," \
+	"       deadline < statement_timestamp()" \
+	"  FROM tcc.global_transaction" \
+	" WHERE gid = $1"
+
 	values[0] = CStringGetTextDatum(gid);
-	if (tcc_spi_exec(&plan,
-					 "SELECT mode, status, owner, branch_count, deadline,"
-					 "       deadline < statement_timestamp()"
-					 "  FROM tcc.global_transaction"
-					 " WHERE gid = $1 FOR UPDATE",
-					 1, argtypes, values, NULL, false, 1) == 0)
+	if ((for_update ?
+		 tcc_spi_exec(&lock_plan, GLOBAL_TX_SELECT " FOR UPDATE",
+					  1, argtypes, values, NULL, false, 1) :
+		 tcc_spi_exec(&read_plan, GLOBAL_TX_SELECT,
+					  1, argtypes, values, NULL, false, 1)) == 0)
+#undef GLOBAL_TX_SELECT
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("global transaction \"%s\" does not exist", gid),
@@ -130,6 +137,17 @@ lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
 						action, gid),
 				 errdetail("Only the role that began it, members of that "
 						   "role and superusers may act on it.")));
+}
+
+/*
+ * lock_global_tx
+ *		read_global_tx with the row locked, which every transition needs.
+ */
+static void
+lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
+			   GlobalTx *tx)
+{
+	read_global_tx(session, gid, action, tx, true);
 }
 
 /*
@@ -329,17 +347,15 @@ check_action_sql(const char *sql, const char *argname)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		int			category;
 
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
-			ERRCODE_INSUFFICIENT_RESOURCES ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
-			ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
-			ERRCODE_OPERATOR_INTERVENTION ||
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
-			ERRCODE_INTERNAL_ERROR)
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (category == ERRCODE_INSUFFICIENT_RESOURCES ||
+			category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+			category == ERRCODE_OPERATOR_INTERVENTION ||
+			category == ERRCODE_INTERNAL_ERROR)
 			PG_RE_THROW();
 		FlushErrorState();
 
@@ -927,43 +943,17 @@ tcc_rollback(PG_FUNCTION_ARGS)
 Datum
 tcc_status(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
+	GlobalTx	tx;
 	char	   *gid;
-	char	   *status;
-	Oid			owner;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
 
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-
-	values[0] = CStringGetTextDatum(gid);
-	if (tcc_spi_exec(&plan,
-					 "SELECT status, owner FROM tcc.global_transaction"
-					 " WHERE gid = $1",
-					 1, argtypes, values, NULL, false, 1) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("global transaction \"%s\" does not exist", gid),
-				 errhint("Check the gid; finished transactions are deleted "
-						 "by tcc.purge.")));
-
-	status = tcc_spi_getstring(0, 1);
-	owner = DatumGetObjectId(tcc_spi_getdatum(0, 2, &isnull));
-	if (!has_privs_of_role(session.caller, owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to see global transaction \"%s\"",
-						gid),
-				 errdetail("Only the role that began it, members of that "
-						   "role and superusers may act on it.")));
-
+	read_global_tx(&session, gid, "see", &tx, false);
 	tcc_spi_end(&session);
 
-	PG_RETURN_TEXT_P(cstring_to_text(status));
+	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
 }
 
 /*
