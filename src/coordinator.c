@@ -115,12 +115,12 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 					  1, argtypes, values, NULL, false, 1) :
 		 tcc_spi_exec(&read_plan, GLOBAL_TX_SELECT,
 					  1, argtypes, values, NULL, false, 1)) == 0)
-#undef GLOBAL_TX_SELECT
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("global transaction \"%s\" does not exist", gid),
 				 errhint("Check the gid; finished transactions are deleted "
 						 "by tcc.purge.")));
+#undef GLOBAL_TX_SELECT
 
 	tx->gid = gid;
 	tx->mode = tcc_spi_getstring(0, 1);
