@@ -9,10 +9,14 @@ MODULE_big = tcc
 OBJS = \
 	src/args.o \
 	src/coordinator.o \
+	src/fdw.o \
 	src/fence.o \
+	src/launcher.o \
+	src/remote.o \
 	src/shmem.o \
 	src/tcc.o \
-	src/tcc_spi.o
+	src/tcc_spi.o \
+	src/worker.o
 
 EXTENSION = tcc
 DATA = tcc--1.0.sql

@@ -171,7 +171,15 @@ COMMENT ON TABLE tcc.fence IS
  * ------------------------------------------------------------------------
  */
 
-CREATE FOREIGN DATA WRAPPER tcc_fdw;
+CREATE FUNCTION tcc.fdw_validator(options text[], catalog oid)
+RETURNS void
+AS 'MODULE_PATHNAME', 'tcc_fdw_validator'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION tcc.fdw_validator(text[], oid) IS
+'Validator of tcc_fdw: libpq connection options on servers, credentials on user mappings';
+
+CREATE FOREIGN DATA WRAPPER tcc_fdw VALIDATOR tcc.fdw_validator;
 
 COMMENT ON FOREIGN DATA WRAPPER tcc_fdw IS
 'Participants of tcc global transactions: one foreign server per participant database';
@@ -410,6 +418,7 @@ CREATE FUNCTION tcc.worker_status(
 	OUT datname name,
 	OUT pid integer,
 	OUT state text,
+	OUT started_at timestamptz,
 	OUT last_wakeup timestamptz,
 	OUT calls_succeeded bigint,
 	OUT calls_failed bigint,
@@ -424,7 +433,7 @@ COMMENT ON FUNCTION tcc.worker_status() IS
 CREATE VIEW tcc.worker AS SELECT * FROM tcc.worker_status();
 
 COMMENT ON VIEW tcc.worker IS
-'One row per tcc background worker: database, pid, state, last wake-up, calls and open connections';
+'One row per running tcc worker: database, pid, state, start and last wake-up, calls and open participant connections';
 
 GRANT SELECT ON tcc.transactions, tcc.branches, tcc.stats, tcc.worker
 	TO PUBLIC;

@@ -470,6 +470,34 @@ check_participant_usage(GlobalTx *tx, ForeignServer *server)
 }
 
 /*
+ * check_user_mapping
+ *		Check that tx's owner has a user mapping (its own or PUBLIC's) on
+ *		server, which the worker needs to connect for phase two.
+ */
+static void
+check_user_mapping(GlobalTx *tx, ForeignServer *server)
+{
+	Oid			umid;
+
+	(void) tcc_user_mapping_options(tx->owner, server->serverid, &umid);
+	if (!OidIsValid(umid))
+	{
+		char	   *owner = GetUserNameFromId(tx->owner, false);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("user mapping for \"%s\" on server \"%s\" does not "
+						"exist", owner, server->servername),
+				 errdetail("The worker connects to the participant as role "
+						   "%s, which owns global transaction \"%s\".",
+						   owner, tx->gid),
+				 errhint("Create it with CREATE USER MAPPING FOR %s SERVER "
+						 "%s OPTIONS (user '...', password '...').",
+						 owner, server->servername)));
+	}
+}
+
+/*
  * add_branch
  *		The common body of tcc.register_branch and tcc.add_step.
  *
@@ -534,7 +562,10 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 						   function)));
 	check_not_expired(&tx);
 	if (server != NULL)
+	{
 		check_participant_usage(&tx, server);
+		check_user_mapping(&tx, server);
+	}
 	if (undo_sql != NULL && strcmp(tx.mode, "msg") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -780,6 +811,9 @@ tcc_begin(PG_FUNCTION_ARGS)
 
 	tcc_spi_end(&session);
 
+	/* the worker watches the deadline; make sure this database has one */
+	tcc_wake_worker_at_commit();
+
 	PG_RETURN_TEXT_P(cstring_to_text(gid));
 }
 
@@ -865,6 +899,7 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 		refuse_transition(&tx, action);
 
 	tcc_spi_end(&session);
+	tcc_wake_worker_at_commit();
 
 	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
 }
@@ -932,6 +967,7 @@ tcc_rollback(PG_FUNCTION_ARGS)
 		refuse_transition(&tx, "roll back");
 
 	tcc_spi_end(&session);
+	tcc_wake_worker_at_commit();
 
 	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
 }
@@ -1006,6 +1042,7 @@ tcc_retry(PG_FUNCTION_ARGS)
 				 1, argtypes, values, NULL, false, 0);
 
 	tcc_spi_end(&session);
+	tcc_wake_worker_at_commit();
 
 	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
 }

@@ -1,13 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  tcc's shared memory: one slot per background worker, holding the live
- *	  state that the tcc.worker view shows.
+ *	  tcc's shared memory: one slot per database that has (or may get) a
+ *	  worker, the launcher's latch, and the live counters that the
+ *	  tcc.worker view shows.
  *
  * The area exists only when tcc is in shared_preload_libraries; without it
- * there is no worker either, and tcc.worker is simply empty.  A worker owns
- * its slot and is the only writer of its counters; readers take the lock in
- * shared mode, so a row of tcc.worker is one consistent snapshot of a slot.
+ * there is no worker either, tcc.worker is simply empty and waking a worker
+ * at commit does nothing.
+ *
+ * A slot goes through these states:
+ *
+ *	free -> requested			the launcher found the database, or a
+ *								backend asked for a worker there
+ *	requested -> launched		the launcher registered the worker
+ *	launched -> starting		the worker process runs and connected
+ *	starting -> idle <-> working
+ *	any running state -> absent	the extension is not installed there
+ *	launched or running -> (worker stopped) -> requested again, after a
+ *								pause, unless the database is absent
+ *
+ * The launcher is the only process that allocates a slot or registers a
+ * worker for it, so two workers can never be started for one database: a
+ * backend that finds no running worker only marks the slot requested and
+ * wakes the launcher.  A worker writes its own slot's state and counters.
+ * Everything is protected by one LWLock; readers take it shared, so a row of
+ * tcc.worker is one consistent snapshot of a slot.
  *
  * src/shmem.c
  *
@@ -15,56 +33,51 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
+#include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "tcc.h"
+#include "tcc_shmem.h"
 
 PG_FUNCTION_INFO_V1(tcc_worker_status);
 
-/* The most workers (one per served database) that can run at once */
-#define TCC_MAX_WORKERS		64
-
-typedef enum TccWorkerState
-{
-	TCC_WORKER_STARTING,		/* connecting to its database */
-	TCC_WORKER_IDLE,			/* waiting for work or for the naptime */
-	TCC_WORKER_WORKING,			/* driving phase two */
-	TCC_WORKER_STANDBY			/* on a standby, waiting for promotion */
-} TccWorkerState;
-
-static const char *const worker_state_names[] = {
-	[TCC_WORKER_STARTING] = "starting",
-	[TCC_WORKER_IDLE] = "idle",
-	[TCC_WORKER_WORKING] = "working",
-	[TCC_WORKER_STANDBY] = "standby",
+static const char *const slot_state_names[] = {
+	[TCC_SLOT_FREE] = "free",
+	[TCC_SLOT_REQUESTED] = "requested",
+	[TCC_SLOT_LAUNCHED] = "launched",
+	[TCC_SLOT_STARTING] = "starting",
+	[TCC_SLOT_IDLE] = "idle",
+	[TCC_SLOT_WORKING] = "working",
+	[TCC_SLOT_ABSENT] = "absent",
 };
-
-typedef struct TccWorkerSlot
-{
-	bool		in_use;
-	Oid			dboid;
-	int			pid;
-	TccWorkerState state;
-	TimestampTz last_wakeup;
-	uint64		calls_succeeded;
-	uint64		calls_failed;
-	int			open_connections;
-} TccWorkerSlot;
 
 typedef struct TccSharedState
 {
 	LWLock	   *lock;
-	TccWorkerSlot workers[TCC_MAX_WORKERS];
+	Latch	   *launcher_latch; /* NULL while no launcher runs */
+	TccWorkerSlot slots[TCC_MAX_WORKERS];
 } TccSharedState;
 
 static TccSharedState *tcc_shared = NULL;
+
+/* this worker's own slot, in a worker process */
+static TccWorkerSlot *my_slot = NULL;
+
+/* whether the current transaction created work for the worker */
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
 
 /*
  * tcc_shmem_request
@@ -100,8 +113,452 @@ tcc_shmem_startup(void)
 }
 
 /*
+ * find_slot
+ *		The slot of database dboid, or NULL; the caller holds the lock.
+ */
+static TccWorkerSlot *
+find_slot(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < TCC_MAX_WORKERS; i++)
+	{
+		if (tcc_shared->slots[i].state != TCC_SLOT_FREE &&
+			tcc_shared->slots[i].dboid == dboid)
+			return &tcc_shared->slots[i];
+	}
+	return NULL;
+}
+
+/*
+ * request_slot
+ *		Mark database dboid as wanting a worker, taking a free slot if it
+ *		has none; false when every slot is taken.  The caller holds the lock
+ *		exclusively.
+ */
+static bool
+request_slot(Oid dboid, TimestampTz not_before)
+{
+	TccWorkerSlot *slot = find_slot(dboid);
+	int			i;
+
+	if (slot != NULL)
+	{
+		if (slot->state == TCC_SLOT_ABSENT)
+		{
+			slot->state = TCC_SLOT_REQUESTED;
+			slot->not_before = not_before;
+		}
+		return true;
+	}
+
+	for (i = 0; i < TCC_MAX_WORKERS; i++)
+	{
+		slot = &tcc_shared->slots[i];
+		if (slot->state == TCC_SLOT_FREE)
+		{
+			memset(slot, 0, sizeof(TccWorkerSlot));
+			slot->dboid = dboid;
+			slot->state = TCC_SLOT_REQUESTED;
+			slot->not_before = not_before;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Backends: waking the worker
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * wake_database_worker
+ *		Set the latch of database dboid's worker; when it has none running,
+ *		ask the launcher for one.
+ *
+ * Called after commit, so the worker's next look at the tables sees what
+ * the transaction wrote.  The fast path takes the lock in shared mode only.
+ */
+static void
+wake_database_worker(Oid dboid)
+{
+	TccWorkerSlot *slot;
+
+	LWLockAcquire(tcc_shared->lock, LW_SHARED);
+	slot = find_slot(dboid);
+	if (slot != NULL && slot->latch != NULL)
+	{
+		SetLatch(slot->latch);
+		LWLockRelease(tcc_shared->lock);
+		return;
+	}
+	if (slot != NULL && (slot->state == TCC_SLOT_REQUESTED ||
+						 slot->state == TCC_SLOT_LAUNCHED))
+	{
+		/* on its way: a new worker looks at the tables when it starts */
+		LWLockRelease(tcc_shared->lock);
+		return;
+	}
+	LWLockRelease(tcc_shared->lock);
+
+	/*
+	 * No worker: the database was found without the extension (which must
+	 * since have been created), or it was never seen.  Ask the launcher.
+	 */
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	if (!request_slot(dboid, 0))
+		ereport(WARNING,
+				(errmsg("no tcc worker slot is free for database \"%s\"",
+						get_database_name(dboid)),
+				 errdetail("At most %d databases can be served at once.",
+						   TCC_MAX_WORKERS)));
+	if (tcc_shared->launcher_latch != NULL)
+		SetLatch(tcc_shared->launcher_latch);
+	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_xact_callback
+ *		At commit of a transaction that created work, wake the worker.
+ *
+ * An error here would come after the commit record is written, so the
+ * wake-up never raises one: the worker finds the work at its next naptime
+ * in any case.
+ */
+static void
+tcc_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit && tcc_shared != NULL)
+				wake_database_worker(MyDatabaseId);
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction is committed by another backend */
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * tcc_wake_worker_at_commit
+ *		Have this database's worker woken when the current transaction
+ *		commits; the coordinator functions that create work call it.
+ *
+ * Without shared memory (tcc not preloaded) there is no worker to wake.
+ */
+void
+tcc_wake_worker_at_commit(void)
+{
+	if (tcc_shared == NULL)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(tcc_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/*
+ * tcc_stop_database_worker
+ *		Stop the worker of database dboid, before a command that needs the
+ *		database to have no other connections (DROP DATABASE, ALTER
+ *		DATABASE ... RENAME, CREATE DATABASE ... TEMPLATE).
+ *
+ * The launcher starts it again after TCC_STOP_PAUSE, when the database
+ * still exists.  The command itself waits a few seconds for the worker to
+ * go; a worker exits at its next interrupt check, which every wait in it
+ * makes, even while a participant is slow.
+ */
+void
+tcc_stop_database_worker(Oid dboid)
+{
+	TccWorkerSlot *slot;
+
+	if (tcc_shared == NULL || !OidIsValid(dboid))
+		return;
+
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	slot = find_slot(dboid);
+	if (slot != NULL)
+	{
+		slot->stop_requested = true;
+		if (slot->state == TCC_SLOT_REQUESTED)
+			slot->not_before = GetCurrentTimestamp() +
+				TCC_STOP_PAUSE * USECS_PER_SEC;
+		if (slot->pid != 0)
+			kill(slot->pid, SIGTERM);
+	}
+	LWLockRelease(tcc_shared->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * The launcher
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * tcc_launcher_detach
+ *		Forget the launcher's latch when it exits.
+ */
+static void
+tcc_launcher_detach(int code, Datum arg)
+{
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	tcc_shared->launcher_latch = NULL;
+	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_launcher_attach
+ *		Publish the launcher's latch, so backends can wake it.
+ *
+ * Slots left launched by a previous launcher (one that exited with an
+ * error) have no handle in this one; they are requested again, and a
+ * worker that is in fact still running refuses to start twice.
+ */
+void
+tcc_launcher_attach(void)
+{
+	int			i;
+
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	tcc_shared->launcher_latch = MyLatch;
+	for (i = 0; i < TCC_MAX_WORKERS; i++)
+	{
+		if (tcc_shared->slots[i].state == TCC_SLOT_LAUNCHED)
+			tcc_shared->slots[i].state = TCC_SLOT_REQUESTED;
+	}
+	LWLockRelease(tcc_shared->lock);
+	before_shmem_exit(tcc_launcher_detach, (Datum) 0);
+}
+
+/*
+ * tcc_launcher_sync_databases
+ *		Given the databases that now exist and accept connections, request a
+ *		worker for each one not seen before and forget slots of databases
+ *		that are gone.
+ *
+ * A database already known to lack the extension stays absent: a backend
+ * requests it again when the extension is used there.
+ */
+void
+tcc_launcher_sync_databases(Oid *dboids, int ndbs)
+{
+	int			i,
+				j;
+	bool		warned = false;
+
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < TCC_MAX_WORKERS; i++)
+	{
+		TccWorkerSlot *slot = &tcc_shared->slots[i];
+		bool		exists = false;
+
+		if (slot->state != TCC_SLOT_REQUESTED &&
+			slot->state != TCC_SLOT_ABSENT)
+			continue;			/* running or launched: leave it */
+		for (j = 0; j < ndbs && !exists; j++)
+			exists = (dboids[j] == slot->dboid);
+		if (!exists)
+			slot->state = TCC_SLOT_FREE;
+	}
+	for (j = 0; j < ndbs; j++)
+	{
+		if (find_slot(dboids[j]) == NULL &&
+			!request_slot(dboids[j], 0) && !warned)
+		{
+			ereport(WARNING,
+					(errmsg("tcc can serve at most %d databases",
+							TCC_MAX_WORKERS),
+					 errdetail("Databases beyond that get no worker unless "
+							   "others are dropped.")));
+			warned = true;
+		}
+	}
+	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_launcher_next_request
+ *		A database whose worker is due to be launched now, marked launched;
+ *		InvalidOid when there is none.  *next_at is lowered to the time the
+ *		next deferred request becomes due.
+ */
+Oid
+tcc_launcher_next_request(TimestampTz now, TimestampTz *next_at)
+{
+	Oid			dboid = InvalidOid;
+	int			i;
+
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < TCC_MAX_WORKERS; i++)
+	{
+		TccWorkerSlot *slot = &tcc_shared->slots[i];
+
+		if (slot->state != TCC_SLOT_REQUESTED)
+			continue;
+		if (slot->not_before > now)
+		{
+			if (slot->not_before < *next_at)
+				*next_at = slot->not_before;
+			continue;
+		}
+		slot->state = TCC_SLOT_LAUNCHED;
+		slot->stop_requested = false;
+		dboid = slot->dboid;
+		break;
+	}
+	LWLockRelease(tcc_shared->lock);
+
+	return dboid;
+}
+
+/*
+ * tcc_launcher_worker_gone
+ *		The worker the launcher registered for dboid has stopped (or could
+ *		not be registered): decide whether it must be started again.
+ *
+ * A worker that found no extension left its slot absent, and one that was
+ * stopped for a DROP or ALTER DATABASE waits TCC_STOP_PAUSE.  Any other
+ * stop is a crash or an error, and the worker is started again after
+ * TCC_RESTART_PAUSE, so pending work resumes without anyone asking.
+ */
+void
+tcc_launcher_worker_gone(Oid dboid)
+{
+	TccWorkerSlot *slot;
+
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	slot = find_slot(dboid);
+
+	/*
+	 * pid != 0 means a worker is attached: the one that stopped was a
+	 * duplicate that tcc_worker_attach turned away, and the slot belongs to
+	 * the worker that runs.  A worker that stopped itself, even by an
+	 * error, detached first.
+	 */
+	if (slot != NULL && slot->state != TCC_SLOT_ABSENT && slot->pid == 0)
+	{
+		slot->state = TCC_SLOT_REQUESTED;
+		slot->not_before = GetCurrentTimestamp() +
+			(slot->stop_requested ? TCC_STOP_PAUSE : TCC_RESTART_PAUSE) *
+			USECS_PER_SEC;
+		slot->stop_requested = false;
+	}
+	LWLockRelease(tcc_shared->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Workers
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * tcc_worker_detach
+ *		On exit, the worker's slot no longer has a process to wake.
+ */
+static void
+tcc_worker_detach(int code, Datum arg)
+{
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	if (my_slot->pid == MyProcPid)
+	{
+		my_slot->pid = 0;
+		my_slot->latch = NULL;
+		my_slot->open_connections = 0;
+	}
+	LWLockRelease(tcc_shared->lock);
+	my_slot = NULL;
+}
+
+/*
+ * tcc_worker_attach
+ *		Take the slot of this worker's database; false when another worker
+ *		already serves it (which the launcher's bookkeeping should prevent,
+ *		but two workers on one database would call participants twice).
+ */
+bool
+tcc_worker_attach(Oid dboid)
+{
+	TccWorkerSlot *slot;
+
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	slot = find_slot(dboid);
+	if (slot == NULL || (slot->pid != 0 && slot->pid != MyProcPid))
+	{
+		LWLockRelease(tcc_shared->lock);
+		return false;
+	}
+	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
+	slot->state = TCC_SLOT_STARTING;
+	slot->started_at = GetCurrentTimestamp();
+	my_slot = slot;
+	LWLockRelease(tcc_shared->lock);
+
+	before_shmem_exit(tcc_worker_detach, (Datum) 0);
+	return true;
+}
+
+/*
+ * tcc_worker_mark_absent
+ *		Record that this worker's database has no tcc extension, so that the
+ *		launcher does not start it again until a backend asks.
+ */
+void
+tcc_worker_mark_absent(void)
+{
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	my_slot->state = TCC_SLOT_ABSENT;
+	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_worker_set_state
+ *		Publish what this worker is doing; a wake-up also stamps the time.
+ */
+void
+tcc_worker_set_state(TccSlotState state)
+{
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	if (state == TCC_SLOT_WORKING && my_slot->state != TCC_SLOT_WORKING)
+		my_slot->last_wakeup = GetCurrentTimestamp();
+	my_slot->state = state;
+	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_worker_count
+ *		Add to this worker's call counters and publish its connection count.
+ */
+void
+tcc_worker_count(uint64 succeeded, uint64 failed, int open_connections)
+{
+	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
+	my_slot->calls_succeeded += succeeded;
+	my_slot->calls_failed += failed;
+	my_slot->open_connections = open_connections;
+	LWLockRelease(tcc_shared->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * tcc.worker
+ * ------------------------------------------------------------------------
+ */
+
+/*
  * tcc_worker_status
- *		tcc.worker_status(): one row per worker slot in use.
+ *		tcc.worker_status(): one row per running worker.
  */
 Datum
 tcc_worker_status(PG_FUNCTION_ARGS)
@@ -117,18 +574,18 @@ tcc_worker_status(PG_FUNCTION_ARGS)
 
 	/* copy under the lock, look up database names after releasing it */
 	LWLockAcquire(tcc_shared->lock, LW_SHARED);
-	memcpy(slots, tcc_shared->workers, sizeof(slots));
+	memcpy(slots, tcc_shared->slots, sizeof(slots));
 	LWLockRelease(tcc_shared->lock);
 
 	for (i = 0; i < TCC_MAX_WORKERS; i++)
 	{
 		TccWorkerSlot *slot = &slots[i];
-		Datum		values[7];
-		bool		nulls[7] = {0};
+		Datum		values[8];
+		bool		nulls[8] = {0};
 		char	   *datname;
 		NameData	datname_data;
 
-		if (!slot->in_use)
+		if (slot->pid == 0)
 			continue;
 
 		datname = get_database_name(slot->dboid);
@@ -140,14 +597,15 @@ tcc_worker_status(PG_FUNCTION_ARGS)
 		else
 			nulls[0] = true;
 		values[1] = Int32GetDatum(slot->pid);
-		values[2] = CStringGetTextDatum(worker_state_names[slot->state]);
+		values[2] = CStringGetTextDatum(slot_state_names[slot->state]);
+		values[3] = TimestampTzGetDatum(slot->started_at);
 		if (slot->last_wakeup != 0)
-			values[3] = TimestampTzGetDatum(slot->last_wakeup);
+			values[4] = TimestampTzGetDatum(slot->last_wakeup);
 		else
-			nulls[3] = true;
-		values[4] = Int64GetDatum((int64) slot->calls_succeeded);
-		values[5] = Int64GetDatum((int64) slot->calls_failed);
-		values[6] = Int32GetDatum(slot->open_connections);
+			nulls[4] = true;
+		values[5] = Int64GetDatum((int64) slot->calls_succeeded);
+		values[6] = Int64GetDatum((int64) slot->calls_failed);
+		values[7] = Int32GetDatum(slot->open_connections);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
 							 values, nulls);

@@ -4,9 +4,11 @@
  *	  Entry point of the tcc extension: module magic, settings, hooks.
  *
  * The library may be loaded two ways.  From shared_preload_libraries it also
- * reserves shared memory (and, later, starts the background worker); loaded
- * on first use by a backend it defines the settings only, and the coordinator
- * and fence functions work all the same.
+ * reserves shared memory, registers the launcher (launcher.c) that starts a
+ * worker per database, and watches for commands that need a database free
+ * of connections; loaded on first use by a backend it defines the settings
+ * only, and the coordinator and fence functions work all the same, with
+ * nobody to drive phase two.
  *
  * src/tcc.c
  *
@@ -14,20 +16,34 @@
  */
 #include "postgres.h"
 
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "storage/ipc.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 
 #include "tcc.h"
 
 PG_MODULE_MAGIC;
 
-/* tcc.default_timeout: the try phase's length when tcc.begin gets none */
+/* the settings of SPEC section 7; see the README for each one's meaning */
 int			tcc_default_timeout = 60;
+int			tcc_naptime = 1000;
+int			tcc_retry_base = 1000;
+int			tcc_retry_max = 300000;
+int			tcc_max_attempts = 50;
+int			tcc_call_timeout = 30000;
+int			tcc_connect_timeout = 10000;
+int			tcc_max_concurrent_calls = 100;
+int			tcc_retention = 7 * 24 * 3600;
+int			tcc_fence_retention = 7 * 24 * 3600;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 void		_PG_init(void);
 
@@ -56,6 +72,58 @@ tcc_shmem_startup_hook(void)
 }
 
 /*
+ * tcc_process_utility
+ *		Stop the tcc worker of a database that a command needs free of
+ *		connections: DROP DATABASE, ALTER DATABASE (RENAME, SET TABLESPACE)
+ *		and CREATE DATABASE ... TEMPLATE.
+ *
+ * Those commands wait a few seconds for other sessions to leave and then
+ * fail; a worker that stayed connected would make them fail every time.
+ * The launcher starts it again a little later if the database still
+ * exists.  Stopping it when the command then fails for another reason
+ * costs only that pause.
+ */
+static void
+tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
+					bool readOnlyTree, ProcessUtilityContext context,
+					ParamListInfo params, QueryEnvironment *queryEnv,
+					DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	const char *datname = NULL;
+
+	if (IsA(parsetree, DropdbStmt))
+		datname = ((DropdbStmt *) parsetree)->dbname;
+	else if (IsA(parsetree, AlterDatabaseStmt))
+		datname = ((AlterDatabaseStmt *) parsetree)->dbname;
+	else if (IsA(parsetree, RenameStmt) &&
+			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+		datname = ((RenameStmt *) parsetree)->subname;
+	else if (IsA(parsetree, CreatedbStmt))
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((CreatedbStmt *) parsetree)->options)
+		{
+			DefElem    *def = (DefElem *) lfirst(lc);
+
+			if (strcmp(def->defname, "template") == 0 && def->arg != NULL)
+				datname = defGetString(def);
+		}
+	}
+
+	if (datname != NULL)
+		tcc_stop_database_worker(get_database_oid(datname, true));
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
+								  params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+/*
  * _PG_init
  *		Define the settings and, when preloaded, install the shared memory
  *		hooks.
@@ -76,6 +144,90 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("tcc.naptime",
+							"Time between the worker's rounds when nothing "
+							"wakes it.",
+							"Transactions past their deadline are cancelled "
+							"and retention is applied once per naptime; a "
+							"commit wakes the worker at once.",
+							&tcc_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.retry_base",
+							"Delay before the first retry of a failed "
+							"action.",
+							"Each further retry waits twice as long, up to "
+							"tcc.retry_max, with jitter.",
+							&tcc_retry_base,
+							1000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.retry_max",
+							"Longest delay between two retries of an action.",
+							NULL,
+							&tcc_retry_max,
+							300000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.max_attempts",
+							"Attempts of an action before its transaction "
+							"becomes failed.",
+							"0 retries for ever.",
+							&tcc_max_attempts,
+							50, 0, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.call_timeout",
+							"Longest time the worker waits for a participant "
+							"to answer a call.",
+							"The call is then cancelled and retried.  0 "
+							"waits for ever.",
+							&tcc_call_timeout,
+							30000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.connect_timeout",
+							"Longest time the worker waits for a connection "
+							"to a participant.",
+							NULL,
+							&tcc_connect_timeout,
+							10000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.max_concurrent_calls",
+							"Most calls a worker has in flight at once.",
+							NULL,
+							&tcc_max_concurrent_calls,
+							100, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.retention",
+							"How long finished transactions are kept before "
+							"the worker purges them.",
+							"0 keeps them for ever.",
+							&tcc_retention,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.fence_retention",
+							"How long fence rows are kept after their last "
+							"decision before the worker purges them.",
+							"0 keeps them for ever.  Keep them longer than "
+							"any try can be late.",
+							&tcc_fence_retention,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("tcc");
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -85,4 +237,8 @@ _PG_init(void)
 	shmem_request_hook = tcc_shmem_request_hook;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = tcc_shmem_startup_hook;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = tcc_process_utility;
+
+	tcc_register_launcher();
 }

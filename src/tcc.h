@@ -17,8 +17,56 @@
 /* Longest gid or branch id, in bytes (SPEC section 8) */
 #define TCC_MAX_ID_LEN		128
 
-/* settings, defined in tcc.c */
-extern int	tcc_default_timeout;
+/* settings, defined in tcc.c (SPEC section 7) */
+extern int	tcc_default_timeout;	/* seconds */
+extern int	tcc_naptime;			/* milliseconds */
+extern int	tcc_retry_base;			/* milliseconds */
+extern int	tcc_retry_max;			/* milliseconds */
+extern int	tcc_max_attempts;		/* 0: no limit */
+extern int	tcc_call_timeout;		/* milliseconds, 0: no limit */
+extern int	tcc_connect_timeout;	/* milliseconds */
+extern int	tcc_max_concurrent_calls;
+extern int	tcc_retention;			/* seconds, 0: keep forever */
+extern int	tcc_fence_retention;	/* seconds, 0: keep forever */
+
+/*
+ * One call of an action (a confirm, a cancel, a step or a compensation)
+ * that the worker makes, from the moment the branch is found due until its
+ * outcome is recorded.  worker.c fills in what to run; remote.c (or
+ * worker.c, for a local action) fills in the outcome.
+ */
+typedef enum TccCallOutcome
+{
+	TCC_CALL_PENDING,			/* in flight */
+	TCC_CALL_DONE,				/* the statement completed */
+	TCC_CALL_NOT_DONE,			/* it returned a single false */
+	TCC_CALL_ERROR				/* it (or reaching the participant) failed */
+} TccCallOutcome;
+
+typedef struct TccCall
+{
+	/* what to run */
+	char	   *gid;
+	char	   *branch_id;
+	char	   *mode;			/* tcc, saga or msg */
+	char	   *phase;			/* confirming or cancelling */
+	char	   *server;			/* foreign server name, NULL for local */
+	Oid			serverid;		/* its OID, when remote */
+	Oid			owner;			/* the global transaction's owner */
+	char	   *sql;			/* the action */
+	char	   *payload;		/* jsonb as text, or NULL */
+	int			attempts;		/* attempts made before this one */
+
+	/* filled in by remote.c while in flight */
+	TimestampTz deadline;		/* give up waiting at this time (0: never) */
+	bool		have_result;	/* the statement's result has arrived */
+
+	/* the outcome */
+	TccCallOutcome outcome;
+	char	   *error;			/* message, when TCC_CALL_ERROR */
+	char		sqlstate[6];	/* SQLSTATE of the error, "" if none */
+	bool		permanent;		/* the error can never go away by itself */
+} TccCall;
 
 /*
  * A privileged SPI session: tcc's tables are private, so the functions that
@@ -52,8 +100,29 @@ extern void tcc_check_not_null(FunctionCallInfo fcinfo, int argno,
 extern void tcc_check_interval(Interval *interval, const char *argname,
 							   bool allow_zero);
 
+/* fdw.c */
+extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
+									  Oid *umid);
+
+/* remote.c */
+extern void tcc_remote_init(void);
+extern void tcc_remote_send(TccCall *call, List **done);
+extern void tcc_remote_wait(long timeout_ms, List **done);
+extern int	tcc_remote_in_flight(void);
+extern int	tcc_remote_open_connections(void);
+
+/* worker.c */
+extern bool tcc_sqlstate_is_permanent(const char *sqlstate);
+
 /* shmem.c */
 extern void tcc_shmem_request(void);
 extern void tcc_shmem_startup(void);
+extern void tcc_wake_worker_at_commit(void);
+extern void tcc_stop_database_worker(Oid dboid);
+
+/* launcher.c and worker.c: bgw_function_name entry points */
+extern PGDLLEXPORT void tcc_launcher_main(Datum main_arg);
+extern PGDLLEXPORT void tcc_worker_main(Datum main_arg);
+extern void tcc_register_launcher(void);
 
 #endif							/* TCC_H */

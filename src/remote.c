@@ -1,0 +1,761 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote.c
+ *	  Calling participants over libpq: the worker's connection cache and
+ *	  its non-blocking, pipelined calls.
+ *
+ * Connections are cached per (foreign server, owner role), as
+ * postgres_fdw does per user mapping: the owner's user mapping supplies
+ * the credentials, and the connection is dropped when the server or the
+ * mapping changes (a syscache invalidation callback marks it; it is closed
+ * as soon as no call is in flight on it).
+ *
+ * Many calls are in flight at once.  Each connection runs in libpq's
+ * pipeline mode: every action is sent as one extended-protocol query
+ * followed by a Sync, so each runs in a transaction of its own on the
+ * participant and an error in one does not touch the next, yet none waits
+ * for the previous one's answer to be sent.  The worker waits for all its
+ * connections and its latch at once (tcc_remote_wait).
+ *
+ * A call succeeds only when its Sync comes back (ReadyForQuery): that is
+ * when the participant has committed.  A connection lost between the
+ * statement's result and the Sync leaves the outcome unknown, and the call
+ * is retried; the participant's fence makes the repeat harmless.
+ *
+ * Security, as in postgres_fdw: for an owner that is not a superuser, the
+ * user mapping must have a password and the connection must have used it,
+ * else anybody could borrow the server's own trust (peer or trust
+ * authentication on the participant) as the worker's superuser.  Such a
+ * call is refused with SQLSTATE 2F003, which fails the branch until the
+ * mapping is fixed and tcc.retry is called.
+ *
+ * src/remote.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "foreign/foreign.h"
+#include "libpq-fe.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "tcc.h"
+
+/* the OIDs of the parameters' types: $1 gid, $2 branch id, $3 payload */
+static const Oid action_param_types[3] = {TEXTOID, TEXTOID, JSONBOID};
+
+typedef struct ConnCacheKey
+{
+	Oid			serverid;
+	Oid			userid;			/* the owner of the global transactions */
+} ConnCacheKey;
+
+typedef struct ConnCacheEntry
+{
+	ConnCacheKey key;
+	PGconn	   *conn;			/* NULL when not connected */
+	List	   *calls;			/* in flight, oldest first */
+	bool		flush_pending;	/* libpq has output left to send */
+	bool		invalidated;	/* the server or mapping changed */
+	uint32		server_hashvalue;
+	uint32		mapping_hashvalue;
+} ConnCacheEntry;
+
+static HTAB *conn_cache = NULL;
+
+/* memory for the lists of calls in flight */
+static MemoryContext remote_context = NULL;
+
+/*
+ * remote_inval_callback
+ *		Mark the connections whose foreign server or user mapping changed;
+ *		they are closed once idle.  hashvalue 0 means "all of them".
+ */
+static void
+remote_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS scan;
+	ConnCacheEntry *entry;
+
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->conn == NULL)
+			continue;
+		if (hashvalue == 0 ||
+			(cacheid == FOREIGNSERVEROID &&
+			 entry->server_hashvalue == hashvalue) ||
+			(cacheid == USERMAPPINGOID &&
+			 entry->mapping_hashvalue == hashvalue))
+			entry->invalidated = true;
+	}
+}
+
+/*
+ * tcc_remote_init
+ *		Set up the connection cache (once per worker).
+ */
+void
+tcc_remote_init(void)
+{
+	HASHCTL		ctl;
+
+	remote_context = AllocSetContextCreate(TopMemoryContext, "tcc remote",
+										   ALLOCSET_SMALL_SIZES);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(ConnCacheKey);
+	ctl.entrysize = sizeof(ConnCacheEntry);
+	conn_cache = hash_create("tcc connections", 16, &ctl,
+							 HASH_ELEM | HASH_BLOBS);
+
+	CacheRegisterSyscacheCallback(FOREIGNSERVEROID, remote_inval_callback,
+								  (Datum) 0);
+	CacheRegisterSyscacheCallback(USERMAPPINGOID, remote_inval_callback,
+								  (Datum) 0);
+}
+
+/*
+ * add_done
+ *		Append call to *done, a list that outlives any transaction.
+ */
+static void
+add_done(List **done, TccCall *call)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(remote_context);
+
+	*done = lappend(*done, call);
+	MemoryContextSwitchTo(oldcontext);
+}
+
+/*
+ * set_call_error
+ *		Make call's outcome an error with this message and SQLSTATE.
+ */
+static void
+set_call_error(TccCall *call, const char *message, const char *sqlstate,
+			   bool permanent)
+{
+	MemoryContext context = GetMemoryChunkContext(call);
+
+	if (call->error)
+		pfree(call->error);
+	call->outcome = TCC_CALL_ERROR;
+	call->error = MemoryContextStrdup(context, message);
+	strlcpy(call->sqlstate, sqlstate ? sqlstate : "", sizeof(call->sqlstate));
+	call->permanent = permanent;
+}
+
+/*
+ * libpq_message
+ *		A libpq error message without its trailing newline, palloc'd.
+ */
+static char *
+libpq_message(PGconn *conn, const char *fallback)
+{
+	char	   *msg = pstrdup(conn ? PQerrorMessage(conn) : "");
+	int			len = strlen(msg);
+
+	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+		msg[--len] = '\0';
+	return len > 0 ? msg : pstrdup(fallback);
+}
+
+/*
+ * disconnect
+ *		Close entry's connection.
+ */
+static void
+disconnect(ConnCacheEntry *entry)
+{
+	if (entry->conn != NULL)
+	{
+		PQfinish(entry->conn);
+		entry->conn = NULL;
+	}
+	entry->flush_pending = false;
+	entry->invalidated = false;
+}
+
+/*
+ * fail_entry
+ *		Every call in flight on entry failed with this error: move them to
+ *		*done and close the connection.
+ */
+static void
+fail_entry(ConnCacheEntry *entry, const char *message, const char *sqlstate,
+		   List **done)
+{
+	ListCell   *lc;
+
+	foreach(lc, entry->calls)
+	{
+		TccCall    *call = (TccCall *) lfirst(lc);
+
+		set_call_error(call, message, sqlstate, false);
+		add_done(done, call);
+	}
+	list_free(entry->calls);
+	entry->calls = NIL;
+	disconnect(entry);
+}
+
+/*
+ * has_option
+ *		Whether a list of DefElem options sets name.
+ */
+static bool
+has_option(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		if (strcmp(((DefElem *) lfirst(lc))->defname, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * wait_for_connection
+ *		Drive a connection started with PQconnectStartParams to the end,
+ *		waiting on its socket and the latch; false on failure or after
+ *		tcc.connect_timeout.
+ *
+ * A latch set meanwhile (a backend waking the worker) is set again on the
+ * way out, so the wake-up is not lost; interrupts are served as they come.
+ */
+static bool
+wait_for_connection(PGconn *conn, char **error)
+{
+	TimestampTz deadline = GetCurrentTimestamp() +
+		(int64) tcc_connect_timeout * 1000;
+	bool		latch_was_set = false;
+	bool		ok = false;
+
+	for (;;)
+	{
+		PostgresPollingStatusType status = PQconnectPoll(conn);
+		int			events;
+		long		remaining;
+		int			rc;
+
+		if (status == PGRES_POLLING_OK)
+		{
+			ok = true;
+			break;
+		}
+		if (status == PGRES_POLLING_FAILED)
+		{
+			*error = libpq_message(conn, "could not connect");
+			break;
+		}
+
+		events = (status == PGRES_POLLING_READING) ?
+			WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
+		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		if (remaining <= 0)
+		{
+			*error = psprintf("could not connect: tcc.connect_timeout (%d ms) "
+							  "expired", tcc_connect_timeout);
+			break;
+		}
+
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_LATCH_SET | WL_TIMEOUT |
+							   WL_EXIT_ON_PM_DEATH | events,
+							   PQsocket(conn), remaining, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch_was_set = true;
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+
+	if (latch_was_set)
+		SetLatch(MyLatch);
+	return ok;
+}
+
+/*
+ * connect_participant
+ *		Open entry's connection for call: server options plus the owner's
+ *		user mapping.  On failure the call's outcome is set and false is
+ *		returned.  Runs inside a transaction (catalog lookups).
+ */
+static bool
+connect_participant(ConnCacheEntry *entry, TccCall *call)
+{
+	ForeignServer *server = GetForeignServer(call->serverid);
+	List	   *mapping;
+	Oid			umid;
+	const char **keywords;
+	const char **values;
+	ListCell   *lc;
+	int			n = 0;
+	PGconn	   *volatile conn = NULL;
+	char	   *error = NULL;
+	bool		is_superuser = superuser_arg(call->owner);
+
+	mapping = tcc_user_mapping_options(call->owner, call->serverid, &umid);
+	if (!OidIsValid(umid))
+	{
+		set_call_error(call,
+					   psprintf("user mapping for role with OID %u on server "
+								"\"%s\" does not exist", call->owner,
+								server->servername),
+					   "42704", true);
+		return false;
+	}
+
+	/* see the file header */
+	if (!is_superuser && !has_option(mapping, "password"))
+	{
+		set_call_error(call,
+					   psprintf("password is required to connect to server "
+								"\"%s\": the owner of the global transaction "
+								"is not a superuser and its user mapping has "
+								"no password", server->servername),
+					   "2F003", true);
+		return false;
+	}
+
+	keywords = palloc((list_length(server->options) +
+					   list_length(mapping) + 3) * sizeof(char *));
+	values = palloc((list_length(server->options) +
+					 list_length(mapping) + 3) * sizeof(char *));
+	foreach(lc, server->options)
+	{
+		DefElem    *def = (DefElem *) lfirst(lc);
+
+		keywords[n] = def->defname;
+		values[n++] = defGetString(def);
+	}
+	foreach(lc, mapping)
+	{
+		DefElem    *def = (DefElem *) lfirst(lc);
+
+		keywords[n] = def->defname;
+		values[n++] = defGetString(def);
+	}
+	keywords[n] = "fallback_application_name";
+	values[n++] = "tcc";
+	keywords[n] = "client_encoding";
+	values[n++] = GetDatabaseEncodingName();
+	keywords[n] = NULL;
+	values[n] = NULL;
+
+	PG_TRY();
+	{
+		conn = PQconnectStartParams(keywords, values, false);
+		if (conn == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory while connecting to server \"%s\"",
+							server->servername)));
+
+		if (PQstatus(conn) == CONNECTION_BAD)
+			error = libpq_message(conn, "could not connect");
+		else if (!wait_for_connection(conn, &error))
+			Assert(error != NULL);
+		else if (!is_superuser && !PQconnectionUsedPassword(conn))
+		{
+			set_call_error(call,
+						   psprintf("password is required to connect to "
+									"server \"%s\": the participant did not "
+									"ask for the password of the user "
+									"mapping", server->servername),
+						   "2F003", true);
+			PQfinish(conn);
+			conn = NULL;
+		}
+		else if (PQsetnonblocking(conn, 1) != 0 ||
+				 PQenterPipelineMode(conn) != 1)
+			error = libpq_message(conn, "could not enter pipeline mode");
+	}
+	PG_CATCH();
+	{
+		if (conn != NULL)
+			PQfinish(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (error != NULL)
+	{
+		set_call_error(call,
+					   psprintf("could not connect to server \"%s\": %s",
+								server->servername, error),
+					   "08001", false);
+		if (conn != NULL)
+			PQfinish(conn);
+		return false;
+	}
+	if (conn == NULL)
+		return false;
+
+	entry->conn = conn;
+	entry->invalidated = false;
+	entry->server_hashvalue =
+		GetSysCacheHashValue1(FOREIGNSERVEROID,
+							  ObjectIdGetDatum(call->serverid));
+	entry->mapping_hashvalue =
+		GetSysCacheHashValue1(USERMAPPINGOID, ObjectIdGetDatum(umid));
+	return true;
+}
+
+/*
+ * tcc_remote_send
+ *		Send call's action to its participant without waiting for the
+ *		answer; a call that cannot be sent gets its outcome and goes to
+ *		*done.  Runs inside a transaction.
+ */
+void
+tcc_remote_send(TccCall *call, List **done)
+{
+	ConnCacheKey key;
+	ConnCacheEntry *entry;
+	bool		found;
+	const char *values[3];
+	MemoryContext oldcontext;
+	int			rc;
+
+	memset(&key, 0, sizeof(key));
+	key.serverid = call->serverid;
+	key.userid = call->owner;
+	entry = hash_search(conn_cache, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->conn = NULL;
+		entry->calls = NIL;
+		entry->flush_pending = false;
+		entry->invalidated = false;
+	}
+
+	if (entry->conn != NULL && entry->invalidated && entry->calls == NIL)
+		disconnect(entry);
+	if (entry->conn != NULL && PQstatus(entry->conn) == CONNECTION_BAD &&
+		entry->calls == NIL)
+		disconnect(entry);
+
+	if (entry->conn == NULL && !connect_participant(entry, call))
+	{
+		add_done(done, call);
+		return;
+	}
+
+	values[0] = call->gid;
+	values[1] = call->branch_id;
+	values[2] = call->payload;
+
+	oldcontext = MemoryContextSwitchTo(remote_context);
+	entry->calls = lappend(entry->calls, call);
+	MemoryContextSwitchTo(oldcontext);
+	call->deadline = tcc_call_timeout > 0 ?
+		GetCurrentTimestamp() + (int64) tcc_call_timeout * 1000 : 0;
+
+	if (!PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
+						   values, NULL, NULL, 0) ||
+		!PQpipelineSync(entry->conn))
+	{
+		char	   *msg = libpq_message(entry->conn, "could not send");
+
+		fail_entry(entry, msg, "08006", done);
+		return;
+	}
+
+	rc = PQflush(entry->conn);
+	if (rc < 0)
+		fail_entry(entry, libpq_message(entry->conn, "could not send"),
+				   "08006", done);
+	else
+		entry->flush_pending = (rc == 1);
+}
+
+/*
+ * result_outcome
+ *		Read one result of the call at the head of entry's pipeline into the
+ *		call; false when the connection must be given up.
+ */
+static bool
+result_outcome(ConnCacheEntry *entry, TccCall *call, PGresult *res)
+{
+	switch (PQresultStatus(res))
+	{
+		case PGRES_TUPLES_OK:
+			call->have_result = true;
+			call->outcome = TCC_CALL_DONE;
+			if (PQntuples(res) == 1 && PQnfields(res) == 1 &&
+				PQftype(res, 0) == BOOLOID && !PQgetisnull(res, 0, 0) &&
+				strcmp(PQgetvalue(res, 0, 0), "f") == 0)
+				call->outcome = TCC_CALL_NOT_DONE;
+			return true;
+
+		case PGRES_COMMAND_OK:
+		case PGRES_EMPTY_QUERY:
+			call->have_result = true;
+			call->outcome = TCC_CALL_DONE;
+			return true;
+
+		case PGRES_FATAL_ERROR:
+		case PGRES_PIPELINE_ABORTED:
+			{
+				const char *primary =
+					PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+				const char *sqlstate = PQresultErrorField(res,
+														  PG_DIAG_SQLSTATE);
+
+				call->have_result = true;
+				if (primary != NULL)
+					set_call_error(call, primary, sqlstate, false);
+				else
+				{
+					char	   *msg = libpq_message(entry->conn,
+													"the action failed");
+
+					set_call_error(call, msg, sqlstate ? sqlstate : "08006",
+								   false);
+				}
+				return true;
+			}
+
+		default:
+			/* COPY and the like: the protocol state is beyond repair */
+			set_call_error(call,
+						   psprintf("the action returned an unsupported "
+									"result (%s)",
+									PQresStatus(PQresultStatus(res))),
+						   "0A000", true);
+			return false;
+	}
+}
+
+/*
+ * collect_results
+ *		Take every complete result off entry's connection, moving the calls
+ *		whose Sync came back to *done.
+ */
+static void
+collect_results(ConnCacheEntry *entry, List **done)
+{
+	int			nulls_in_a_row = 0;
+
+	while (entry->calls != NIL && !PQisBusy(entry->conn))
+	{
+		TccCall    *call = (TccCall *) linitial(entry->calls);
+		PGresult   *volatile res = PQgetResult(entry->conn);
+		bool		keep = true;
+
+		if (res == NULL)
+		{
+			/* the end of one statement's results; two mean nothing more */
+			if (++nulls_in_a_row > 1)
+				break;
+			continue;
+		}
+		nulls_in_a_row = 0;
+
+		PG_TRY();
+		{
+			if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+			{
+				/* committed (or rolled back) on the participant */
+				if (!call->have_result)
+					set_call_error(call, "the participant sent no result",
+								   "08P01", false);
+				entry->calls = list_delete_first(entry->calls);
+				add_done(done, call);
+			}
+			else
+				keep = result_outcome(entry, call, res);
+		}
+		PG_FINALLY();
+		{
+			PQclear(res);
+		}
+		PG_END_TRY();
+
+		if (!keep)
+		{
+			/* the head call keeps its own error; the others get this one */
+			entry->calls = list_delete_first(entry->calls);
+			add_done(done, call);
+			fail_entry(entry, "connection closed after an unsupported "
+					   "result of an earlier action", "08006", done);
+			return;
+		}
+	}
+}
+
+/*
+ * timeout_entry
+ *		The oldest call on entry has run longer than tcc.call_timeout: ask
+ *		the participant to cancel it, then give up on the connection and
+ *		every call on it (they are retried later).
+ */
+static void
+timeout_entry(ConnCacheEntry *entry, List **done)
+{
+	PGcancel   *cancel = PQgetCancel(entry->conn);
+	char		errbuf[256];
+
+	if (cancel != NULL)
+	{
+		(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+		PQfreeCancel(cancel);
+	}
+	fail_entry(entry,
+			   psprintf("the call took longer than tcc.call_timeout (%d ms) "
+						"and was cancelled", tcc_call_timeout),
+			   "57014", done);
+}
+
+/*
+ * tcc_remote_wait
+ *		Wait up to timeout_ms for answers from participants or for the
+ *		latch; calls whose answer came (or that timed out) go to *done.
+ *
+ * The latch is not reset here: the worker's loop resets it before it
+ * looks for work, so a wake-up that arrives meanwhile is never lost.
+ */
+void
+tcc_remote_wait(long timeout_ms, List **done)
+{
+	HASH_SEQ_STATUS scan;
+	ConnCacheEntry *entry;
+	WaitEventSet *set;
+	WaitEvent  *occurred;
+	int			nsockets = 0;
+	int			nevents;
+	int			i;
+	TimestampTz now = GetCurrentTimestamp();
+
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->conn != NULL && entry->calls != NIL)
+		{
+			TccCall    *head = (TccCall *) linitial(entry->calls);
+
+			nsockets++;
+			if (head->deadline != 0)
+				timeout_ms = Min(timeout_ms,
+								 Max((long) ((head->deadline - now + 999) /
+											 1000), 0));
+		}
+	}
+
+	set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL,
+					  NULL);
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->conn != NULL && entry->calls != NIL)
+			AddWaitEventToSet(set,
+							  WL_SOCKET_READABLE |
+							  (entry->flush_pending ? WL_SOCKET_WRITEABLE : 0),
+							  PQsocket(entry->conn), NULL, entry);
+	}
+
+	occurred = palloc(sizeof(WaitEvent) * (nsockets + 2));
+	nevents = WaitEventSetWait(set, timeout_ms, occurred, nsockets + 2,
+							   PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
+	for (i = 0; i < nevents; i++)
+	{
+		entry = (ConnCacheEntry *) occurred[i].user_data;
+		if (entry == NULL || entry->conn == NULL)
+			continue;
+
+		if (occurred[i].events & WL_SOCKET_WRITEABLE)
+		{
+			int			rc = PQflush(entry->conn);
+
+			if (rc < 0)
+			{
+				fail_entry(entry, libpq_message(entry->conn, "could not send"),
+						   "08006", done);
+				continue;
+			}
+			entry->flush_pending = (rc == 1);
+		}
+		if (occurred[i].events & WL_SOCKET_READABLE)
+		{
+			if (!PQconsumeInput(entry->conn))
+			{
+				fail_entry(entry,
+						   libpq_message(entry->conn, "connection lost"),
+						   "08006", done);
+				continue;
+			}
+			collect_results(entry, done);
+		}
+	}
+	pfree(occurred);
+
+	/* time-outs, and idle connections whose server or mapping changed */
+	now = GetCurrentTimestamp();
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->conn == NULL)
+			continue;
+		if (entry->calls != NIL)
+		{
+			TccCall    *head = (TccCall *) linitial(entry->calls);
+
+			if (head->deadline != 0 && now >= head->deadline)
+				timeout_entry(entry, done);
+		}
+		else if (entry->invalidated)
+			disconnect(entry);
+	}
+}
+
+/*
+ * tcc_remote_in_flight
+ *		How many calls are waiting for an answer.
+ */
+int
+tcc_remote_in_flight(void)
+{
+	HASH_SEQ_STATUS scan;
+	ConnCacheEntry *entry;
+	int			n = 0;
+
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		n += list_length(entry->calls);
+	return n;
+}
+
+/*
+ * tcc_remote_open_connections
+ *		How many participant connections are open.
+ */
+int
+tcc_remote_open_connections(void)
+{
+	HASH_SEQ_STATUS scan;
+	ConnCacheEntry *entry;
+	int			n = 0;
+
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		n += (entry->conn != NULL);
+	return n;
+}

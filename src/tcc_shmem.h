@@ -1,0 +1,65 @@
+/*-------------------------------------------------------------------------
+ *
+ * tcc_shmem.h
+ *	  The shared-memory slots through which the launcher, the workers and
+ *	  the backends of tcc find each other.  See shmem.c.
+ *
+ * src/tcc_shmem.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TCC_SHMEM_H
+#define TCC_SHMEM_H
+
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+
+/* The most databases that can be served (each gets one worker) */
+#define TCC_MAX_WORKERS		64
+
+/* seconds before a worker that stopped on an error is started again */
+#define TCC_RESTART_PAUSE	5
+
+/* seconds before a worker stopped for DROP/ALTER DATABASE comes back */
+#define TCC_STOP_PAUSE		10
+
+typedef enum TccSlotState
+{
+	TCC_SLOT_FREE = 0,
+	TCC_SLOT_REQUESTED,			/* the launcher should start a worker */
+	TCC_SLOT_LAUNCHED,			/* registered with the postmaster */
+	TCC_SLOT_STARTING,			/* the worker runs, not yet looked */
+	TCC_SLOT_IDLE,				/* waiting for work or for the naptime */
+	TCC_SLOT_WORKING,			/* driving phase two */
+	TCC_SLOT_ABSENT				/* the extension is not installed there */
+} TccSlotState;
+
+typedef struct TccWorkerSlot
+{
+	Oid			dboid;
+	TccSlotState state;
+	TimestampTz not_before;		/* requested: not launched before this */
+	bool		stop_requested; /* stopped on purpose (DROP DATABASE ...) */
+	int			pid;			/* the worker's, 0 when none runs */
+	Latch	   *latch;			/* the worker's, NULL when none runs */
+	TimestampTz started_at;
+	TimestampTz last_wakeup;
+	uint64		calls_succeeded;
+	uint64		calls_failed;
+	int			open_connections;
+} TccWorkerSlot;
+
+/* the launcher */
+extern void tcc_launcher_attach(void);
+extern void tcc_launcher_sync_databases(Oid *dboids, int ndbs);
+extern Oid	tcc_launcher_next_request(TimestampTz now, TimestampTz *next_at);
+extern void tcc_launcher_worker_gone(Oid dboid);
+
+/* a worker */
+extern bool tcc_worker_attach(Oid dboid);
+extern void tcc_worker_mark_absent(void);
+extern void tcc_worker_set_state(TccSlotState state);
+extern void tcc_worker_count(uint64 succeeded, uint64 failed,
+							 int open_connections);
+
+#endif							/* TCC_SHMEM_H */

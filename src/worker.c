@@ -1,0 +1,999 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The tcc worker of one database: drives phase two.
+ *
+ * The launcher (launcher.c) starts one worker per database where tcc is
+ * installed.  In a loop the worker
+ *
+ *	1. records the outcomes of the calls that came back (one transaction for
+ *	   all of them), moving branches and global transactions on;
+ *	2. every tcc.naptime, cancels the transactions still trying after their
+ *	   deadline (reason "timeout") and purges what tcc.retention and
+ *	   tcc.fence_retention allow, in small batches;
+ *	3. finds the branches that are due (confirming or cancelling, with
+ *	   next_attempt_at in the past) and sends their actions: to a remote
+ *	   participant over a cached libpq connection without waiting for the
+ *	   answer (remote.c), or, for a local action, runs it here as the
+ *	   transaction's owner and records its outcome in the same transaction;
+ *	4. sleeps until a call comes back, a backend wakes it at the commit of a
+ *	   transaction that created work (shmem.c), the next retry is due, or
+ *	   tcc.naptime passes.
+ *
+ * Every change of state is guarded by the status it expects, under the row
+ * lock of the global transaction, so the worker and the SQL API cannot
+ * overwrite each other (see coordinator.c).  The worker never waits for a
+ * lock a user holds: the timeout scan skips locked rows, and a transaction
+ * being committed right now is simply looked at again a naptime later.
+ *
+ * Delivery is at least once.  The outcome of a call is recorded after the
+ * participant answered; a crash in between (of either side) means the call
+ * is made again, which the participant's fence turns into a no-op.  Nothing
+ * is recorded before a call, so a crash never loses one.
+ *
+ * src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "foreign/foreign.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "tcc.h"
+#include "tcc_shmem.h"
+
+/* rows the timeout and retention statements handle per statement */
+#define TCC_BATCH_SIZE		500
+
+/* statements of retention per naptime, so purging never starves calls */
+#define TCC_PURGE_BATCHES	10
+
+/* a branch, as the key of the calls in flight */
+typedef struct InFlightKey
+{
+	char		gid[TCC_MAX_ID_LEN + 1];
+	char		branch_id[TCC_MAX_ID_LEN + 1];
+} InFlightKey;
+
+/* the branches whose call has been sent and not yet recorded */
+static HTAB *in_flight = NULL;
+
+/* the calls, from the moment they are found due until recorded */
+static MemoryContext calls_context = NULL;
+
+/* this worker's database, for messages */
+static char *my_database_name = NULL;
+
+/* counters not yet published to shared memory */
+static uint64 calls_succeeded = 0;
+static uint64 calls_failed = 0;
+
+/*
+ * in_flight_key
+ *		The hash key of call's branch.
+ */
+static void
+in_flight_key(InFlightKey *key, const char *gid, const char *branch_id)
+{
+	memset(key, 0, sizeof(InFlightKey));
+	strlcpy(key->gid, gid, sizeof(key->gid));
+	strlcpy(key->branch_id, branch_id, sizeof(key->branch_id));
+}
+
+/*
+ * add_call
+ *		Append call to a list that outlives the transaction.
+ */
+static void
+add_call(List **list, TccCall *call)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(calls_context);
+
+	*list = lappend(*list, call);
+	MemoryContextSwitchTo(oldcontext);
+}
+
+/*
+ * free_call
+ *		Release a call once its outcome is recorded.
+ */
+static void
+free_call(TccCall *call)
+{
+	InFlightKey key;
+
+	in_flight_key(&key, call->gid, call->branch_id);
+	(void) hash_search(in_flight, &key, HASH_REMOVE, NULL);
+
+	pfree(call->gid);
+	pfree(call->branch_id);
+	pfree(call->mode);
+	pfree(call->phase);
+	if (call->server)
+		pfree(call->server);
+	pfree(call->sql);
+	if (call->payload)
+		pfree(call->payload);
+	if (call->error)
+		pfree(call->error);
+	pfree(call);
+}
+
+/*
+ * tcc_sqlstate_is_permanent
+ *		Whether an error with this SQLSTATE can never succeed by being
+ *		retried, so that the branch goes to failed at once.
+ *
+ * Class 42 (syntax error or access rule violation: undefined function or
+ * table, syntax error, permission denied) is a mistake in the action or in
+ * the participant's set-up, which a human must fix before tcc.retry; and
+ * 2F003 is tcc's own refusal of a connection made without a password.
+ * Anything else (a participant that is down, a lock timeout, a check
+ * constraint that depends on data) may go away by itself.
+ */
+bool
+tcc_sqlstate_is_permanent(const char *sqlstate)
+{
+	return strncmp(sqlstate, "42", 2) == 0 ||
+		strcmp(sqlstate, "2F003") == 0;
+}
+
+/*
+ * retry_delay_ms
+ *		How long to wait before attempt attempts + 1, after attempts
+ *		failed ones: tcc.retry_base doubled for each earlier failure, capped
+ *		at tcc.retry_max, then jittered to between half and all of that, so
+ *		that branches failing together do not all retry together.
+ */
+static double
+retry_delay_ms(int attempts)
+{
+	double		delay = (double) tcc_retry_base *
+		pow(2.0, (double) Min(Max(attempts - 1, 0), 30));
+
+	delay = Min(delay, (double) tcc_retry_max);
+	return delay * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state));
+}
+
+/*
+ * lock_global_status
+ *		Lock global transaction gid's row; its status, or NULL when it is
+ *		gone (purged).
+ */
+static char *
+lock_global_status(const char *gid)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(gid);
+	if (tcc_spi_exec(&plan,
+					 "SELECT status FROM tcc.global_transaction"
+					 " WHERE gid = $1 FOR UPDATE",
+					 1, argtypes, values, NULL, false, 1) == 0)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * record_success
+ *		The action of call's branch succeeded: the branch is done, and its
+ *		transaction moves on (the next saga or msg step becomes due) or ends.
+ */
+static void
+record_success(TccCall *call)
+{
+	static SPIPlanPtr branch_plan = NULL;
+	static SPIPlanPtr next_plan = NULL;
+	static SPIPlanPtr finish_plan = NULL;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	char	   *status;
+
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	values[2] = CStringGetTextDatum(call->phase);
+
+	/* lock the transaction first, as the SQL API does: no deadlock */
+	status = lock_global_status(call->gid);
+	if (status == NULL)
+		return;
+
+	if (tcc_spi_exec(&branch_plan,
+					 "UPDATE tcc.branch"
+					 "   SET status = CASE $3 WHEN 'confirming'"
+					 "                THEN 'confirmed' ELSE 'cancelled' END,"
+					 "       attempts = attempts + 1,"
+					 "       last_attempt_at = now(),"
+					 "       next_attempt_at = NULL,"
+					 "       updated_at = now()"
+					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
+					 3, argtypes, values, NULL, false, 0) == 0)
+		return;					/* reset by tcc.retry meanwhile */
+
+	/* a failed transaction stays failed until tcc.retry */
+	if (strcmp(status, call->phase) != 0)
+		return;
+
+	/* saga and msg steps run one after the other */
+	if (strcmp(call->mode, "tcc") != 0 &&
+		strcmp(call->phase, "confirming") == 0 &&
+		tcc_spi_exec(&next_plan,
+					 "UPDATE tcc.branch"
+					 "   SET status = 'confirming', next_attempt_at = now(),"
+					 "       updated_at = now()"
+					 " WHERE gid = $1"
+					 "   AND seq = (SELECT min(seq) FROM tcc.branch"
+					 "               WHERE gid = $1"
+					 "                 AND status = 'registered')",
+					 1, argtypes, values, NULL, false, 0) > 0)
+		return;
+
+	(void) tcc_spi_exec(&finish_plan,
+						"UPDATE tcc.global_transaction"
+						"   SET status = CASE $3 WHEN 'confirming'"
+						"                THEN 'confirmed' ELSE 'cancelled' END,"
+						"       finished_at = now(), updated_at = now()"
+						" WHERE gid = $1 AND status = $3"
+						"   AND NOT EXISTS ("
+						"        SELECT 1 FROM tcc.branch"
+						"         WHERE gid = $1"
+						"           AND status NOT IN ('skipped',"
+						"                CASE $3 WHEN 'confirming'"
+						"                THEN 'confirmed' ELSE 'cancelled' END))",
+						3, argtypes, values, NULL, false, 0);
+}
+
+/*
+ * record_failure
+ *		The action of call's branch failed (or returned false): schedule the
+ *		next attempt, or give up and fail the branch and its transaction.
+ */
+static void
+record_failure(TccCall *call)
+{
+	static SPIPlanPtr branch_plan = NULL;
+	static SPIPlanPtr global_plan = NULL;
+	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		BOOLOID, FLOAT8OID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *status;
+	bool		give_up;
+
+	if (call->outcome == TCC_CALL_NOT_DONE)
+	{
+		call->error = MemoryContextStrdup(calls_context,
+										  "the action returned false");
+		call->sqlstate[0] = '\0';
+	}
+	else if (call->sqlstate[0] != '\0' &&
+			 tcc_sqlstate_is_permanent(call->sqlstate))
+		call->permanent = true;
+
+	give_up = call->permanent ||
+		(tcc_max_attempts > 0 && call->attempts + 1 >= tcc_max_attempts);
+
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	values[2] = CStringGetTextDatum(call->phase);
+	values[3] = CStringGetTextDatum(call->error);
+	values[4] = CStringGetTextDatum(call->sqlstate);
+	nulls[4] = call->sqlstate[0] ? ' ' : 'n';
+	values[5] = BoolGetDatum(give_up);
+	values[6] = Float8GetDatum(give_up ? 0.0 :
+							   retry_delay_ms(call->attempts + 1));
+
+	status = lock_global_status(call->gid);
+	if (status == NULL)
+		return;
+
+	if (tcc_spi_exec(&branch_plan,
+					 "UPDATE tcc.branch"
+					 "   SET status = CASE WHEN $6 THEN 'failed'"
+					 "                ELSE status END,"
+					 "       attempts = attempts + 1,"
+					 "       last_attempt_at = now(),"
+					 "       next_attempt_at = CASE WHEN $6 THEN NULL"
+					 "           ELSE now() + $7 * interval '1 millisecond'"
+					 "           END,"
+					 "       last_error = $4,"
+					 "       last_sqlstate = $5,"
+					 "       updated_at = now()"
+					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
+					 7, argtypes, values, nulls, false, 0) == 0)
+		return;
+
+	if (give_up && strcmp(status, call->phase) == 0)
+		(void) tcc_spi_exec(&global_plan,
+							"UPDATE tcc.global_transaction"
+							"   SET status = 'failed', failed_phase = $3,"
+							"       last_error = format('%s of branch %s: %s',"
+							"           CASE $3 WHEN 'confirming' THEN 'confirm'"
+							"           ELSE 'cancel' END, $2, $4),"
+							"       updated_at = now()"
+							" WHERE gid = $1 AND status = $3",
+							4, argtypes, values, nulls, false, 0);
+}
+
+/*
+ * record_outcome
+ *		Record one call's outcome; the caller is connected to SPI inside a
+ *		transaction.
+ */
+static void
+record_outcome(TccCall *call)
+{
+	if (call->outcome == TCC_CALL_DONE)
+	{
+		record_success(call);
+		calls_succeeded++;
+	}
+	else
+	{
+		record_failure(call);
+		calls_failed++;
+	}
+}
+
+/*
+ * record_outcomes
+ *		Record the outcomes of the remote calls in done, all in one
+ *		transaction, and free them.
+ */
+static void
+record_outcomes(List *done)
+{
+	ListCell   *lc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "recording outcomes");
+
+	foreach(lc, done)
+		record_outcome((TccCall *) lfirst(lc));
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	foreach(lc, done)
+		free_call((TccCall *) lfirst(lc));
+}
+
+/*
+ * run_local_call
+ *		Run a local action (server NULL) here, as the transaction's owner,
+ *		and record its outcome in the same transaction: the branch is
+ *		confirmed exactly when the action's effects commit.
+ *
+ * The action runs in a subtransaction, so that its error can be recorded.
+ * The owner's rights apply, never the worker's: the user id is switched
+ * with SECURITY_RESTRICTED_OPERATION (as for index expressions run by
+ * maintenance commands) so the action cannot leave anything behind in the
+ * worker's session, and search_path is the database's default rather than
+ * the worker's own pinned one.  tcc.call_timeout becomes the statement
+ * timeout.  The subtransaction's abort restores the user id and settings
+ * when the action fails.
+ */
+static void
+run_local_call(TccCall *call)
+{
+	MemoryContext oldcontext;
+	ResourceOwner oldowner;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, call->sql);
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(call->owner)))
+	{
+		call->outcome = TCC_CALL_ERROR;
+		call->error = psprintf("role with OID %u, which owns the global "
+							   "transaction, does not exist", call->owner);
+		strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+		call->permanent = true;
+	}
+	else
+	{
+		oldcontext = CurrentMemoryContext;
+		oldowner = CurrentResourceOwner;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcontext);
+
+		PG_TRY();
+		{
+			Oid			save_userid;
+			int			save_sec_context;
+			int			nestlevel;
+			int			rc;
+
+			GetUserIdAndSecContext(&save_userid, &save_sec_context);
+			SetUserIdAndSecContext(call->owner,
+								   save_sec_context |
+								   SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
+			nestlevel = NewGUCNestLevel();
+			(void) set_config_option("search_path",
+									 GetConfigOptionResetString("search_path"),
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+			if (tcc_call_timeout > 0)
+			{
+				char		timeout[32];
+
+				snprintf(timeout, sizeof(timeout), "%d", tcc_call_timeout);
+				(void) set_config_option("statement_timeout", timeout,
+										 PGC_USERSET, PGC_S_SESSION,
+										 GUC_ACTION_SAVE, true, 0, false);
+			}
+
+			values[0] = CStringGetTextDatum(call->gid);
+			values[1] = CStringGetTextDatum(call->branch_id);
+			if (call->payload)
+				values[2] = DirectFunctionCall1(jsonb_in,
+												CStringGetDatum(call->payload));
+			else
+				nulls[2] = 'n';
+
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
+									   false, 0);
+			if (rc < 0)
+				elog(ERROR, "SPI_execute_with_args failed: %s",
+					 SPI_result_code_string(rc));
+
+			call->outcome = TCC_CALL_DONE;
+			if (SPI_tuptable != NULL && SPI_processed == 1 &&
+				SPI_tuptable->tupdesc->natts == 1 &&
+				TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid == BOOLOID)
+			{
+				bool		isnull;
+				Datum		result = SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1,
+												   &isnull);
+
+				if (!isnull && !DatumGetBool(result))
+					call->outcome = TCC_CALL_NOT_DONE;
+			}
+			SPI_finish();
+
+			AtEOXact_GUC(true, nestlevel);
+			SetUserIdAndSecContext(save_userid, save_sec_context);
+
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcontext);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(oldcontext);
+			edata = CopyErrorData();
+			FlushErrorState();
+
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcontext);
+			CurrentResourceOwner = oldowner;
+
+			call->outcome = TCC_CALL_ERROR;
+			call->error = MemoryContextStrdup(calls_context, edata->message);
+			strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
+					sizeof(call->sqlstate));
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+	}
+
+	/* the error text must outlive the transaction until free_call */
+	if (call->error && GetMemoryChunkContext(call->error) != calls_context)
+		call->error = MemoryContextStrdup(calls_context, call->error);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	record_outcome(call);
+	SPI_finish();
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	free_call(call);
+}
+
+/*
+ * expire_transactions
+ *		Cancel the transactions still trying after their deadline, with
+ *		reason "timeout", exactly as tcc.rollback would; returns how many.
+ *
+ * SKIP LOCKED: a transaction whose row a user holds (a commit in progress)
+ * is left for the next round rather than waited for; if that commit wins,
+ * the status is no longer trying and the guard below leaves it alone.
+ */
+static uint64
+expire_transactions(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(TCC_BATCH_SIZE);
+	return tcc_spi_exec(&plan,
+						"WITH expired AS ("
+						"  UPDATE tcc.global_transaction g"
+						"     SET status = CASE WHEN g.mode = 'tcc'"
+						"                        AND g.branch_count > 0"
+						"                  THEN 'cancelling'"
+						"                  ELSE 'cancelled' END,"
+						"         reason = 'timeout',"
+						"         updated_at = now(),"
+						"         finished_at = CASE WHEN g.mode = 'tcc'"
+						"                             AND g.branch_count > 0"
+						"                       THEN NULL ELSE now() END"
+						"   WHERE g.gid IN ("
+						"          SELECT gid FROM tcc.global_transaction"
+						"           WHERE status = 'trying'"
+						"             AND deadline < now()"
+						"           ORDER BY deadline LIMIT $1"
+						"             FOR UPDATE SKIP LOCKED)"
+						"     AND g.status = 'trying'"
+						"  RETURNING g.gid, g.status)"
+						"UPDATE tcc.branch b"
+						"   SET status = CASE e.status WHEN 'cancelling'"
+						"                THEN 'cancelling' ELSE 'skipped' END,"
+						"       next_attempt_at = CASE e.status"
+						"           WHEN 'cancelling' THEN now() END,"
+						"       updated_at = now()"
+						"  FROM expired e"
+						" WHERE b.gid = e.gid",
+						1, argtypes, values, NULL, false, 0);
+}
+
+/*
+ * purge_batch
+ *		Delete one batch of what retention allows from tcc.global_transaction
+ *		(fence false) or tcc.fence (fence true); true when the batch was
+ *		full, so there may be more.
+ */
+static bool
+purge_batch(bool fence)
+{
+	static SPIPlanPtr tx_plan = NULL;
+	static SPIPlanPtr fence_plan = NULL;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2];
+	uint64		deleted;
+
+	values[0] = Int32GetDatum(fence ? tcc_fence_retention : tcc_retention);
+	values[1] = Int32GetDatum(TCC_BATCH_SIZE);
+	if (fence)
+		deleted = tcc_spi_exec(&fence_plan,
+							   "DELETE FROM tcc.fence"
+							   " WHERE (gid, branch_id) IN ("
+							   "        SELECT gid, branch_id FROM tcc.fence"
+							   "         WHERE updated_at < now() -"
+							   "               $1 * interval '1 second'"
+							   "         LIMIT $2)",
+							   2, argtypes, values, NULL, false, 0);
+	else
+		deleted = tcc_spi_exec(&tx_plan,
+							   "DELETE FROM tcc.global_transaction"
+							   " WHERE gid IN ("
+							   "        SELECT gid FROM tcc.global_transaction"
+							   "         WHERE finished_at < now() -"
+							   "               $1 * interval '1 second'"
+							   "         ORDER BY finished_at LIMIT $2)",
+							   2, argtypes, values, NULL, false, 0);
+
+	return deleted == TCC_BATCH_SIZE;
+}
+
+/*
+ * begin_round
+ *		Start a transaction connected to SPI; false (with nothing started)
+ *		when the extension has been dropped, in which case the worker exits.
+ */
+static bool
+begin_round(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!OidIsValid(get_extension_oid("tcc", true)))
+	{
+		CommitTransactionCommand();
+		return false;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	return true;
+}
+
+/*
+ * end_round
+ *		Commit the transaction begin_round started.
+ */
+static void
+end_round(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * housekeeping
+ *		Timeouts and retention; false when the extension is gone.
+ *
+ * Each kind of work is its own transaction, so a long purge does not hold
+ * back the cancels of expired transactions, and all of it is bounded per
+ * call so that phase two is never starved.
+ */
+static bool
+housekeeping(void)
+{
+	int			i;
+
+	if (!begin_round("cancelling expired transactions"))
+		return false;
+	(void) expire_transactions();
+	end_round();
+
+	if (tcc_retention > 0)
+	{
+		for (i = 0; i < TCC_PURGE_BATCHES; i++)
+		{
+			bool		more;
+
+			if (!begin_round("purging finished transactions"))
+				return false;
+			more = purge_batch(false);
+			end_round();
+			if (!more)
+				break;
+		}
+	}
+
+	if (tcc_fence_retention > 0)
+	{
+		for (i = 0; i < TCC_PURGE_BATCHES; i++)
+		{
+			bool		more;
+
+			if (!begin_round("purging fence rows"))
+				return false;
+			more = purge_batch(true);
+			end_round();
+			if (!more)
+				break;
+		}
+	}
+
+	return true;
+}
+
+/*
+ * new_call
+ *		A call for result row row of the due-branch query, allocated in
+ *		calls_context.
+ */
+static TccCall *
+new_call(int row)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(calls_context);
+	TccCall    *call = palloc0(sizeof(TccCall));
+	HeapTuple	tuple = SPI_tuptable->vals[row];
+	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+	bool		isnull;
+
+	call->gid = SPI_getvalue(tuple, tupdesc, 1);
+	call->branch_id = SPI_getvalue(tuple, tupdesc, 2);
+	call->mode = SPI_getvalue(tuple, tupdesc, 3);
+	call->phase = SPI_getvalue(tuple, tupdesc, 4);
+	call->server = SPI_getvalue(tuple, tupdesc, 5);
+	call->sql = SPI_getvalue(tuple, tupdesc, 6);
+	call->payload = SPI_getvalue(tuple, tupdesc, 7);
+	call->attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
+	call->owner = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+	call->outcome = TCC_CALL_PENDING;
+	MemoryContextSwitchTo(oldcontext);
+
+	return call;
+}
+
+/*
+ * dispatch
+ *		Send the actions of the branches that are due; local ones are run
+ *		(and recorded) here, after the remote ones are on their way.
+ *		Calls that fail before being sent go to *done.
+ *
+ * Returns false when the extension is gone.  *next_due is set to when the
+ * next branch becomes due (0: none is waiting).  When tcc.max_concurrent_calls
+ * are in flight, the rest waits for answers to come back.
+ */
+static bool
+dispatch(List **done, TimestampTz *next_due)
+{
+	static SPIPlanPtr due_plan = NULL;
+	static SPIPlanPtr next_plan = NULL;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	List	   *local = NIL;
+	ListCell   *lc;
+	int			room = tcc_max_concurrent_calls - tcc_remote_in_flight();
+	uint64		nrows;
+	uint64		row;
+	bool		isnull;
+
+	*next_due = 0;
+
+	if (!begin_round("sending due actions"))
+		return false;
+
+	if (room > 0)
+	{
+		/*
+		 * Branches in flight are still due in the table; ask for enough
+		 * rows to find room new ones among them.  Confirms go in
+		 * registration order, cancels in reverse.
+		 */
+		values[0] = Int32GetDatum(room + tcc_remote_in_flight());
+		nrows = tcc_spi_exec(&due_plan,
+							 "SELECT b.gid, b.branch_id, g.mode, b.status,"
+							 "       b.server,"
+							 "       CASE b.status WHEN 'confirming'"
+							 "       THEN b.confirm_sql ELSE b.cancel_sql END,"
+							 "       b.payload, b.attempts, g.owner::oid"
+							 "  FROM tcc.branch b"
+							 "  JOIN tcc.global_transaction g ON g.gid = b.gid"
+							 " WHERE b.status IN ('confirming', 'cancelling')"
+							 "   AND b.next_attempt_at <= now()"
+							 " ORDER BY b.next_attempt_at, b.gid,"
+							 "          CASE b.status WHEN 'confirming'"
+							 "          THEN b.seq ELSE -b.seq END"
+							 " LIMIT $1",
+							 1, argtypes, values, NULL, true, 0);
+
+		for (row = 0; row < nrows && room > 0; row++)
+		{
+			InFlightKey key;
+			bool		found;
+			TccCall    *call;
+
+			in_flight_key(&key,
+						  SPI_getvalue(SPI_tuptable->vals[row],
+									   SPI_tuptable->tupdesc, 1),
+						  SPI_getvalue(SPI_tuptable->vals[row],
+									   SPI_tuptable->tupdesc, 2));
+			(void) hash_search(in_flight, &key, HASH_ENTER, &found);
+			if (found)
+				continue;
+
+			call = new_call(row);
+			room--;
+
+			/* a compensation may be absent: nothing to undo */
+			if (call->sql == NULL)
+			{
+				call->sql = MemoryContextStrdup(calls_context, "");
+				call->outcome = TCC_CALL_DONE;
+				add_call(done, call);
+			}
+			else if (call->server == NULL)
+				add_call(&local, call);
+			else
+			{
+				ForeignServer *server =
+					GetForeignServerByName(call->server, true);
+
+				if (server == NULL)
+				{
+					call->outcome = TCC_CALL_ERROR;
+					call->error = MemoryContextStrdup(calls_context,
+													  psprintf("server \"%s\" does not exist",
+															   call->server));
+					strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+					call->permanent = true;
+					add_call(done, call);
+				}
+				else
+				{
+					call->serverid = server->serverid;
+					tcc_remote_send(call, done);
+				}
+			}
+		}
+	}
+
+	/* when the next retry is due, so the worker can sleep until then */
+	if (tcc_spi_exec(&next_plan,
+					 "SELECT min(next_attempt_at) FROM tcc.branch"
+					 " WHERE status IN ('confirming', 'cancelling')"
+					 "   AND next_attempt_at > now()",
+					 0, NULL, NULL, NULL, true, 1) == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			*next_due = DatumGetTimestampTz(d);
+	}
+
+	end_round();
+
+	foreach(lc, local)
+		run_local_call((TccCall *) lfirst(lc));
+	list_free(local);
+
+	return true;
+}
+
+/*
+ * worker_exit_absent
+ *		The extension is not (or no longer) installed here: say so and
+ *		exit, so the launcher does not start this worker again until the
+ *		extension is used.
+ */
+static void
+worker_exit_absent(void)
+{
+	ereport(LOG,
+			(errmsg("tcc worker for database \"%s\" exits: the extension "
+					"is not installed there", my_database_name)));
+	tcc_worker_mark_absent();
+	proc_exit(0);
+}
+
+/*
+ * tcc_worker_main
+ *		The body of the worker of the database whose OID is main_arg.
+ *
+ * SIGTERM is handled by die(): the worker stops at the next interrupt
+ * check, which every wait makes (the waits for participants included), so
+ * a slow participant cannot delay a shutdown.
+ */
+void
+tcc_worker_main(Datum main_arg)
+{
+	Oid			dboid = DatumGetObjectId(main_arg);
+	List	   *done = NIL;
+	TimestampTz next_housekeeping = 0;
+	HASHCTL		ctl;
+	bool		extension_exists;
+	MemoryContext loop_context;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	if (!tcc_worker_attach(dboid))
+	{
+		ereport(LOG,
+				(errmsg("another tcc worker already serves database %u",
+						dboid)));
+		proc_exit(0);
+	}
+
+	/*
+	 * tcc's own statements run as the worker's superuser: no user object
+	 * may be found before the built-in one.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
+					PGC_S_SESSION);
+
+	StartTransactionCommand();
+	extension_exists = OidIsValid(get_extension_oid("tcc", true));
+	my_database_name = MemoryContextStrdup(TopMemoryContext,
+										   get_database_name(dboid));
+	CommitTransactionCommand();
+	if (!extension_exists)
+		worker_exit_absent();
+
+	calls_context = AllocSetContextCreate(TopMemoryContext, "tcc calls",
+										  ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(InFlightKey);
+	ctl.entrysize = sizeof(InFlightKey);
+	in_flight = hash_create("tcc calls in flight", 256, &ctl,
+							HASH_ELEM | HASH_BLOBS);
+	tcc_remote_init();
+	loop_context = AllocSetContextCreate(TopMemoryContext, "tcc worker loop",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	ereport(LOG,
+			(errmsg("tcc worker started for database \"%s\"",
+					my_database_name)));
+
+	for (;;)
+	{
+		TimestampTz now;
+		TimestampTz next_due;
+		TimestampTz wake_at;
+		long		sleep_ms;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		/* what each round allocates outside its transactions goes here */
+		MemoryContextReset(loop_context);
+		MemoryContextSwitchTo(loop_context);
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		tcc_worker_set_state(TCC_SLOT_WORKING);
+
+		if (done != NIL)
+		{
+			record_outcomes(done);
+			list_free(done);
+			done = NIL;
+		}
+
+		now = GetCurrentTimestamp();
+		if (now >= next_housekeeping)
+		{
+			if (!housekeeping())
+				worker_exit_absent();
+			next_housekeeping = now + (int64) tcc_naptime * 1000;
+		}
+
+		if (!dispatch(&done, &next_due))
+			worker_exit_absent();
+
+		tcc_worker_count(calls_succeeded, calls_failed,
+						 tcc_remote_open_connections());
+		calls_succeeded = calls_failed = 0;
+
+		/* calls that failed before being sent are recorded right away */
+		if (done != NIL)
+			continue;
+
+		wake_at = next_housekeeping;
+		if (next_due != 0 && next_due < wake_at)
+			wake_at = next_due;
+		now = GetCurrentTimestamp();
+		sleep_ms = wake_at > now ? (long) ((wake_at - now + 999) / 1000) : 0;
+
+		if (tcc_remote_in_flight() == 0)
+			tcc_worker_set_state(TCC_SLOT_IDLE);
+		MemoryContextSwitchTo(loop_context);
+		tcc_remote_wait(sleep_ms, &done);
+	}
+}
