@@ -1,7 +1,8 @@
 --
 -- api: every coordinator function in its normal use (SPEC sections 2 and 3).
 --
--- There is no background worker yet, so statuses move only through the SQL
+-- No background worker runs in this suite (test/tcc.conf does not preload
+-- tcc), so statuses move only through the SQL
 -- API.  Where a test needs a status that only the worker can produce
 -- (confirmed after phase two, failed, an old finished_at) it says so and
 -- simulates the worker with a superuser UPDATE of tcc's tables.
@@ -118,7 +119,9 @@ SELECT * FROM pg_temp.gtx('api-%');
 --
 -- tcc.register_branch
 --
-CREATE SERVER p1 FOREIGN DATA WRAPPER tcc_fdw;
+CREATE SERVER p1 FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '127.0.0.1', dbname 'participant');
+CREATE USER MAPPING FOR PUBLIC SERVER p1;
 -- a local branch (server NULL) gets the generated id 1
 SELECT tcc.register_branch('api-t', NULL,
 						   'UPDATE stock SET frozen = frozen - 2 WHERE $3 IS NOT NULL',
@@ -241,7 +244,7 @@ SELECT seq, status, due FROM pg_temp.br('api-msg-r');
 --
 -- tcc.retry in the confirming phase.
 --
--- Simulate the worker (there is none yet): branch 1's confirm failed for
+-- Simulate the worker (none runs here): branch 1's confirm failed for
 -- good, the others were confirmed, and the transaction became failed.
 UPDATE tcc.branch
    SET status = 'confirmed', attempts = 1, next_attempt_at = NULL,
@@ -408,7 +411,7 @@ SELECT * FROM pg_temp.gtx('api-dl-%');
 
 --
 -- clean up: roll back what is still trying; what the worker would have to
--- finish is deleted by hand (there is no worker yet)
+-- finish is deleted by hand (no worker runs in this suite)
 --
 SELECT gid, tcc.rollback(gid) FROM tcc.global_transaction
  WHERE status = 'trying' AND gid LIKE 'api-%' ORDER BY gid;
@@ -417,4 +420,5 @@ DELETE FROM tcc.global_transaction
  WHERE gid LIKE 'api-%' OR gid IN (:'g1', :'g2');
 SELECT count(*) AS branches_left FROM tcc.branch
  WHERE gid LIKE 'api-%' OR gid IN (:'g1', :'g2');
+DROP USER MAPPING FOR PUBLIC SERVER p1;
 DROP SERVER p1;

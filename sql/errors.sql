@@ -10,7 +10,7 @@
 --
 -- Works alone or after the other tests: all gids start with 'err-', all
 -- other objects are this file's own, and everything is dropped at the end.
--- There is no background worker yet: where a case needs a status only the
+-- No background worker runs in this suite: where a case needs a status only the
 -- worker (or CALL tcc.try, not there yet) can produce, a superuser UPDATE
 -- simulates it, with a comment saying so.
 --
@@ -108,6 +108,9 @@ $$;
 -- fixtures: transactions in every status a wrong call can meet
 --
 CREATE SERVER err_p1 FOREIGN DATA WRAPPER tcc_fdw;
+CREATE USER MAPPING FOR PUBLIC SERVER err_p1;
+-- a participant nobody has a user mapping for
+CREATE SERVER err_nomap FOREIGN DATA WRAPPER tcc_fdw;
 CREATE FOREIGN DATA WRAPPER err_other_fdw;
 CREATE SERVER err_s2 FOREIGN DATA WRAPPER err_other_fdw;
 
@@ -147,7 +150,7 @@ UPDATE tcc.branch
 SELECT tcc.begin('err-failed');
 SELECT tcc.register_branch('err-failed', NULL, 'SELECT 1', 'SELECT 2');
 SELECT tcc.commit('err-failed');
--- Simulate the worker (there is none yet): the confirm failed for good.
+-- Simulate the worker (none runs here): the confirm failed for good.
 UPDATE tcc.branch
    SET status = 'failed', attempts = 5, next_attempt_at = NULL,
 	   last_error = 'function confirm() does not exist',
@@ -308,9 +311,44 @@ SELECT pg_temp.try(label, sql)
 	(1, 'register_branch server: unknown', $$SELECT tcc.register_branch('err-tcc', 'err_nosuch', 'SELECT 1', 'SELECT 2')$$),
 	(2, 'add_step server: unknown', $$SELECT tcc.add_step('err-saga', 'err_nosuch', 'SELECT 1')$$),
 	(3, 'register_branch server: other wrapper', $$SELECT tcc.register_branch('err-tcc', 'err_s2', 'SELECT 1', 'SELECT 2')$$),
-	(4, 'add_step server: other wrapper', $$SELECT tcc.add_step('err-saga', 'err_s2', 'SELECT 1')$$)
+	(4, 'add_step server: other wrapper', $$SELECT tcc.add_step('err-saga', 'err_s2', 'SELECT 1')$$),
+	(5, 'register_branch server: no user mapping', $$SELECT tcc.register_branch('err-tcc', 'err_nomap', 'SELECT 1', 'SELECT 2')$$),
+	(6, 'add_step server: no user mapping', $$SELECT tcc.add_step('err-saga', 'err_nomap', 'SELECT 1')$$)
   ) AS c(o, label, sql)
  ORDER BY o;
+
+--
+-- the tcc_fdw validator: where the participant is goes on the server, a
+-- role's credentials on its user mapping, and tcc's own settings nowhere
+--
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(1, 'server option user', $$CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw OPTIONS (user 'u')$$),
+	(2, 'server option password', $$CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw OPTIONS (password 'p')$$),
+	(3, 'server option client_encoding', $$CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw OPTIONS (client_encoding 'LATIN1')$$),
+	(4, 'server option connect_timeout', $$CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw OPTIONS (connect_timeout '5')$$),
+	(5, 'server option added later', $$ALTER SERVER err_p1 OPTIONS (ADD sslkey '/k')$$),
+	(6, 'user mapping option host', $$CREATE USER MAPPING FOR CURRENT_USER SERVER err_nomap OPTIONS (host 'h')$$),
+	(7, 'user mapping option dbname', $$ALTER USER MAPPING FOR PUBLIC SERVER err_p1 OPTIONS (ADD dbname 'd')$$),
+	(8, 'wrapper option', $$ALTER FOREIGN DATA WRAPPER tcc_fdw OPTIONS (host 'h')$$),
+	(9, 'server option replication', $$CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw OPTIONS (replication 'database')$$),
+	(10, 'user mapping option fallback_application_name', $$CREATE USER MAPPING FOR CURRENT_USER SERVER err_nomap OPTIONS (fallback_application_name 'x')$$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
+-- an option libpq does not know: the hint lists the valid ones, which
+-- depend on the libpq version, so only the message is shown
+\set VERBOSITY terse
+CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw OPTIONS (hots 'h');
+CREATE USER MAPPING FOR CURRENT_USER SERVER err_nomap OPTIONS (pasword 'p');
+\set VERBOSITY default
+-- the right options in the right places are accepted
+CREATE SERVER err_v FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '127.0.0.1', port '5432', dbname 'inventory',
+			 sslmode 'prefer', application_name 'tcc');
+CREATE USER MAPPING FOR CURRENT_USER SERVER err_v
+	OPTIONS (user 'inventory', password 'secret');
+SELECT srvname, srvoptions FROM pg_foreign_server WHERE srvname = 'err_v';
+DROP SERVER err_v CASCADE;
 
 --
 -- tcc.begin: mode, timeout, meta
@@ -656,7 +694,7 @@ SELECT DISTINCT left(sqlstate, 2) AS class FROM cases
  WHERE sqlstate IS NOT NULL ORDER BY 1;
 
 --
--- clean up.  There is no worker to finish the transactions, so they are
+-- clean up.  No worker runs here to finish the transactions, so they are
 -- deleted by hand, and so are the fence rows of this file.
 --
 DELETE FROM tcc.global_transaction WHERE gid LIKE 'err-%';
@@ -665,6 +703,7 @@ DROP OWNED BY regress_tcc_errors_member;
 DROP ROLE regress_tcc_errors_member;
 DROP OWNED BY regress_tcc_errors;
 DROP ROLE regress_tcc_errors;
-DROP SERVER err_p1;
+DROP USER MAPPING FOR PUBLIC SERVER err_p1;
+DROP SERVER err_p1, err_nomap;
 DROP SERVER err_s2;
 DROP FOREIGN DATA WRAPPER err_other_fdw;

@@ -187,6 +187,7 @@ RESET ROLE;
 -- a superuser.
 --
 CREATE SERVER own_p1 FOREIGN DATA WRAPPER tcc_fdw;
+CREATE USER MAPPING FOR PUBLIC SERVER own_p1;
 GRANT USAGE ON FOREIGN SERVER own_p1 TO carol;
 SET ROLE alice;
 SELECT tcc.begin('own-usage');
@@ -366,5 +367,6 @@ DROP SCHEMA evil CASCADE;
 RESET client_min_messages;
 DELETE FROM tcc.fence WHERE gid LIKE 'own-%';
 DELETE FROM tcc.global_transaction WHERE gid LIKE 'own-%';
+DROP USER MAPPING FOR PUBLIC SERVER own_p1;
 DROP SERVER own_p1;
 DROP ROLE carol, bob, alice;

@@ -5,7 +5,8 @@
 -- The views show each role only the transactions of roles it belongs to,
 -- so the counts below are taken as a role made for this file, which sees
 -- nothing but its own transactions, whatever other tests left behind.
--- There is no background worker yet: statuses only the worker can produce
+-- No background worker runs in this suite (test/tcc.conf does not preload
+-- tcc): statuses only the worker can produce
 -- are simulated by a superuser UPDATE, with a comment saying so.  No
 -- timestamp is printed, only facts about them.  All gids start with
 -- 'views-'.
@@ -22,6 +23,7 @@ RESET client_min_messages;
 
 CREATE ROLE regress_tcc_views;
 CREATE SERVER views_p1 FOREIGN DATA WRAPPER tcc_fdw;
+CREATE USER MAPPING FOR PUBLIC SERVER views_p1;
 GRANT USAGE ON FOREIGN SERVER views_p1 TO regress_tcc_views;
 
 -- the views without timestamps
@@ -216,7 +218,8 @@ SELECT count(*) AS visible_to_superuser FROM tcc.transactions
  WHERE gid LIKE 'views-%';
 
 --
--- tcc.worker: no worker runs yet, but the view answers with its columns
+-- tcc.worker: no worker runs in this suite (tcc is not preloaded), but the
+-- view answers with its columns
 --
 SELECT * FROM tcc.worker WHERE false;
 SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
@@ -258,10 +261,11 @@ SELECT count(*) FILTER (WHERE d.classid = 'pg_proc'::regclass) >= 14
    AND d.deptype = 'e';
 
 --
--- clean up.  There is no worker to finish the transactions, so they are
+-- clean up.  No worker runs here to finish the transactions, so they are
 -- deleted by hand.
 --
 DELETE FROM tcc.global_transaction WHERE gid LIKE 'views-%';
+DROP USER MAPPING FOR PUBLIC SERVER views_p1;
 DROP SERVER views_p1;
 DROP OWNED BY regress_tcc_views;
 DROP ROLE regress_tcc_views;

@@ -187,11 +187,26 @@ tcc_fdw_validator(PG_FUNCTION_ARGS)
 					 errhint("Use ALTER SERVER ... OPTIONS (ADD %s '...').",
 							 def->defname)));
 
+		if (in_list(def->defname, reserved_options))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					 errmsg("option \"%s\" cannot be set on a tcc "
+							"participant", def->defname),
+					 errdetail("%s",
+							   strcmp(def->defname, "connect_timeout") == 0 ?
+							   "The worker bounds connecting by the setting "
+							   "tcc.connect_timeout." :
+							   strcmp(def->defname, "replication") == 0 ?
+							   "A replication connection cannot run "
+							   "actions." :
+							   "tcc sets it itself: the encoding is the "
+							   "database's and the application name "
+							   "defaults to tcc."),
+					 errhint("Leave the option out.")));
+
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 				 errmsg("invalid option \"%s\"", def->defname),
-				 in_list(def->defname, reserved_options) ?
-				 errdetail("tcc sets this option itself.") : 0,
 				 errhint("Valid options in this context are: %s.",
 						 valid_options_hint(catalog))));
 	}
