@@ -22,9 +22,11 @@
  *
  * Every change of state is guarded by the status it expects, under the row
  * lock of the global transaction, so the worker and the SQL API cannot
- * overwrite each other (see coordinator.c).  The worker never waits for a
- * lock a user holds: the timeout scan skips locked rows, and a transaction
- * being committed right now is simply looked at again a naptime later.
+ * overwrite each other (see coordinator.c).  The timeout scan skips rows
+ * that are locked, so a transaction being committed right now is looked at
+ * again a naptime later instead of being waited for; recording an outcome
+ * does wait for the row lock, which a user holds only for the length of
+ * one of the API's calls on a transaction in phase two (a repeated commit).
  *
  * Delivery is at least once.  The outcome of a call is recorded after the
  * participant answered; a crash in between (of either side) means the call
