@@ -75,7 +75,8 @@ tcc_shmem_startup_hook(void)
  * tcc_process_utility
  *		Stop the tcc worker of a database that a command needs free of
  *		connections: DROP DATABASE, ALTER DATABASE (RENAME, SET TABLESPACE)
- *		and CREATE DATABASE ... TEMPLATE.
+ *		and CREATE DATABASE ... TEMPLATE; and ask for a worker where
+ *		CREATE EXTENSION tcc runs.
  *
  * Those commands wait a few seconds for other sessions to leave and then
  * fail; a worker that stayed connected would make them fail every time.
@@ -114,6 +115,15 @@ tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (datname != NULL)
 		tcc_stop_database_worker(get_database_oid(datname, true));
+
+	/*
+	 * A database where the extension is created (by hand, or by a restore
+	 * that brings pending work with it) gets its worker when the command
+	 * commits, rather than at the first tcc call.
+	 */
+	if (IsA(parsetree, CreateExtensionStmt) &&
+		strcmp(((CreateExtensionStmt *) parsetree)->extname, "tcc") == 0)
+		tcc_wake_worker_at_commit();
 
 	if (prev_process_utility_hook)
 		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
