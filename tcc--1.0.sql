@@ -361,7 +361,10 @@ SELECT g.gid,
 		   count(*) FILTER (WHERE br.status IN ('try_failed', 'failed',
 												'aborted')) AS failed,
 		   (array_agg(br.last_error ORDER BY br.updated_at DESC)
-				FILTER (WHERE br.last_error IS NOT NULL))[1] AS last_error
+				FILTER (WHERE br.last_error IS NOT NULL
+						  AND br.status NOT IN ('confirmed', 'cancelled',
+												'skipped')))[1]
+			   AS last_error
 	  FROM tcc.branch br
 	 WHERE br.gid = g.gid) b ON true
  WHERE tcc.is_visible(g.owner);

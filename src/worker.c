@@ -741,8 +741,9 @@ new_call(int row)
  *		Calls that fail before being sent go to *done.
  *
  * Returns false when the extension is gone.  *next_due is set to when the
- * next branch becomes due (0: none is waiting).  When tcc.max_concurrent_calls
- * are in flight, the rest waits for answers to come back.
+ * next branch becomes due (0: none is waiting; now, after local calls, as
+ * more may be due already).  When tcc.max_concurrent_calls are in flight,
+ * the rest waits for answers to come back.
  */
 static bool
 dispatch(List **done, TimestampTz *next_due)
@@ -856,6 +857,14 @@ dispatch(List **done, TimestampTz *next_due)
 
 	foreach(lc, local)
 		run_local_call((TccCall *) lfirst(lc));
+
+	/*
+	 * Local calls are recorded here, so no answer will wake the worker for
+	 * the branches the LIMIT left out: look again at once, not a naptime
+	 * later.
+	 */
+	if (local != NIL)
+		*next_due = GetCurrentTimestamp();
 	list_free(local);
 
 	return true;
