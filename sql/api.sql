@@ -121,7 +121,7 @@ SELECT * FROM pg_temp.gtx('api-%');
 --
 CREATE SERVER p1 FOREIGN DATA WRAPPER tcc_fdw
 	OPTIONS (host '127.0.0.1', dbname 'participant');
-CREATE USER MAPPING FOR PUBLIC SERVER p1;
+CREATE USER MAPPING FOR PUBLIC SERVER p1 OPTIONS (password 'unused');
 -- a local branch (server NULL) gets the generated id 1
 SELECT tcc.register_branch('api-t', NULL,
 						   'UPDATE stock SET frozen = frozen - 2 WHERE $3 IS NOT NULL',

@@ -108,7 +108,7 @@ $$;
 -- fixtures: transactions in every status a wrong call can meet
 --
 CREATE SERVER err_p1 FOREIGN DATA WRAPPER tcc_fdw;
-CREATE USER MAPPING FOR PUBLIC SERVER err_p1;
+CREATE USER MAPPING FOR PUBLIC SERVER err_p1 OPTIONS (password 'unused');
 -- a participant nobody has a user mapping for
 CREATE SERVER err_nomap FOREIGN DATA WRAPPER tcc_fdw;
 CREATE FOREIGN DATA WRAPPER err_other_fdw;
@@ -639,7 +639,23 @@ SELECT pg_temp.try(label, sql)
 \pset tuples_only off
 RESET ROLE;
 GRANT USAGE ON FOREIGN SERVER err_p1 TO regress_tcc_errors;
+-- a user mapping without a password, for a role that is not a superuser:
+-- the worker would refuse to connect, so registering is refused already
+CREATE SERVER err_nopw FOREIGN DATA WRAPPER tcc_fdw;
+CREATE USER MAPPING FOR regress_tcc_errors SERVER err_nopw
+	OPTIONS (user 'app');
+GRANT USAGE ON FOREIGN SERVER err_nopw TO regress_tcc_errors;
 SET ROLE regress_tcc_errors;
+\pset format unaligned
+\pset tuples_only on
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(5, 'register_branch server: mapping without password', $$SELECT tcc.register_branch('err-role', 'err_nopw', 'SELECT 1', 'SELECT 2')$$),
+	(6, 'add_step server: mapping without password', $$SELECT tcc.add_step('err-role-saga', 'err_nopw', 'SELECT 1')$$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
+\pset format aligned
+\pset tuples_only off
 -- with USAGE the same calls work
 SELECT tcc.register_branch('err-role', 'err_p1', 'SELECT 1', 'SELECT 2');
 SELECT tcc.add_step('err-role-saga', 'err_p1', 'SELECT 1');
@@ -705,5 +721,6 @@ DROP OWNED BY regress_tcc_errors;
 DROP ROLE regress_tcc_errors;
 DROP USER MAPPING FOR PUBLIC SERVER err_p1;
 DROP SERVER err_p1, err_nomap;
+DROP SERVER err_nopw CASCADE;
 DROP SERVER err_s2;
 DROP FOREIGN DATA WRAPPER err_other_fdw;

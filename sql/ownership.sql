@@ -187,7 +187,7 @@ RESET ROLE;
 -- a superuser.
 --
 CREATE SERVER own_p1 FOREIGN DATA WRAPPER tcc_fdw;
-CREATE USER MAPPING FOR PUBLIC SERVER own_p1;
+CREATE USER MAPPING FOR PUBLIC SERVER own_p1 OPTIONS (password 'unused');
 GRANT USAGE ON FOREIGN SERVER own_p1 TO carol;
 SET ROLE alice;
 SELECT tcc.begin('own-usage');

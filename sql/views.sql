@@ -23,7 +23,7 @@ RESET client_min_messages;
 
 CREATE ROLE regress_tcc_views;
 CREATE SERVER views_p1 FOREIGN DATA WRAPPER tcc_fdw;
-CREATE USER MAPPING FOR PUBLIC SERVER views_p1;
+CREATE USER MAPPING FOR PUBLIC SERVER views_p1 OPTIONS (password 'unused');
 GRANT USAGE ON FOREIGN SERVER views_p1 TO regress_tcc_views;
 
 -- the views without timestamps

@@ -44,6 +44,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "fmgr.h"
 #include "foreign/foreign.h"
 #include "mb/pg_wchar.h"
@@ -472,14 +473,23 @@ check_participant_usage(GlobalTx *tx, ForeignServer *server)
 /*
  * check_user_mapping
  *		Check that tx's owner has a user mapping (its own or PUBLIC's) on
- *		server, which the worker needs to connect for phase two.
+ *		server, which the worker needs to connect for phase two, and that
+ *		the mapping has a password unless the owner is a superuser.
+ *
+ * The worker refuses a non-superuser's connection without a password (see
+ * remote.c); refusing the registration as well reports the mistake to
+ * whoever makes it rather than in phase two.  The worker checks again,
+ * since the mapping may change in between.
  */
 static void
 check_user_mapping(GlobalTx *tx, ForeignServer *server)
 {
 	Oid			umid;
+	List	   *options;
+	ListCell   *lc;
+	bool		has_password = false;
 
-	(void) tcc_user_mapping_options(tx->owner, server->serverid, &umid);
+	options = tcc_user_mapping_options(tx->owner, server->serverid, &umid);
 	if (!OidIsValid(umid))
 	{
 		char	   *owner = GetUserNameFromId(tx->owner, false);
@@ -494,6 +504,27 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 				 errhint("Create it with CREATE USER MAPPING FOR %s SERVER "
 						 "%s OPTIONS (user '...', password '...').",
 						 owner, server->servername)));
+	}
+
+	foreach(lc, options)
+	{
+		if (strcmp(((DefElem *) lfirst(lc))->defname, "password") == 0)
+			has_password = true;
+	}
+	if (!has_password && !superuser_arg(tx->owner))
+	{
+		char	   *owner = GetUserNameFromId(tx->owner, false);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("password is required for role %s on server \"%s\"",
+						owner, server->servername),
+				 errdetail("Role %s, which owns global transaction \"%s\", "
+						   "is not a superuser, and its user mapping has no "
+						   "password.", owner, tx->gid),
+				 errhint("Add one with ALTER USER MAPPING FOR %s SERVER %s "
+						 "OPTIONS (ADD password '...'); the participant "
+						 "must ask for it.", owner, server->servername)));
 	}
 }
 
