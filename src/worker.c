@@ -954,6 +954,7 @@ tcc_worker_main(Datum main_arg)
 		TimestampTz next_due;
 		TimestampTz wake_at;
 		long		sleep_ms;
+		long		stats_ms;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -1001,6 +1002,17 @@ tcc_worker_main(Datum main_arg)
 			wake_at = next_due;
 		now = GetCurrentTimestamp();
 		sleep_ms = wake_at > now ? (long) ((wake_at - now + 999) / 1000) : 0;
+
+		/*
+		 * Publish what this worker's transactions did to the cumulative
+		 * statistics (at most once a second), as a backend does when idle:
+		 * otherwise autovacuum never hears of the rows it updates and
+		 * deletes, nor pg_stat_* of its commits and WAL, until it exits.
+		 * Pending counts are retried within the interval it returns.
+		 */
+		stats_ms = pgstat_report_stat(false);
+		if (stats_ms > 0 && stats_ms < sleep_ms)
+			sleep_ms = stats_ms;
 
 		if (tcc_remote_in_flight() == 0)
 			tcc_worker_set_state(TCC_SLOT_IDLE);
