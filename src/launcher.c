@@ -50,14 +50,18 @@
 /* seconds between two listings of the databases */
 #define TCC_RESCAN_INTERVAL	10
 
-/* the workers this launcher registered and has not seen stop */
+/*
+ * The workers this launcher registered and has not seen stop.  A database
+ * can have two for a moment (one exiting, its successor registered), hence
+ * twice the slots.
+ */
 typedef struct LaunchedWorker
 {
 	Oid			dboid;
 	BackgroundWorkerHandle *handle;
 } LaunchedWorker;
 
-static LaunchedWorker launched[TCC_MAX_WORKERS];
+static LaunchedWorker launched[2 * TCC_MAX_WORKERS];
 static int	nlaunched = 0;
 
 /*
@@ -145,6 +149,9 @@ launch_worker(Oid dboid)
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	MemoryContext oldcontext;
+
+	if (nlaunched == lengthof(launched))
+		return false;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
@@ -279,5 +286,10 @@ tcc_launcher_main(Datum main_arg)
 						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 	}
 
-	proc_exit(0);
+	/*
+	 * Exit code 1, so that the postmaster starts the launcher again after
+	 * a pg_terminate_backend (at shutdown it does not): with code 0 a
+	 * background worker is gone for good, and so would be every worker.
+	 */
+	proc_exit(1);
 }

@@ -42,6 +42,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -66,6 +67,9 @@ typedef struct ConnCacheEntry
 	List	   *calls;			/* in flight, oldest first */
 	bool		flush_pending;	/* libpq has output left to send */
 	bool		invalidated;	/* the server or mapping changed */
+	TimestampTz failed_at;		/* when connecting last failed, or 0 */
+	char	   *failed_error;	/* ... and why (in remote_context) */
+	char		failed_sqlstate[6];
 	uint32		server_hashvalue;
 	uint32		mapping_hashvalue;
 } ConnCacheEntry;
@@ -89,6 +93,9 @@ remote_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
+		/* a changed server or mapping may connect now: try it at once */
+		entry->failed_at = 0;
+
 		if (entry->conn == NULL)
 			continue;
 		if (hashvalue == 0 ||
@@ -98,6 +105,41 @@ remote_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
 			 entry->mapping_hashvalue == hashvalue))
 			entry->invalidated = true;
 	}
+}
+
+/*
+ * remote_disconnect_all
+ *		Close every connection when the worker exits, so that participants
+ *		see a proper goodbye.  Calls in flight are not cancelled: they end
+ *		on the participant as they would, and are made again (the fence
+ *		takes care of that) by the next worker.
+ */
+static void
+remote_disconnect_all(int code, Datum arg)
+{
+	HASH_SEQ_STATUS scan;
+	ConnCacheEntry *entry;
+
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->conn != NULL)
+		{
+			PQfinish(entry->conn);
+			entry->conn = NULL;
+		}
+	}
+}
+
+/*
+ * ignore_notice
+ *		Notice receiver for participant connections: an action's NOTICEs are
+ *		of no use to the worker, and libpq would print them on the server's
+ *		stderr.
+ */
+static void
+ignore_notice(void *arg, const PGresult *res)
+{
 }
 
 /*
@@ -122,6 +164,7 @@ tcc_remote_init(void)
 								  (Datum) 0);
 	CacheRegisterSyscacheCallback(USERMAPPINGOID, remote_inval_callback,
 								  (Datum) 0);
+	before_shmem_exit(remote_disconnect_all, (Datum) 0);
 }
 
 /*
@@ -383,6 +426,8 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 		else if (PQsetnonblocking(conn, 1) != 0 ||
 				 PQenterPipelineMode(conn) != 1)
 			error = libpq_message(conn, "could not enter pipeline mode");
+		else
+			(void) PQsetNoticeReceiver(conn, ignore_notice, NULL);
 	}
 	PG_CATCH();
 	{
@@ -441,6 +486,8 @@ tcc_remote_send(TccCall *call, List **done)
 		entry->calls = NIL;
 		entry->flush_pending = false;
 		entry->invalidated = false;
+		entry->failed_at = 0;
+		entry->failed_error = NULL;
 	}
 
 	if (entry->conn != NULL && entry->invalidated && entry->calls == NIL)
@@ -449,21 +496,58 @@ tcc_remote_send(TccCall *call, List **done)
 		entry->calls == NIL)
 		disconnect(entry);
 
-	if (entry->conn == NULL && !connect_participant(entry, call))
+	if (entry->conn == NULL)
 	{
-		add_done(done, call);
-		return;
+		/*
+		 * Connecting can take up to tcc.connect_timeout, during which the
+		 * worker serves nobody: after a failure, the other calls for this
+		 * participant fail the same way without trying again until the
+		 * next naptime.
+		 */
+		if (entry->failed_at != 0 &&
+			GetCurrentTimestamp() < entry->failed_at +
+			(int64) tcc_naptime * 1000)
+		{
+			set_call_error(call, entry->failed_error, entry->failed_sqlstate,
+						   false);
+			add_done(done, call);
+			return;
+		}
+		if (!connect_participant(entry, call))
+		{
+			/* a refusal (no mapping, no password) costs no time */
+			if (call->permanent)
+			{
+				add_done(done, call);
+				return;
+			}
+			if (entry->failed_error)
+				pfree(entry->failed_error);
+			entry->failed_at = GetCurrentTimestamp();
+			entry->failed_error = MemoryContextStrdup(remote_context,
+													  call->error);
+			strlcpy(entry->failed_sqlstate, call->sqlstate,
+					sizeof(entry->failed_sqlstate));
+			add_done(done, call);
+			return;
+		}
+		entry->failed_at = 0;
 	}
 
 	values[0] = call->gid;
 	values[1] = call->branch_id;
 	values[2] = call->payload;
 
+	/*
+	 * The participant runs a connection's calls one after the other, so
+	 * the time limit of a call starts when it reaches the head of the
+	 * queue (see collect_results), not while it waits behind others.
+	 */
+	call->deadline = (tcc_call_timeout > 0 && entry->calls == NIL) ?
+		GetCurrentTimestamp() + (int64) tcc_call_timeout * 1000 : 0;
 	oldcontext = MemoryContextSwitchTo(remote_context);
 	entry->calls = lappend(entry->calls, call);
 	MemoryContextSwitchTo(oldcontext);
-	call->deadline = tcc_call_timeout > 0 ?
-		GetCurrentTimestamp() + (int64) tcc_call_timeout * 1000 : 0;
 
 	if (!PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
 						   values, NULL, NULL, 0) ||
@@ -576,6 +660,10 @@ collect_results(ConnCacheEntry *entry, List **done)
 								   "08P01", false);
 				entry->calls = list_delete_first(entry->calls);
 				add_done(done, call);
+				if (entry->calls != NIL && tcc_call_timeout > 0)
+					((TccCall *) linitial(entry->calls))->deadline =
+						GetCurrentTimestamp() +
+						(int64) tcc_call_timeout * 1000;
 			}
 			else
 				keep = result_outcome(entry, call, res);
@@ -596,6 +684,11 @@ collect_results(ConnCacheEntry *entry, List **done)
 			return;
 		}
 	}
+
+	/* libpq gives up on a connection that lost protocol sync */
+	if (entry->calls != NIL && PQstatus(entry->conn) == CONNECTION_BAD)
+		fail_entry(entry, libpq_message(entry->conn, "connection lost"),
+				   "08006", done);
 }
 
 /*
@@ -640,6 +733,26 @@ tcc_remote_wait(long timeout_ms, List **done)
 	int			nevents;
 	int			i;
 	TimestampTz now = GetCurrentTimestamp();
+	int			ndone = list_length(*done);
+
+	/*
+	 * libpq may have read answers already, while it was sending (a
+	 * non-blocking send reads when the socket's buffer is full): the
+	 * socket would not be readable for them, so take them first.
+	 */
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->conn == NULL || entry->calls == NIL)
+			continue;
+		if (!PQconsumeInput(entry->conn))
+			fail_entry(entry, libpq_message(entry->conn, "connection lost"),
+					   "08006", done);
+		else
+			collect_results(entry, done);
+	}
+	if (list_length(*done) > ndone)
+		timeout_ms = 0;
 
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)

@@ -152,10 +152,16 @@ request_slot(Oid dboid, TimestampTz not_before)
 		return true;
 	}
 
-	for (i = 0; i < TCC_MAX_WORKERS; i++)
+	/*
+	 * A free slot, else one of a database known to lack the extension: such
+	 * a database is simply probed again should it ever be asked for.
+	 */
+	for (i = 0; i < 2 * TCC_MAX_WORKERS; i++)
 	{
-		slot = &tcc_shared->slots[i];
-		if (slot->state == TCC_SLOT_FREE)
+		slot = &tcc_shared->slots[i % TCC_MAX_WORKERS];
+		if (slot->state == TCC_SLOT_FREE ||
+			(i >= TCC_MAX_WORKERS && slot->state == TCC_SLOT_ABSENT &&
+			 slot->pid == 0))
 		{
 			memset(slot, 0, sizeof(TccWorkerSlot));
 			slot->dboid = dboid;
@@ -187,7 +193,9 @@ wake_database_worker(Oid dboid)
 
 	LWLockAcquire(tcc_shared->lock, LW_SHARED);
 	slot = find_slot(dboid);
-	if (slot != NULL && slot->latch != NULL)
+	if (slot != NULL && slot->latch != NULL &&
+		(slot->state == TCC_SLOT_STARTING || slot->state == TCC_SLOT_IDLE ||
+		 slot->state == TCC_SLOT_WORKING))
 	{
 		SetLatch(slot->latch);
 		LWLockRelease(tcc_shared->lock);
@@ -209,8 +217,7 @@ wake_database_worker(Oid dboid)
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
 	if (!request_slot(dboid, 0))
 		ereport(WARNING,
-				(errmsg("no tcc worker slot is free for database \"%s\"",
-						get_database_name(dboid)),
+				(errmsg("no tcc worker slot is free for database %u", dboid),
 				 errdetail("At most %d databases can be served at once.",
 						   TCC_MAX_WORKERS)));
 	if (tcc_shared->launcher_latch != NULL)
@@ -222,9 +229,9 @@ wake_database_worker(Oid dboid)
  * tcc_xact_callback
  *		At commit of a transaction that created work, wake the worker.
  *
- * An error here would come after the commit record is written, so the
- * wake-up never raises one: the worker finds the work at its next naptime
- * in any case.
+ * This runs after the commit record is written, outside any transaction:
+ * it must not raise an error (that would be a PANIC) nor read catalogs.
+ * A lost wake-up costs at most a naptime.
  */
 static void
 tcc_xact_callback(XactEvent event, void *arg)
@@ -426,12 +433,13 @@ tcc_launcher_next_request(TimestampTz now, TimestampTz *next_at)
 /*
  * tcc_launcher_worker_gone
  *		The worker the launcher registered for dboid has stopped (or could
- *		not be registered): decide whether it must be started again.
+ *		not be registered): if it never attached to its slot (it failed to
+ *		start, or found another worker there), request it again after a
+ *		pause.
  *
- * A worker that found no extension left its slot absent, and one that was
- * stopped for a DROP or ALTER DATABASE waits TCC_STOP_PAUSE.  Any other
- * stop is a crash or an error, and the worker is started again after
- * TCC_RESTART_PAUSE, so pending work resumes without anyone asking.
+ * A worker that did attach puts its slot back itself when it exits (see
+ * tcc_worker_detach), which also covers workers started by an earlier
+ * launcher that this one has no handle for.
  */
 void
 tcc_launcher_worker_gone(Oid dboid)
@@ -447,7 +455,7 @@ tcc_launcher_worker_gone(Oid dboid)
 	 * the worker that runs.  A worker that stopped itself, even by an
 	 * error, detached first.
 	 */
-	if (slot != NULL && slot->state != TCC_SLOT_ABSENT && slot->pid == 0)
+	if (slot != NULL && slot->state == TCC_SLOT_LAUNCHED && slot->pid == 0)
 	{
 		slot->state = TCC_SLOT_REQUESTED;
 		slot->not_before = GetCurrentTimestamp() +
@@ -465,7 +473,14 @@ tcc_launcher_worker_gone(Oid dboid)
 
 /*
  * tcc_worker_detach
- *		On exit, the worker's slot no longer has a process to wake.
+ *		On exit, give the slot back: unless the database lacks the
+ *		extension, the launcher starts a worker again after a pause
+ *		(TCC_STOP_PAUSE when it was stopped for DROP or ALTER DATABASE,
+ *		TCC_RESTART_PAUSE after an error or a pg_terminate_backend), so
+ *		pending work resumes without anyone asking.
+ *
+ * The worker does this itself rather than leaving it to the launcher's
+ * handle, which a launcher restarted since then does not have.
  */
 static void
 tcc_worker_detach(int code, Datum arg)
@@ -476,6 +491,16 @@ tcc_worker_detach(int code, Datum arg)
 		my_slot->pid = 0;
 		my_slot->latch = NULL;
 		my_slot->open_connections = 0;
+		if (my_slot->state != TCC_SLOT_ABSENT)
+		{
+			my_slot->state = TCC_SLOT_REQUESTED;
+			my_slot->not_before = GetCurrentTimestamp() +
+				(my_slot->stop_requested ? TCC_STOP_PAUSE :
+				 TCC_RESTART_PAUSE) * USECS_PER_SEC;
+			my_slot->stop_requested = false;
+			if (tcc_shared->launcher_latch != NULL)
+				SetLatch(tcc_shared->launcher_latch);
+		}
 	}
 	LWLockRelease(tcc_shared->lock);
 	my_slot = NULL;
@@ -494,7 +519,13 @@ tcc_worker_attach(Oid dboid)
 
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
 	slot = find_slot(dboid);
-	if (slot == NULL || (slot->pid != 0 && slot->pid != MyProcPid))
+
+	/*
+	 * stop_requested: a DROP or ALTER DATABASE wants this database free of
+	 * connections and asked while this worker was being started.
+	 */
+	if (slot == NULL || (slot->pid != 0 && slot->pid != MyProcPid) ||
+		slot->stop_requested)
 	{
 		LWLockRelease(tcc_shared->lock);
 		return false;

@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "fmgr.h"
@@ -23,6 +24,7 @@
 #include "nodes/parsenodes.h"
 #include "storage/ipc.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 
 #include "tcc.h"
@@ -72,17 +74,41 @@ tcc_shmem_startup_hook(void)
 }
 
 /*
+ * option_named
+ *		The DefElem called name in options, or NULL.
+ */
+static DefElem *
+option_named(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *def = (DefElem *) lfirst(lc);
+
+		if (strcmp(def->defname, name) == 0)
+			return def;
+	}
+	return NULL;
+}
+
+/*
  * tcc_process_utility
  *		Stop the tcc worker of a database that a command needs free of
- *		connections: DROP DATABASE, ALTER DATABASE (RENAME, SET TABLESPACE)
- *		and CREATE DATABASE ... TEMPLATE; and ask for a worker where
- *		CREATE EXTENSION tcc runs.
+ *		connections: DROP DATABASE, ALTER DATABASE ... RENAME or SET
+ *		TABLESPACE, and CREATE DATABASE ... TEMPLATE; and ask for a worker
+ *		where CREATE EXTENSION tcc runs.
  *
  * Those commands wait a few seconds for other sessions to leave and then
  * fail; a worker that stayed connected would make them fail every time.
  * The launcher starts it again a little later if the database still
- * exists.  Stopping it when the command then fails for another reason
- * costs only that pause.
+ * exists.
+ *
+ * Only the database's owner (or a superuser) may stop its worker, and only
+ * outside a transaction block, where the command itself can run: otherwise
+ * anybody could keep phase two from running by issuing commands that fail.
+ * Stopping it when the command then fails for another reason costs only
+ * the pause.
  */
 static void
 tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
@@ -95,26 +121,29 @@ tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (IsA(parsetree, DropdbStmt))
 		datname = ((DropdbStmt *) parsetree)->dbname;
-	else if (IsA(parsetree, AlterDatabaseStmt))
+	else if (IsA(parsetree, AlterDatabaseStmt) &&
+			 option_named(((AlterDatabaseStmt *) parsetree)->options,
+						  "tablespace") != NULL)
 		datname = ((AlterDatabaseStmt *) parsetree)->dbname;
 	else if (IsA(parsetree, RenameStmt) &&
 			 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
 		datname = ((RenameStmt *) parsetree)->subname;
 	else if (IsA(parsetree, CreatedbStmt))
 	{
-		ListCell   *lc;
+		DefElem    *def = option_named(((CreatedbStmt *) parsetree)->options,
+									   "template");
 
-		foreach(lc, ((CreatedbStmt *) parsetree)->options)
-		{
-			DefElem    *def = (DefElem *) lfirst(lc);
-
-			if (strcmp(def->defname, "template") == 0 && def->arg != NULL)
-				datname = defGetString(def);
-		}
+		if (def != NULL && def->arg != NULL)
+			datname = defGetString(def);
 	}
 
-	if (datname != NULL)
-		tcc_stop_database_worker(get_database_oid(datname, true));
+	if (datname != NULL && !IsTransactionBlock())
+	{
+		Oid			dboid = get_database_oid(datname, true);
+
+		if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()))
+			tcc_stop_database_worker(dboid);
+	}
 
 	/*
 	 * A database where the extension is created (by hand, or by a restore

@@ -41,7 +41,9 @@
 
 #include <math.h>
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -61,6 +63,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "tcc.h"
 #include "tcc_shmem.h"
@@ -178,25 +181,47 @@ retry_delay_ms(int attempts)
 	return delay * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state));
 }
 
-/*
- * lock_global_status
- *		Lock global transaction gid's row; its status, or NULL when it is
- *		gone (purged).
- */
-static char *
-lock_global_status(const char *gid)
+/* what lock_global found */
+typedef enum GlobalLock
 {
-	static SPIPlanPtr plan = NULL;
+	GLOBAL_LOCKED,				/* locked; *status says what it is */
+	GLOBAL_BUSY,				/* somebody else holds the row */
+	GLOBAL_GONE					/* purged meanwhile */
+} GlobalLock;
+
+/*
+ * lock_global
+ *		Lock global transaction gid's row, without waiting, and set *status
+ *		(in the transaction's memory).
+ *
+ * The worker never waits for a row lock: a user's transaction may keep one
+ * for as long as it likes (a repeated tcc.rollback in an open transaction),
+ * and waiting would stall every other transaction's phase two behind it,
+ * or deadlock with a user transaction that locks several gids in another
+ * order.  A row that is busy is simply dealt with in a later round.
+ */
+static GlobalLock
+lock_global(const char *gid, char **status)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr exists_plan = NULL;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 
 	values[0] = CStringGetTextDatum(gid);
-	if (tcc_spi_exec(&plan,
+	if (tcc_spi_exec(&lock_plan,
 					 "SELECT status FROM tcc.global_transaction"
-					 " WHERE gid = $1 FOR UPDATE",
-					 1, argtypes, values, NULL, false, 1) == 0)
-		return NULL;
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+					 " WHERE gid = $1 FOR UPDATE SKIP LOCKED",
+					 1, argtypes, values, NULL, false, 1) == 1)
+	{
+		*status = tcc_spi_getstring(0, 1);
+		return GLOBAL_LOCKED;
+	}
+	if (tcc_spi_exec(&exists_plan,
+					 "SELECT 1 FROM tcc.global_transaction WHERE gid = $1",
+					 1, argtypes, values, NULL, false, 1) == 1)
+		return GLOBAL_BUSY;
+	return GLOBAL_GONE;
 }
 
 /*
@@ -205,23 +230,17 @@ lock_global_status(const char *gid)
  *		transaction moves on (the next saga or msg step becomes due) or ends.
  */
 static void
-record_success(TccCall *call)
+record_success(TccCall *call, const char *status)
 {
 	static SPIPlanPtr branch_plan = NULL;
 	static SPIPlanPtr next_plan = NULL;
 	static SPIPlanPtr finish_plan = NULL;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
-	char	   *status;
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
 	values[2] = CStringGetTextDatum(call->phase);
-
-	/* lock the transaction first, as the SQL API does: no deadlock */
-	status = lock_global_status(call->gid);
-	if (status == NULL)
-		return;
 
 	if (tcc_spi_exec(&branch_plan,
 					 "UPDATE tcc.branch"
@@ -274,7 +293,7 @@ record_success(TccCall *call)
  *		next attempt, or give up and fail the branch and its transaction.
  */
 static void
-record_failure(TccCall *call)
+record_failure(TccCall *call, const char *status)
 {
 	static SPIPlanPtr branch_plan = NULL;
 	static SPIPlanPtr global_plan = NULL;
@@ -282,7 +301,6 @@ record_failure(TccCall *call)
 		BOOLOID, FLOAT8OID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	char	   *status;
 	bool		give_up;
 
 	if (call->outcome == TCC_CALL_NOT_DONE)
@@ -307,10 +325,6 @@ record_failure(TccCall *call)
 	values[5] = BoolGetDatum(give_up);
 	values[6] = Float8GetDatum(give_up ? 0.0 :
 							   retry_delay_ms(call->attempts + 1));
-
-	status = lock_global_status(call->gid);
-	if (status == NULL)
-		return;
 
 	if (tcc_spi_exec(&branch_plan,
 					 "UPDATE tcc.branch"
@@ -342,49 +356,77 @@ record_failure(TccCall *call)
 
 /*
  * record_outcome
- *		Record one call's outcome; the caller is connected to SPI inside a
- *		transaction.
+ *		Record one call's outcome, locking its transaction first as the SQL
+ *		API does; false when the transaction's row is busy and the outcome
+ *		must wait for a later round.  The caller is connected to SPI inside
+ *		a transaction.
  */
-static void
+static bool
 record_outcome(TccCall *call)
 {
+	char	   *status;
+
+	switch (lock_global(call->gid, &status))
+	{
+		case GLOBAL_BUSY:
+			return false;
+		case GLOBAL_GONE:
+			return true;		/* nothing left to record it in */
+		case GLOBAL_LOCKED:
+			break;
+	}
+
 	if (call->outcome == TCC_CALL_DONE)
 	{
-		record_success(call);
+		record_success(call, status);
 		calls_succeeded++;
 	}
 	else
 	{
-		record_failure(call);
+		record_failure(call, status);
 		calls_failed++;
 	}
+	return true;
 }
 
 /*
  * record_outcomes
  *		Record the outcomes of the remote calls in done, all in one
- *		transaction, and free them.
+ *		transaction, and free them; returns (in calls_context) those whose
+ *		transaction was busy, to be recorded in a later round.
  */
-static void
+static List *
 record_outcomes(List *done)
 {
+	List	   *deferred = NIL;
 	ListCell   *lc;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "recording outcomes");
 
 	foreach(lc, done)
-		record_outcome((TccCall *) lfirst(lc));
+	{
+		TccCall    *call = (TccCall *) lfirst(lc);
+
+		if (!record_outcome(call))
+			add_call(&deferred, call);
+	}
 
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
 	foreach(lc, done)
-		free_call((TccCall *) lfirst(lc));
+	{
+		if (!list_member_ptr(deferred, lfirst(lc)))
+			free_call((TccCall *) lfirst(lc));
+	}
+
+	return deferred;
 }
 
 /*
@@ -393,28 +435,63 @@ record_outcomes(List *done)
  *		and record its outcome in the same transaction: the branch is
  *		confirmed exactly when the action's effects commit.
  *
+ * The transaction's row is locked first, as everywhere, and the branch
+ * must still be due in the same phase; if the row is busy, or the branch
+ * moved on, nothing runs and false is returned (the branch is looked at
+ * again in a later round).
+ *
  * The action runs in a subtransaction, so that its error can be recorded.
  * The owner's rights apply, never the worker's: the user id is switched
  * with SECURITY_RESTRICTED_OPERATION (as for index expressions run by
- * maintenance commands) so the action cannot leave anything behind in the
- * worker's session, and search_path is the database's default rather than
- * the worker's own pinned one.  tcc.call_timeout becomes the statement
- * timeout.  The subtransaction's abort restores the user id and settings
- * when the action fails.
+ * maintenance commands), so the action can create no temporary objects nor
+ * change the session's role, and every setting it changes is rolled back
+ * afterwards, as ANALYZE does for the functions it runs.  search_path is
+ * the database's default rather than the worker's own pinned one, and
+ * tcc.call_timeout arms the statement timeout.  The subtransaction's abort
+ * restores the user id and settings when the action fails.
  */
-static void
+static bool
 run_local_call(TccCall *call)
 {
+	static SPIPlanPtr branch_plan = NULL;
 	MemoryContext oldcontext;
 	ResourceOwner oldowner;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
+	char	   *status;
+	bool		due;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, call->sql);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	due = (lock_global(call->gid, &status) == GLOBAL_LOCKED);
+	if (due)
+	{
+		Oid			due_types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		due_values[3];
+
+		due_values[0] = CStringGetTextDatum(call->gid);
+		due_values[1] = CStringGetTextDatum(call->branch_id);
+		due_values[2] = CStringGetTextDatum(call->phase);
+		due = tcc_spi_exec(&branch_plan,
+						   "SELECT 1 FROM tcc.branch"
+						   " WHERE gid = $1 AND branch_id = $2"
+						   "   AND status = $3",
+						   3, due_types, due_values, NULL, false, 1) == 1;
+	}
+	SPI_finish();
+	if (!due)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		free_call(call);
+		return false;
+	}
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(call->owner)))
 	{
@@ -448,15 +525,13 @@ run_local_call(TccCall *call)
 									 GetConfigOptionResetString("search_path"),
 									 PGC_USERSET, PGC_S_SESSION,
 									 GUC_ACTION_SAVE, true, 0, false);
-			if (tcc_call_timeout > 0)
-			{
-				char		timeout[32];
 
-				snprintf(timeout, sizeof(timeout), "%d", tcc_call_timeout);
-				(void) set_config_option("statement_timeout", timeout,
-										 PGC_USERSET, PGC_S_SESSION,
-										 GUC_ACTION_SAVE, true, 0, false);
-			}
+			/*
+			 * The statement_timeout setting arms its timer only for a
+			 * client's statements; arm it here.
+			 */
+			if (tcc_call_timeout > 0)
+				enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
 
 			values[0] = CStringGetTextDatum(call->gid);
 			values[1] = CStringGetTextDatum(call->branch_id);
@@ -489,7 +564,8 @@ run_local_call(TccCall *call)
 			}
 			SPI_finish();
 
-			AtEOXact_GUC(true, nestlevel);
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			AtEOXact_GUC(false, nestlevel);
 			SetUserIdAndSecContext(save_userid, save_sec_context);
 
 			ReleaseCurrentSubTransaction();
@@ -500,6 +576,7 @@ run_local_call(TccCall *call)
 		{
 			ErrorData  *edata;
 
+			disable_timeout(STATEMENT_TIMEOUT, false);
 			MemoryContextSwitchTo(oldcontext);
 			edata = CopyErrorData();
 			FlushErrorState();
@@ -521,15 +598,17 @@ run_local_call(TccCall *call)
 	if (call->error && GetMemoryChunkContext(call->error) != calls_context)
 		call->error = MemoryContextStrdup(calls_context, call->error);
 
+	/* the row is ours already, so this cannot find it busy */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	record_outcome(call);
+	(void) record_outcome(call);
 	SPI_finish();
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
 	free_call(call);
+	return true;
 }
 
 /*
@@ -604,7 +683,7 @@ purge_batch(bool fence)
 							   "        SELECT gid, branch_id FROM tcc.fence"
 							   "         WHERE updated_at < now() -"
 							   "               $1 * interval '1 second'"
-							   "         LIMIT $2)",
+							   "         LIMIT $2 FOR UPDATE SKIP LOCKED)",
 							   2, argtypes, values, NULL, false, 0);
 	else
 		deleted = tcc_spi_exec(&tx_plan,
@@ -613,7 +692,8 @@ purge_batch(bool fence)
 							   "        SELECT gid FROM tcc.global_transaction"
 							   "         WHERE finished_at < now() -"
 							   "               $1 * interval '1 second'"
-							   "         ORDER BY finished_at LIMIT $2)",
+							   "         ORDER BY finished_at LIMIT $2"
+							   "           FOR UPDATE SKIP LOCKED)",
 							   2, argtypes, values, NULL, false, 0);
 
 	return deleted == TCC_BATCH_SIZE;
@@ -706,6 +786,18 @@ housekeeping(void)
 }
 
 /*
+ * copy_value
+ *		Column col of tuple as text in calls_context, or NULL.
+ */
+static char *
+copy_value(HeapTuple tuple, TupleDesc tupdesc, int col)
+{
+	char	   *value = SPI_getvalue(tuple, tupdesc, col);
+
+	return value ? MemoryContextStrdup(calls_context, value) : NULL;
+}
+
+/*
  * new_call
  *		A call for result row row of the due-branch query, allocated in
  *		calls_context.
@@ -713,23 +805,26 @@ housekeeping(void)
 static TccCall *
 new_call(int row)
 {
-	MemoryContext oldcontext = MemoryContextSwitchTo(calls_context);
-	TccCall    *call = palloc0(sizeof(TccCall));
+	TccCall    *call = MemoryContextAllocZero(calls_context, sizeof(TccCall));
 	HeapTuple	tuple = SPI_tuptable->vals[row];
 	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
 	bool		isnull;
 
-	call->gid = SPI_getvalue(tuple, tupdesc, 1);
-	call->branch_id = SPI_getvalue(tuple, tupdesc, 2);
-	call->mode = SPI_getvalue(tuple, tupdesc, 3);
-	call->phase = SPI_getvalue(tuple, tupdesc, 4);
-	call->server = SPI_getvalue(tuple, tupdesc, 5);
-	call->sql = SPI_getvalue(tuple, tupdesc, 6);
-	call->payload = SPI_getvalue(tuple, tupdesc, 7);
+	/*
+	 * Output functions leave garbage in the current (SPI) context; only the
+	 * strings are copied to calls_context, which lives as long as the
+	 * worker.
+	 */
+	call->gid = copy_value(tuple, tupdesc, 1);
+	call->branch_id = copy_value(tuple, tupdesc, 2);
+	call->mode = copy_value(tuple, tupdesc, 3);
+	call->phase = copy_value(tuple, tupdesc, 4);
+	call->server = copy_value(tuple, tupdesc, 5);
+	call->sql = copy_value(tuple, tupdesc, 6);
+	call->payload = copy_value(tuple, tupdesc, 7);
 	call->attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
 	call->owner = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 9, &isnull));
 	call->outcome = TCC_CALL_PENDING;
-	MemoryContextSwitchTo(oldcontext);
 
 	return call;
 }
@@ -856,18 +951,38 @@ dispatch(List **done, TimestampTz *next_due)
 	end_round();
 
 	foreach(lc, local)
-		run_local_call((TccCall *) lfirst(lc));
-
-	/*
-	 * Local calls are recorded here, so no answer will wake the worker for
-	 * the branches the LIMIT left out: look again at once, not a naptime
-	 * later.
-	 */
-	if (local != NIL)
-		*next_due = GetCurrentTimestamp();
+	{
+		/*
+		 * Local calls are recorded here, so no answer will wake the worker
+		 * for the branches the LIMIT left out (or the next saga step): look
+		 * again at once, not a naptime later.  A call that could not run
+		 * (its transaction busy) waits for the naptime instead.
+		 */
+		if (run_local_call((TccCall *) lfirst(lc)))
+			*next_due = GetCurrentTimestamp();
+	}
 	list_free(local);
 
 	return true;
+}
+
+/*
+ * database_is_template
+ *		Whether database dboid is marked as a template.
+ */
+static bool
+database_is_template(Oid dboid)
+{
+	HeapTuple	tuple;
+	bool		result;
+
+	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for database %u", dboid);
+	result = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
+	ReleaseSysCache(tuple);
+
+	return result;
 }
 
 /*
@@ -881,7 +996,8 @@ worker_exit_absent(void)
 {
 	ereport(LOG,
 			(errmsg("tcc worker for database \"%s\" exits: the extension "
-					"is not installed there", my_database_name)));
+					"is not installed there, or the database is a template",
+					my_database_name)));
 	tcc_worker_mark_absent();
 	proc_exit(0);
 }
@@ -898,7 +1014,8 @@ void
 tcc_worker_main(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
-	List	   *done = NIL;
+	List	   *done = NIL;		/* calls with an outcome to record */
+	List	   *deferred = NIL; /* ... whose transaction was busy */
 	TimestampTz next_housekeeping = 0;
 	HASHCTL		ctl;
 	bool		extension_exists;
@@ -925,8 +1042,30 @@ tcc_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
 					PGC_S_SESSION);
 
+	/*
+	 * Whatever ALTER DATABASE ... SET says, the worker's own transactions
+	 * are writable READ COMMITTED ones (its guarded UPDATEs rely on that)
+	 * and are not cut short by timeouts meant for clients; local actions
+	 * get tcc.call_timeout of their own.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("default_transaction_read_only", "off",
+					PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("idle_in_transaction_session_timeout", "0",
+					PGC_SUSET, PGC_S_SESSION);
+
 	StartTransactionCommand();
-	extension_exists = OidIsValid(get_extension_oid("tcc", true));
+
+	/*
+	 * A template is copied by CREATE DATABASE, which fails while anybody is
+	 * connected to it: the extension in a template is there to be copied,
+	 * not served.
+	 */
+	extension_exists = OidIsValid(get_extension_oid("tcc", true)) &&
+		!database_is_template(dboid);
 	my_database_name = MemoryContextStrdup(TopMemoryContext,
 										   get_database_name(dboid));
 	CommitTransactionCommand();
@@ -971,11 +1110,16 @@ tcc_worker_main(Datum main_arg)
 
 		tcc_worker_set_state(TCC_SLOT_WORKING);
 
-		if (done != NIL)
+		if (done != NIL || deferred != NIL)
 		{
-			record_outcomes(done);
+			List	   *again;
+
+			done = list_concat(done, deferred);
+			list_free(deferred);
+			again = record_outcomes(done);
 			list_free(done);
 			done = NIL;
+			deferred = again;
 		}
 
 		now = GetCurrentTimestamp();
@@ -996,6 +1140,7 @@ tcc_worker_main(Datum main_arg)
 		/* calls that failed before being sent are recorded right away */
 		if (done != NIL)
 			continue;
+		/* (deferred ones wait, at most a naptime, for their row's lock) */
 
 		wake_at = next_housekeeping;
 		if (next_due != 0 && next_due < wake_at)
