@@ -65,6 +65,26 @@ static LaunchedWorker launched[2 * TCC_MAX_WORKERS];
 static int	nlaunched = 0;
 
 /*
+ * init_worker
+ *		Fill in *worker for a tcc process whose body is function: it
+ *		connects to a database and starts only once recovery has finished.
+ */
+static void
+init_worker(BackgroundWorker *worker, const char *function,
+			const char *type, int restart_time)
+{
+	memset(worker, 0, sizeof(BackgroundWorker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = restart_time;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "tcc");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
+/*
  * tcc_register_launcher
  *		Register the launcher with the postmaster (from _PG_init, while
  *		shared_preload_libraries is processed).
@@ -74,15 +94,8 @@ tcc_register_launcher(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = TCC_RESTART_PAUSE;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tcc");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tcc_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "tcc launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "tcc launcher");
+	init_worker(&worker, "tcc_launcher_main", "tcc launcher",
+				TCC_RESTART_PAUSE);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -153,16 +166,11 @@ launch_worker(Oid dboid)
 	if (nlaunched == lengthof(launched))
 		return false;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tcc");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tcc_worker_main");
+	/* the launcher restarts workers itself, see shmem.c */
+	init_worker(&worker, "tcc_worker_main", "tcc worker",
+				BGW_NEVER_RESTART);
 	snprintf(worker.bgw_name, BGW_MAXLEN, "tcc worker for database %u",
 			 dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "tcc worker");
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	worker.bgw_notify_pid = MyProcPid;
 
