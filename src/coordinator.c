@@ -486,8 +486,6 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 {
 	Oid			umid;
 	List	   *options;
-	ListCell   *lc;
-	bool		has_password = false;
 
 	options = tcc_user_mapping_options(tx->owner, server->serverid, &umid);
 	if (!OidIsValid(umid))
@@ -506,12 +504,8 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 						 owner, server->servername)));
 	}
 
-	foreach(lc, options)
-	{
-		if (strcmp(((DefElem *) lfirst(lc))->defname, "password") == 0)
-			has_password = true;
-	}
-	if (!has_password && !superuser_arg(tx->owner))
+	if (tcc_option_named(options, "password") == NULL &&
+		!superuser_arg(tx->owner))
 	{
 		char	   *owner = GetUserNameFromId(tx->owner, false);
 

@@ -215,6 +215,26 @@ tcc_fdw_validator(PG_FUNCTION_ARGS)
 }
 
 /*
+ * tcc_option_named
+ *		The DefElem called name in a list of options (of a user mapping, a
+ *		server or a utility statement), or NULL.
+ */
+DefElem *
+tcc_option_named(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *def = (DefElem *) lfirst(lc);
+
+		if (strcmp(def->defname, name) == 0)
+			return def;
+	}
+	return NULL;
+}
+
+/*
  * tcc_user_mapping_options
  *		The options of the user mapping that role userid uses on server
  *		serverid (its own, else PUBLIC's), and its OID in *umid; NIL and

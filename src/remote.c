@@ -253,23 +253,6 @@ fail_entry(ConnCacheEntry *entry, const char *message, const char *sqlstate,
 }
 
 /*
- * has_option
- *		Whether a list of DefElem options sets name.
- */
-static bool
-has_option(List *options, const char *name)
-{
-	ListCell   *lc;
-
-	foreach(lc, options)
-	{
-		if (strcmp(((DefElem *) lfirst(lc))->defname, name) == 0)
-			return true;
-	}
-	return false;
-}
-
-/*
  * wait_for_connection
  *		Drive a connection started with PQconnectStartParams to the end,
  *		waiting on its socket and the latch; false on failure or after
@@ -363,7 +346,7 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	}
 
 	/* see the file header */
-	if (!is_superuser && !has_option(mapping, "password"))
+	if (!is_superuser && tcc_option_named(mapping, "password") == NULL)
 	{
 		set_call_error(call,
 					   psprintf("password is required to connect to server "

@@ -74,25 +74,6 @@ tcc_shmem_startup_hook(void)
 }
 
 /*
- * option_named
- *		The DefElem called name in options, or NULL.
- */
-static DefElem *
-option_named(List *options, const char *name)
-{
-	ListCell   *lc;
-
-	foreach(lc, options)
-	{
-		DefElem    *def = (DefElem *) lfirst(lc);
-
-		if (strcmp(def->defname, name) == 0)
-			return def;
-	}
-	return NULL;
-}
-
-/*
  * tcc_process_utility
  *		Stop the tcc worker of a database that a command needs free of
  *		connections: DROP DATABASE, ALTER DATABASE ... RENAME or SET
@@ -122,7 +103,7 @@ tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (IsA(parsetree, DropdbStmt))
 		datname = ((DropdbStmt *) parsetree)->dbname;
 	else if (IsA(parsetree, AlterDatabaseStmt) &&
-			 option_named(((AlterDatabaseStmt *) parsetree)->options,
+			 tcc_option_named(((AlterDatabaseStmt *) parsetree)->options,
 						  "tablespace") != NULL)
 		datname = ((AlterDatabaseStmt *) parsetree)->dbname;
 	else if (IsA(parsetree, RenameStmt) &&
@@ -130,8 +111,8 @@ tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
 		datname = ((RenameStmt *) parsetree)->subname;
 	else if (IsA(parsetree, CreatedbStmt))
 	{
-		DefElem    *def = option_named(((CreatedbStmt *) parsetree)->options,
-									   "template");
+		DefElem    *def = tcc_option_named(((CreatedbStmt *) parsetree)->options,
+										   "template");
 
 		if (def != NULL && def->arg != NULL)
 			datname = defGetString(def);

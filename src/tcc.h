@@ -101,6 +101,7 @@ extern void tcc_check_interval(Interval *interval, const char *argname,
 							   bool allow_zero);
 
 /* fdw.c */
+extern DefElem *tcc_option_named(List *options, const char *name);
 extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
 									  Oid *umid);
 

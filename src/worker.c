@@ -412,19 +412,16 @@ record_outcomes(List *done)
 	{
 		TccCall    *call = (TccCall *) lfirst(lc);
 
-		if (!record_outcome(call))
+		/* the statements copied what they needed: the call can go */
+		if (record_outcome(call))
+			free_call(call);
+		else
 			add_call(&deferred, call);
 	}
 
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-
-	foreach(lc, done)
-	{
-		if (!list_member_ptr(deferred, lfirst(lc)))
-			free_call((TccCall *) lfirst(lc));
-	}
 
 	return deferred;
 }
@@ -735,6 +732,31 @@ end_round(void)
 }
 
 /*
+ * purge
+ *		Up to TCC_PURGE_BATCHES batches of purge_batch(fence), each its own
+ *		transaction; false when the extension is gone.
+ */
+static bool
+purge(bool fence)
+{
+	int			i;
+
+	for (i = 0; i < TCC_PURGE_BATCHES; i++)
+	{
+		bool		more;
+
+		if (!begin_round(fence ? "purging fence rows" :
+						 "purging finished transactions"))
+			return false;
+		more = purge_batch(fence);
+		end_round();
+		if (!more)
+			break;
+	}
+	return true;
+}
+
+/*
  * housekeeping
  *		Timeouts and retention; false when the extension is gone.
  *
@@ -745,44 +767,13 @@ end_round(void)
 static bool
 housekeeping(void)
 {
-	int			i;
-
 	if (!begin_round("cancelling expired transactions"))
 		return false;
 	(void) expire_transactions();
 	end_round();
 
-	if (tcc_retention > 0)
-	{
-		for (i = 0; i < TCC_PURGE_BATCHES; i++)
-		{
-			bool		more;
-
-			if (!begin_round("purging finished transactions"))
-				return false;
-			more = purge_batch(false);
-			end_round();
-			if (!more)
-				break;
-		}
-	}
-
-	if (tcc_fence_retention > 0)
-	{
-		for (i = 0; i < TCC_PURGE_BATCHES; i++)
-		{
-			bool		more;
-
-			if (!begin_round("purging fence rows"))
-				return false;
-			more = purge_batch(true);
-			end_round();
-			if (!more)
-				break;
-		}
-	}
-
-	return true;
+	return (tcc_retention == 0 || purge(false)) &&
+		(tcc_fence_retention == 0 || purge(true));
 }
 
 /*
@@ -863,10 +854,10 @@ dispatch(List **done, TimestampTz *next_due)
 	{
 		/*
 		 * Branches in flight are still due in the table; ask for enough
-		 * rows to find room new ones among them.  Confirms go in
-		 * registration order, cancels in reverse.
+		 * rows to find room new ones among them (room plus those in
+		 * flight).  Confirms go in registration order, cancels in reverse.
 		 */
-		values[0] = Int32GetDatum(room + tcc_remote_in_flight());
+		values[0] = Int32GetDatum(tcc_max_concurrent_calls);
 		nrows = tcc_spi_exec(&due_plan,
 							 "SELECT b.gid, b.branch_id, g.mode, b.status,"
 							 "       b.server,"
