@@ -16,6 +16,7 @@ OBJS = \
 	src/shmem.o \
 	src/tcc.o \
 	src/tcc_spi.o \
+	src/try.o \
 	src/worker.o
 
 EXTENSION = tcc

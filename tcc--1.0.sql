@@ -258,6 +258,27 @@ LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION tcc.status(text) IS
 'Current status of a global transaction';
 
+CREATE FUNCTION tcc.wait(gid text, timeout interval DEFAULT '30 s')
+RETURNS text
+AS 'MODULE_PATHNAME', 'tcc_wait'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION tcc.wait(text, interval) IS
+'Wait until a global transaction is confirmed, cancelled or failed, or until the timeout passes, and return its status';
+
+CREATE PROCEDURE tcc.try(gid text,
+						 server text,
+						 try_sql text,
+						 confirm_sql text,
+						 cancel_sql text,
+						 payload jsonb DEFAULT NULL,
+						 INOUT branch_id text DEFAULT NULL)
+AS 'MODULE_PATHNAME', 'tcc_try'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE tcc.try(text, text, text, text, text, jsonb, text) IS
+'Register a TCC branch and commit, run its try on the participant, record the outcome (tried or try_failed) and commit; raises the participant''s error; not inside a transaction block';
+
 CREATE FUNCTION tcc.retry(gid text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'tcc_retry'

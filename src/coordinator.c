@@ -3,7 +3,9 @@
  * coordinator.c
  *	  The coordinator's SQL API and its state machine: tcc.begin,
  *	  tcc.register_branch, tcc.add_step, tcc.commit, tcc.submit,
- *	  tcc.rollback, tcc.status, tcc.retry and tcc.purge.
+ *	  tcc.rollback, tcc.status, tcc.wait, tcc.retry and tcc.purge, and the
+ *	  bookkeeping of CALL tcc.try (whose calling of the participant is in
+ *	  try.c).
  *
  * A global transaction's status moves only along these edges:
  *
@@ -53,10 +55,13 @@
 #include "parser/gramparse.h"
 #include "parser/parser.h"
 #include "parser/scanner.h"
+#include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "tcc.h"
 
@@ -67,6 +72,7 @@ PG_FUNCTION_INFO_V1(tcc_commit);
 PG_FUNCTION_INFO_V1(tcc_submit);
 PG_FUNCTION_INFO_V1(tcc_rollback);
 PG_FUNCTION_INFO_V1(tcc_status);
+PG_FUNCTION_INFO_V1(tcc_wait);
 PG_FUNCTION_INFO_V1(tcc_retry);
 PG_FUNCTION_INFO_V1(tcc_purge);
 PG_FUNCTION_INFO_V1(tcc_is_visible);
@@ -81,7 +87,16 @@ typedef struct GlobalTx
 	int32		branch_count;
 	char	   *deadline;		/* as text, for messages */
 	bool		expired;		/* deadline has passed */
+	bool		changed_here;	/* the current transaction wrote the row */
 } GlobalTx;
+
+/* how read_global_tx reads the row */
+typedef enum GlobalTxRead
+{
+	READ_PLAIN,					/* with the statement's snapshot */
+	READ_FOR_UPDATE,			/* ... and locked */
+	READ_LATEST					/* as last committed, whatever the isolation */
+} GlobalTxRead;
 
 /* the kind of phase two a transaction gets, from its mode */
 #define MODE_IS_TCC(tx)		(strcmp((tx)->mode, "tcc") == 0)
@@ -89,39 +104,51 @@ typedef struct GlobalTx
 
 /*
  * read_global_tx
- *		Read the row of global transaction gid into *tx, locking it when
- *		for_update, after checking that the caller may act on it.
+ *		Read the row of global transaction gid into *tx, as how says, after
+ *		checking that the caller may act on it.
  *
  * action is the verb for the permission error ("commit", "see", ...).
  */
 static void
 read_global_tx(TccSpiSession *session, const char *gid, const char *action,
-			   GlobalTx *tx, bool for_update)
+			   GlobalTx *tx, GlobalTxRead how)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr read_plan = NULL;
+	static SPIPlanPtr plans[3] = {NULL, NULL, NULL};
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	bool		isnull;
+	uint64		nrows;
 
 #define GLOBAL_TX_SELECT \
 	"SELECT mode, status, owner, branch_count, deadline," \
-	"       deadline < statement_timestamp()" \
+	"       deadline < statement_timestamp(), xmin" \
 	"  FROM tcc.global_transaction" \
 	" WHERE gid = $1"
 
 	values[0] = CStringGetTextDatum(gid);
-	if ((for_update ?
-		 tcc_spi_exec(&lock_plan, GLOBAL_TX_SELECT " FOR UPDATE",
-					  1, argtypes, values, NULL, false, 1) :
-		 tcc_spi_exec(&read_plan, GLOBAL_TX_SELECT,
-					  1, argtypes, values, NULL, false, 1)) == 0)
+	switch (how)
+	{
+		case READ_PLAIN:
+			nrows = tcc_spi_exec(&plans[how], GLOBAL_TX_SELECT,
+								 1, argtypes, values, NULL, false, 1);
+			break;
+		case READ_FOR_UPDATE:
+			nrows = tcc_spi_exec(&plans[how], GLOBAL_TX_SELECT " FOR UPDATE",
+								 1, argtypes, values, NULL, false, 1);
+			break;
+		case READ_LATEST:
+			nrows = tcc_spi_exec_latest(&plans[how], GLOBAL_TX_SELECT,
+										1, argtypes, values, NULL, 1);
+			break;
+	}
+#undef GLOBAL_TX_SELECT
+
+	if (nrows == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("global transaction \"%s\" does not exist", gid),
 				 errhint("Check the gid; finished transactions are deleted "
 						 "by tcc.purge.")));
-#undef GLOBAL_TX_SELECT
 
 	tx->gid = gid;
 	tx->mode = tcc_spi_getstring(0, 1);
@@ -130,6 +157,8 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 4, &isnull));
 	tx->deadline = tcc_spi_getstring(0, 5);
 	tx->expired = DatumGetBool(tcc_spi_getdatum(0, 6, &isnull));
+	tx->changed_here = TransactionIdIsCurrentTransactionId(
+		DatumGetTransactionId(tcc_spi_getdatum(0, 7, &isnull)));
 
 	if (!has_privs_of_role(session->caller, tx->owner))
 		ereport(ERROR,
@@ -148,7 +177,7 @@ static void
 lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
 			   GlobalTx *tx)
 {
-	read_global_tx(session, gid, action, tx, true);
+	read_global_tx(session, gid, action, tx, READ_FOR_UPDATE);
 }
 
 /*
@@ -246,6 +275,10 @@ set_global_status(GlobalTx *tx, const char *new_status, text *reason)
 				 " WHERE gid = $1",
 				 3, argtypes, values, nulls, false, 0);
 	tx->status = new_status;
+
+	if (strcmp(new_status, "confirmed") == 0 ||
+		strcmp(new_status, "cancelled") == 0)
+		tcc_wake_waiters_at_commit(tx->gid);
 }
 
 /*
@@ -320,7 +353,7 @@ check_action_params(const char *sql, const char *argname)
 }
 
 /*
- * check_action_sql
+ * tcc_check_action_sql
  *		Check that sql, an action's text, is one syntactically valid SQL
  *		statement, using only $1 to $3, so that a typo is reported to whoever
  *		registers it rather than found by the worker in phase two.
@@ -335,8 +368,8 @@ check_action_params(const char *sql, const char *argname)
  * nothing about the text (out of memory, stack depth, a query cancel) are
  * re-thrown unchanged.
  */
-static void
-check_action_sql(const char *sql, const char *argname)
+void
+tcc_check_action_sql(const char *sql, const char *argname)
 {
 	List	   *stmts = NIL;
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -530,8 +563,8 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
  * takes the next sequence number of its transaction; that UPDATE also locks
  * out a concurrent commit (see the file header).
  */
-static Datum
-add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
+static char *
+add_branch(FunctionCallInfo fcinfo, bool tcc_mode, Oid *owner)
 {
 	const char *function = tcc_mode ? "tcc.register_branch" : "tcc.add_step";
 	const char *action_arg = tcc_mode ? "confirm_sql" : "action_sql";
@@ -557,14 +590,14 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 
 	tcc_check_not_null(fcinfo, 2, action_arg);
 	action_sql = PG_GETARG_TEXT_PP(2);
-	check_action_sql(text_to_cstring(action_sql), action_arg);
+	tcc_check_action_sql(text_to_cstring(action_sql), action_arg);
 
 	if (tcc_mode)
 		tcc_check_not_null(fcinfo, 3, undo_arg);
 	if (!PG_ARGISNULL(3))
 	{
 		undo_sql = PG_GETARG_TEXT_PP(3);
-		check_action_sql(text_to_cstring(undo_sql), undo_arg);
+		tcc_check_action_sql(text_to_cstring(undo_sql), undo_arg);
 	}
 
 	if (!PG_ARGISNULL(5))
@@ -658,16 +691,18 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
 	branch_id = tcc_spi_strdup(branch_id);
 	tcc_spi_end(&session);
 
-	PG_RETURN_TEXT_P(cstring_to_text(branch_id));
+	if (owner != NULL)
+		*owner = tx.owner;
+	return branch_id;
 }
 
 /*
  * deadline_after
- *		The end of a try phase of length timeout that starts now.
+ *		The end of a period of length timeout that starts at start.
  *
- * "Now" is the start of the statement, the clock that the deadline checks
- * of register and commit use too, so that a transaction begun late in a
- * long SQL transaction is not born expired.
+ * tcc.begin starts the try phase at the start of the statement, the clock
+ * that the deadline checks of register and commit use too, so that a
+ * transaction begun late in a long SQL transaction is not born expired.
  *
  * A timeout so long that the deadline leaves the timestamp range gets an
  * error about the timeout instead of "timestamp out of range".  Catching
@@ -675,7 +710,7 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode)
  * abort cleans up; any other error is re-thrown unchanged.
  */
 static TimestampTz
-deadline_after(Interval *timeout)
+deadline_after(TimestampTz start, Interval *timeout)
 {
 	TimestampTz deadline = 0;
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -684,7 +719,7 @@ deadline_after(Interval *timeout)
 	{
 		deadline = DatumGetTimestampTz(
 			DirectFunctionCall2(timestamptz_pl_interval,
-								TimestampTzGetDatum(GetCurrentStatementStartTimestamp()),
+								TimestampTzGetDatum(start),
 								IntervalPGetDatum(timeout)));
 	}
 	PG_CATCH();
@@ -749,7 +784,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 		tcc_check_interval(timeout, "timeout", false);
 	}
 
-	deadline = deadline_after(timeout);
+	deadline = deadline_after(GetCurrentStatementStartTimestamp(), timeout);
 
 	tcc_check_not_null(fcinfo, 2, "mode");
 	mode = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -850,7 +885,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 Datum
 tcc_register_branch(PG_FUNCTION_ARGS)
 {
-	return add_branch(fcinfo, true);
+	PG_RETURN_TEXT_P(cstring_to_text(add_branch(fcinfo, true, NULL)));
 }
 
 /*
@@ -861,7 +896,84 @@ tcc_register_branch(PG_FUNCTION_ARGS)
 Datum
 tcc_add_step(PG_FUNCTION_ARGS)
 {
-	return add_branch(fcinfo, false);
+	PG_RETURN_TEXT_P(cstring_to_text(add_branch(fcinfo, false, NULL)));
+}
+
+/*
+ * tcc_try_register
+ *		The first step of CALL tcc.try: register the branch, given the
+ *		procedure's arguments (gid, server, try_sql, confirm_sql,
+ *		cancel_sql, payload, branch_id), exactly as tcc.register_branch
+ *		would, with every check it makes.  Returns the branch id and sets
+ *		*owner to the transaction's owner, as whom the try runs.
+ */
+char *
+tcc_try_register(FunctionCallInfo fcinfo, Oid *owner)
+{
+	/* tcc.register_branch's arguments, from tcc.try's */
+	static const int from[6] = {0, 1, 3, 4, 5, 6};
+	LOCAL_FCINFO(regfcinfo, 6);
+	int			i;
+
+	InitFunctionCallInfoData(*regfcinfo, NULL, 6, InvalidOid, NULL, NULL);
+	for (i = 0; i < 6; i++)
+		regfcinfo->args[i] = fcinfo->args[from[i]];
+
+	return add_branch(regfcinfo, true, owner);
+}
+
+/*
+ * tcc_try_record
+ *		The last step of CALL tcc.try: record the try's outcome, tried or
+ *		try_failed with its error, under the transaction's row lock.
+ *
+ * Only a branch still registered is changed: if the transaction was rolled
+ * back or timed out while the try ran, its branches are being cancelled
+ * already, and the cancel (with the participant's fence) takes care of the
+ * try whatever its outcome.
+ */
+void
+tcc_try_record(const char *gid, const char *branch_id, TccCall *call)
+{
+	static SPIPlanPtr plan = NULL;
+	TccSpiSession session;
+	GlobalTx	tx;
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', 'n', 'n'};
+	bool		tried = (call->outcome == TCC_CALL_DONE);
+
+	tcc_spi_begin(&session);
+	lock_global_tx(&session, gid, "register a branch in", &tx);
+
+	values[0] = CStringGetTextDatum(gid);
+	values[1] = CStringGetTextDatum(branch_id);
+	values[2] = BoolGetDatum(tried);
+	if (!tried)
+	{
+		values[3] = CStringGetTextDatum(call->error ? call->error :
+										"the try returned false");
+		nulls[3] = ' ';
+		if (call->sqlstate[0] != '\0')
+		{
+			values[4] = CStringGetTextDatum(call->sqlstate);
+			nulls[4] = ' ';
+		}
+	}
+
+	tcc_spi_exec(&plan,
+				 "UPDATE tcc.branch"
+				 "   SET status = CASE WHEN $3 THEN 'tried'"
+				 "                ELSE 'try_failed' END,"
+				 "       last_attempt_at = now(),"
+				 "       last_error = $4,"
+				 "       last_sqlstate = $5,"
+				 "       updated_at = now()"
+				 " WHERE gid = $1 AND branch_id = $2"
+				 "   AND status = 'registered'",
+				 5, argtypes, values, nulls, false, 0);
+
+	tcc_spi_end(&session);
 }
 
 /*
@@ -1011,10 +1123,112 @@ tcc_status(PG_FUNCTION_ARGS)
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-	read_global_tx(&session, gid, "see", &tx, false);
+	read_global_tx(&session, gid, "see", &tx, READ_PLAIN);
 	tcc_spi_end(&session);
 
 	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+}
+
+/*
+ * tcc_wait
+ *		tcc.wait(gid, timeout): block until global transaction gid is
+ *		confirmed, cancelled or failed, or until timeout has passed;
+ *		returns the status.
+ *
+ * Failed counts as an answer because a failed transaction waits for a
+ * human, not for time.  The wait sleeps on a condition variable that
+ * whoever ends the transaction broadcasts once it has committed (see
+ * shmem.c), so it returns within moments of the change and costs nothing
+ * meanwhile.  It prepares to sleep before it reads the status: a broadcast
+ * that comes after the read then makes the sleep return at once, so none
+ * is missed.  As a safety net against a wake-up lost all the same, and
+ * without shared memory (tcc not preloaded, so nobody broadcasts), it
+ * reads the status again every tcc.naptime.
+ *
+ * The status is read as last committed, not with the calling transaction's
+ * snapshot, which under REPEATABLE READ would never show the change.  A
+ * transaction that changed gid itself (began, committed, submitted it) and
+ * has not committed yet would wait for nothing: the worker sees the change
+ * only after the commit.  That is refused.  The sleep ends on a query
+ * cancel or a timeout of the session (statement_timeout) as any wait does.
+ */
+Datum
+tcc_wait(PG_FUNCTION_ARGS)
+{
+	char	   *gid;
+	Interval   *timeout;
+	TimestampTz end;
+	ConditionVariable *cv;
+	MemoryContext wait_context;
+	MemoryContext oldcontext;
+	char	   *status;
+
+	gid = tcc_id_arg(fcinfo, 0, "gid");
+	tcc_check_not_null(fcinfo, 1, "timeout");
+	timeout = PG_GETARG_INTERVAL_P(1);
+	tcc_check_interval(timeout, "timeout", true);
+	end = deadline_after(GetCurrentTimestamp(), timeout);
+
+	/* each reading of the status allocates; keep that from piling up */
+	wait_context = AllocSetContextCreate(CurrentMemoryContext, "tcc.wait",
+										 ALLOCSET_SMALL_SIZES);
+	oldcontext = MemoryContextSwitchTo(wait_context);
+
+	cv = tcc_wait_variable(gid);
+	if (cv != NULL)
+		ConditionVariablePrepareToSleep(cv);
+
+	for (;;)
+	{
+		TccSpiSession session;
+		GlobalTx	tx;
+		long		remaining;
+
+		MemoryContextReset(wait_context);
+		tcc_spi_begin(&session);
+		read_global_tx(&session, gid, "wait for", &tx, READ_LATEST);
+		tcc_spi_end(&session);
+
+		status = (char *) tx.status;
+		if (STATUS_IS(&tx, "confirmed") || STATUS_IS(&tx, "cancelled") ||
+			STATUS_IS(&tx, "failed"))
+			break;
+
+		if (tx.changed_here)
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("cannot wait for global transaction \"%s\" in "
+							"the transaction that changed it", gid),
+					 errdetail("The worker sees the change only once this "
+							   "transaction commits."),
+					 errhint("Commit first, then call tcc.wait.")));
+
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+													end);
+		if (remaining <= 0)
+			break;
+		remaining = Min(remaining, (long) tcc_naptime);
+
+		if (cv != NULL)
+			(void) ConditionVariableTimedSleep(cv, remaining,
+											   PG_WAIT_EXTENSION);
+		else
+		{
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 remaining, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+
+	if (cv != NULL)
+		ConditionVariableCancelSleep();
+	MemoryContextSwitchTo(oldcontext);
+	status = pstrdup(status);
+	MemoryContextDelete(wait_context);
+
+	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
 /*

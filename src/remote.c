@@ -76,6 +76,14 @@ typedef struct ConnCacheEntry
 
 static HTAB *conn_cache = NULL;
 
+/*
+ * Whether a failed connect is remembered for a naptime (see
+ * tcc_remote_send).  The worker does, so that a participant that is down
+ * does not cost it a connect per branch; a backend running CALL tcc.try
+ * makes one call at a time and tries every time.
+ */
+static bool remember_failures = false;
+
 /* memory for the lists of calls in flight */
 static MemoryContext remote_context = NULL;
 
@@ -144,12 +152,15 @@ ignore_notice(void *arg, const PGresult *res)
 
 /*
  * tcc_remote_init
- *		Set up the connection cache (once per worker).
+ *		Set up the connection cache: once per worker (in_worker), or on the
+ *		first CALL tcc.try of a backend.
  */
 void
-tcc_remote_init(void)
+tcc_remote_init(bool in_worker)
 {
 	HASHCTL		ctl;
+
+	remember_failures = in_worker;
 
 	remote_context = AllocSetContextCreate(TopMemoryContext, "tcc remote",
 										   ALLOCSET_SMALL_SIZES);
@@ -487,7 +498,7 @@ tcc_remote_send(TccCall *call, List **done)
 		 * participant fail the same way without trying again until the
 		 * next naptime.
 		 */
-		if (entry->failed_at != 0 &&
+		if (remember_failures && entry->failed_at != 0 &&
 			GetCurrentTimestamp() < entry->failed_at +
 			(int64) tcc_naptime * 1000)
 		{
@@ -820,6 +831,81 @@ tcc_remote_wait(long timeout_ms, List **done)
 		else if (entry->invalidated)
 			disconnect(entry);
 	}
+}
+
+/*
+ * abandon_calls
+ *		Give up on every call in flight, after an error (a query cancel) in
+ *		a backend waiting for one: ask each participant to cancel, and drop
+ *		the connection, whose protocol state is now unknown.  The calls'
+ *		memory belongs to the aborted caller and is not touched.
+ */
+static void
+abandon_calls(void)
+{
+	HASH_SEQ_STATUS scan;
+	ConnCacheEntry *entry;
+
+	hash_seq_init(&scan, conn_cache);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->calls == NIL)
+			continue;
+		if (entry->conn != NULL)
+		{
+			PGcancel   *cancel = PQgetCancel(entry->conn);
+			char		errbuf[256];
+
+			if (cancel != NULL)
+			{
+				(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+				PQfreeCancel(cancel);
+			}
+		}
+		list_free(entry->calls);
+		entry->calls = NIL;
+		disconnect(entry);
+	}
+}
+
+/*
+ * tcc_remote_call
+ *		Make call in a backend (CALL tcc.try) and wait for its outcome.
+ *
+ * The wait is the worker's (tcc.call_timeout and tcc.connect_timeout
+ * apply), and serves interrupts: a query cancel or a termination of the
+ * caller cancels the call on the participant too, and drops the
+ * connection, before the error goes on.
+ */
+void
+tcc_remote_call(TccCall *call)
+{
+	List	   *volatile done = NIL;
+
+	if (conn_cache == NULL)
+		tcc_remote_init(false);
+
+	PG_TRY();
+	{
+		List	   *result = NIL;
+
+		tcc_remote_send(call, &result);
+		while (result == NIL)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			tcc_remote_wait(tcc_naptime, &result);
+		}
+		done = result;
+	}
+	PG_CATCH();
+	{
+		abandon_calls();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	list_free(done);
 }
 
 /*

@@ -2,8 +2,8 @@
  *
  * shmem.c
  *	  tcc's shared memory: one slot per database that has (or may get) a
- *	  worker, the launcher's latch, and the live counters that the
- *	  tcc.worker view shows.
+ *	  worker, the launcher's latch, the live counters that the tcc.worker
+ *	  view shows, and the condition variables tcc.wait sleeps on.
  *
  * The area exists only when tcc is in shared_preload_libraries; without it
  * there is no worker either, tcc.worker is simply empty and waking a worker
@@ -27,6 +27,14 @@
  * Everything is protected by one LWLock; readers take it shared, so a row of
  * tcc.worker is one consistent snapshot of a slot.
  *
+ * tcc.wait sleeps on a condition variable chosen by hashing the database
+ * and the gid into one of TCC_WAIT_BUCKETS, and whoever moves a global
+ * transaction to a status tcc.wait returns on broadcasts that variable
+ * once its transaction has committed (so the waiter, reading the status
+ * again, sees it).  Buckets keep a finish from waking every waiter in the
+ * cluster; a waiter woken for another gid of its bucket reads its status,
+ * finds it unchanged and sleeps again.
+ *
  * src/shmem.c
  *
  *-------------------------------------------------------------------------
@@ -40,6 +48,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "common/hashfn.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -63,11 +73,15 @@ static const char *const slot_state_names[] = {
 	[TCC_SLOT_ABSENT] = "absent",
 };
 
+/* condition variables for tcc.wait: a power of two, a multiple of 64 */
+#define TCC_WAIT_BUCKETS	128
+
 typedef struct TccSharedState
 {
 	LWLock	   *lock;
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	TccWorkerSlot slots[TCC_MAX_WORKERS];
+	ConditionVariable waiters[TCC_WAIT_BUCKETS];	/* for tcc.wait */
 } TccSharedState;
 
 static TccSharedState *tcc_shared = NULL;
@@ -78,6 +92,10 @@ static TccWorkerSlot *my_slot = NULL;
 /* whether the current transaction created work for the worker */
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
+
+/* the tcc.wait buckets to broadcast when the current transaction commits */
+static uint64 waiters_at_commit[TCC_WAIT_BUCKETS / 64];
+static bool any_waiters_at_commit = false;
 
 /*
  * tcc_shmem_request
@@ -106,8 +124,12 @@ tcc_shmem_startup(void)
 	tcc_shared = ShmemInitStruct("tcc", sizeof(TccSharedState), &found);
 	if (!found)
 	{
+		int			i;
+
 		memset(tcc_shared, 0, sizeof(TccSharedState));
 		tcc_shared->lock = &(GetNamedLWLockTranche("tcc"))->lock;
+		for (i = 0; i < TCC_WAIT_BUCKETS; i++)
+			ConditionVariableInit(&tcc_shared->waiters[i]);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -226,11 +248,43 @@ wake_database_worker(Oid dboid)
 }
 
 /*
+ * wake_waiters
+ *		Wake the tcc.wait callers of the buckets marked by the transaction
+ *		that just committed.
+ */
+static void
+wake_waiters(void)
+{
+	int			i;
+
+	for (i = 0; i < TCC_WAIT_BUCKETS; i++)
+		if (waiters_at_commit[i / 64] & (UINT64CONST(1) << (i % 64)))
+			ConditionVariableBroadcast(&tcc_shared->waiters[i]);
+}
+
+/*
+ * forget_at_commit
+ *		Nothing is to be done at the end of this transaction any more.
+ */
+static void
+forget_at_commit(void)
+{
+	wake_at_commit = false;
+	if (any_waiters_at_commit)
+	{
+		memset(waiters_at_commit, 0, sizeof(waiters_at_commit));
+		any_waiters_at_commit = false;
+	}
+}
+
+/*
  * tcc_xact_callback
- *		At commit of a transaction that created work, wake the worker.
+ *		At commit of a transaction that created work, wake the worker; at
+ *		commit of one that ended global transactions, wake their waiters.
  *
  * This runs after the commit record is written, outside any transaction:
  * it must not raise an error (that would be a PANIC) nor read catalogs.
+ * Neither setting a latch nor broadcasting a condition variable can fail.
  * A lost wake-up costs at most a naptime.
  */
 static void
@@ -242,16 +296,32 @@ tcc_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit && tcc_shared != NULL)
 				wake_database_worker(MyDatabaseId);
-			wake_at_commit = false;
+			if (any_waiters_at_commit && tcc_shared != NULL)
+				wake_waiters();
+			forget_at_commit();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction is committed by another backend */
-			wake_at_commit = false;
+			forget_at_commit();
 			break;
 		default:
 			break;
+	}
+}
+
+/*
+ * register_xact_callback
+ *		Register tcc_xact_callback, once per process.
+ */
+static void
+register_xact_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(tcc_xact_callback, NULL);
+		xact_callback_registered = true;
 	}
 }
 
@@ -267,12 +337,56 @@ tcc_wake_worker_at_commit(void)
 {
 	if (tcc_shared == NULL)
 		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(tcc_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
+	register_xact_callback();
 	wake_at_commit = true;
+}
+
+/*
+ * wait_bucket
+ *		The tcc.wait bucket of global transaction gid of this database.
+ */
+static int
+wait_bucket(const char *gid)
+{
+	uint32		hash = hash_bytes((const unsigned char *) gid, strlen(gid));
+
+	hash = hash_combine(hash, murmurhash32((uint32) MyDatabaseId));
+	return (int) (hash & (TCC_WAIT_BUCKETS - 1));
+}
+
+/*
+ * tcc_wake_waiters_at_commit
+ *		Have the tcc.wait callers waiting for gid woken when the current
+ *		transaction commits; called by whatever moves a global transaction
+ *		to a status at which tcc.wait returns.
+ *
+ * At commit, not now: a waiter woken earlier would read the old status
+ * and sleep again, missing the change.
+ */
+void
+tcc_wake_waiters_at_commit(const char *gid)
+{
+	int			bucket;
+
+	if (tcc_shared == NULL)
+		return;
+	register_xact_callback();
+	bucket = wait_bucket(gid);
+	waiters_at_commit[bucket / 64] |= UINT64CONST(1) << (bucket % 64);
+	any_waiters_at_commit = true;
+}
+
+/*
+ * tcc_wait_variable
+ *		The condition variable on which to wait for gid to change status, or
+ *		NULL without shared memory (tcc not preloaded).
+ */
+ConditionVariable *
+tcc_wait_variable(const char *gid)
+{
+	if (tcc_shared == NULL)
+		return NULL;
+	return &tcc_shared->waiters[wait_bucket(gid)];
 }
 
 /*

@@ -12,6 +12,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/condition_variable.h"
 #include "utils/timestamp.h"
 
 /* Longest gid or branch id, in bytes (SPEC section 8) */
@@ -87,9 +88,19 @@ extern void tcc_spi_end(TccSpiSession *session);
 extern uint64 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 						 Oid *argtypes, Datum *values, const char *nulls,
 						 bool read_only, long count);
+extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, Datum *values,
+								  const char *nulls, long count);
+extern bool tcc_spi_said_false(void);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
+
+/* coordinator.c */
+extern void tcc_check_action_sql(const char *sql, const char *argname);
+extern char *tcc_try_register(FunctionCallInfo fcinfo, Oid *owner);
+extern void tcc_try_record(const char *gid, const char *branch_id,
+						   TccCall *call);
 
 /* args.c */
 extern char *tcc_check_id(text *id, const char *what, bool may_generate);
@@ -106,7 +117,8 @@ extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
 									  Oid *umid);
 
 /* remote.c */
-extern void tcc_remote_init(void);
+extern void tcc_remote_init(bool in_worker);
+extern void tcc_remote_call(TccCall *call);
 extern void tcc_remote_send(TccCall *call, List **done);
 extern void tcc_remote_wait(long timeout_ms, List **done);
 extern int	tcc_remote_in_flight(void);
@@ -119,6 +131,8 @@ extern bool tcc_sqlstate_is_permanent(const char *sqlstate);
 extern void tcc_shmem_request(void);
 extern void tcc_shmem_startup(void);
 extern void tcc_wake_worker_at_commit(void);
+extern void tcc_wake_waiters_at_commit(const char *gid);
+extern ConditionVariable *tcc_wait_variable(const char *gid);
 extern void tcc_stop_database_worker(Oid dboid);
 
 /* launcher.c and worker.c: bgw_function_name entry points */

@@ -25,10 +25,12 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "tcc.h"
@@ -97,13 +99,36 @@ tcc_spi_end(TccSpiSession *session)
 }
 
 /*
+ * prepare_plan
+ *		Prepare sql and keep its plan in *plan, unless done already.
+ *
+ * *plan caches the plan across calls (a static of the caller).  Errors from
+ * SPI itself cannot be caused by the user and are reported with elog.
+ */
+static void
+prepare_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	newplan;
+
+	if (*plan != NULL)
+		return;
+
+	newplan = SPI_prepare(sql, nargs, argtypes);
+	if (newplan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(newplan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	*plan = newplan;
+}
+
+/*
  * tcc_spi_exec
  *		Run one of tcc's statements, preparing and keeping its plan on first
  *		use; returns SPI_processed.
  *
- * *plan caches the plan across calls (a static of the caller).  Errors from
- * SPI itself cannot be caused by the user and are reported with elog; errors
- * raised while executing (a constraint, a lock timeout) propagate unchanged.
+ * Errors raised while executing (a constraint, a lock timeout) propagate
+ * unchanged.
  */
 uint64
 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
@@ -111,24 +136,57 @@ tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 {
 	int			rc;
 
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	newplan = SPI_prepare(sql, nargs, argtypes);
-
-		if (newplan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 sql, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(newplan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		*plan = newplan;
-	}
-
+	prepare_plan(plan, sql, nargs, argtypes);
 	rc = SPI_execute_plan(*plan, values, nulls, read_only, count);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
 			 sql, SPI_result_code_string(rc));
 
 	return SPI_processed;
+}
+
+/*
+ * tcc_spi_exec_latest
+ *		tcc_spi_exec for a query that must see what was committed last,
+ *		even in a REPEATABLE READ or SERIALIZABLE transaction whose own
+ *		snapshot is older: tcc.wait waits for other transactions' changes.
+ */
+uint64
+tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql, int nargs,
+					Oid *argtypes, Datum *values, const char *nulls,
+					long count)
+{
+	int			rc;
+
+	prepare_plan(plan, sql, nargs, argtypes);
+	rc = SPI_execute_snapshot(*plan, values, nulls, GetLatestSnapshot(),
+							  InvalidSnapshot, true, false, count);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_snapshot failed for \"%s\": %s",
+			 sql, SPI_result_code_string(rc));
+
+	return SPI_processed;
+}
+
+/*
+ * tcc_spi_said_false
+ *		Whether the statement just run returned a single boolean false, an
+ *		action's way to say "not done" (SPEC section 4).
+ */
+bool
+tcc_spi_said_false(void)
+{
+	bool		isnull;
+	Datum		result;
+
+	if (SPI_tuptable == NULL || SPI_processed != 1 ||
+		SPI_tuptable->tupdesc->natts != 1 ||
+		TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid != BOOLOID)
+		return false;
+
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						   &isnull);
+	return !isnull && !DatumGetBool(result);
 }
 
 /*

@@ -165,6 +165,40 @@ tcc_sqlstate_is_permanent(const char *sqlstate)
 }
 
 /*
+ * sqlstate_is_transient
+ *		Whether an error of a saga's forward step may go away by itself, so
+ *		that the step is tried again rather than failing (SPEC section 4).
+ *
+ * These are the errors that say nothing about the step itself: the
+ * connection was lost (class 08) or the call took longer than
+ * tcc.call_timeout (57014), either of which leaves the outcome unknown;
+ * a serialization failure, a deadlock or a lock timeout, which a retry
+ * normally gets past; the participant shutting down or starting up
+ * (57P01 to 57P03, 57P05); and a lack of resources (class 53).  Any other
+ * error is the participant saying no, and the step fails for good.
+ * An error without a SQLSTATE came from libpq, not from the participant,
+ * and is counted as a lost connection.
+ */
+static bool
+sqlstate_is_transient(const char *sqlstate)
+{
+	static const char *const transient[] = {
+		"40001", "40P01", "55P03", "57014",
+		"57P01", "57P02", "57P03", "57P05"
+	};
+	int			i;
+
+	if (sqlstate[0] == '\0' ||
+		strncmp(sqlstate, "08", 2) == 0 ||
+		strncmp(sqlstate, "53", 2) == 0)
+		return true;
+	for (i = 0; i < lengthof(transient); i++)
+		if (strcmp(sqlstate, transient[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
  * retry_delay_ms
  *		How long to wait before attempt attempts + 1, after attempts
  *		failed ones: tcc.retry_base doubled for each earlier failure, capped
@@ -225,18 +259,104 @@ lock_global(const char *gid, char **status)
 }
 
 /*
+ * finish_transaction
+ *		End global transaction gid, in phase phase, when none of its
+ *		branches is left to run: confirming becomes confirmed, cancelling
+ *		becomes cancelled.  Steps that never ran (skipped) and the saga step
+ *		whose failure started the compensation (aborted) do not hold it up.
+ */
+static void
+finish_transaction(const char *gid, const char *phase)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(gid);
+	values[1] = CStringGetTextDatum(phase);
+	if (tcc_spi_exec(&plan,
+					 "UPDATE tcc.global_transaction"
+					 "   SET status = CASE $2 WHEN 'confirming'"
+					 "                THEN 'confirmed' ELSE 'cancelled' END,"
+					 "       finished_at = now(), updated_at = now()"
+					 " WHERE gid = $1 AND status = $2"
+					 "   AND NOT EXISTS ("
+					 "        SELECT 1 FROM tcc.branch"
+					 "         WHERE gid = $1"
+					 "           AND status NOT IN ('skipped', 'aborted',"
+					 "                CASE $2 WHEN 'confirming'"
+					 "                THEN 'confirmed' ELSE 'cancelled' END))",
+					 2, argtypes, values, NULL, false, 0) > 0)
+		tcc_wake_waiters_at_commit(gid);
+}
+
+/*
+ * start_next_step
+ *		Make the next saga or msg step of gid due: the first one not yet
+ *		run.  False when there is none left.
+ */
+static bool
+start_next_step(const char *gid)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(gid);
+	return tcc_spi_exec(&plan,
+						"UPDATE tcc.branch"
+						"   SET status = 'confirming', next_attempt_at = now(),"
+						"       updated_at = now()"
+						" WHERE gid = $1"
+						"   AND seq = (SELECT min(seq) FROM tcc.branch"
+						"               WHERE gid = $1"
+						"                 AND status = 'registered')",
+						1, argtypes, values, NULL, false, 0) > 0;
+}
+
+/*
+ * start_next_compensation
+ *		Make the compensation of gid's last completed saga step due: the
+ *		steps are undone one at a time, newest first.  False when none is
+ *		left to undo.  attempts restarts from zero, as tcc.max_attempts
+ *		applies to the compensation's own.
+ */
+static bool
+start_next_compensation(const char *gid)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(gid);
+	return tcc_spi_exec(&plan,
+						"UPDATE tcc.branch"
+						"   SET status = 'cancelling', next_attempt_at = now(),"
+						"       attempts = 0, updated_at = now()"
+						" WHERE gid = $1"
+						"   AND seq = (SELECT max(seq) FROM tcc.branch"
+						"               WHERE gid = $1"
+						"                 AND status = 'confirmed')",
+						1, argtypes, values, NULL, false, 0) > 0;
+}
+
+/*
  * record_success
  *		The action of call's branch succeeded: the branch is done, and its
- *		transaction moves on (the next saga or msg step becomes due) or ends.
+ *		transaction moves on or ends.
+ *
+ * A TCC transaction's branches run side by side, and the transaction ends
+ * when the last one is done.  Saga and msg steps run one at a time: a
+ * forward step's success makes the next step due, and a saga compensation's
+ * success makes the compensation of the step before it due.
  */
 static void
 record_success(TccCall *call, const char *status)
 {
 	static SPIPlanPtr branch_plan = NULL;
-	static SPIPlanPtr next_plan = NULL;
-	static SPIPlanPtr finish_plan = NULL;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
+	bool		confirming = (strcmp(call->phase, "confirming") == 0);
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
@@ -258,39 +378,98 @@ record_success(TccCall *call, const char *status)
 	if (strcmp(status, call->phase) != 0)
 		return;
 
-	/* saga and msg steps run one after the other */
 	if (strcmp(call->mode, "tcc") != 0 &&
-		strcmp(call->phase, "confirming") == 0 &&
-		tcc_spi_exec(&next_plan,
-					 "UPDATE tcc.branch"
-					 "   SET status = 'confirming', next_attempt_at = now(),"
-					 "       updated_at = now()"
-					 " WHERE gid = $1"
-					 "   AND seq = (SELECT min(seq) FROM tcc.branch"
-					 "               WHERE gid = $1"
-					 "                 AND status = 'registered')",
-					 1, argtypes, values, NULL, false, 0) > 0)
+		(confirming ? start_next_step(call->gid) :
+		 start_next_compensation(call->gid)))
 		return;
 
-	(void) tcc_spi_exec(&finish_plan,
+	finish_transaction(call->gid, call->phase);
+}
+
+/*
+ * abort_saga
+ *		Call's forward step of a saga failed for good: stop the saga and
+ *		compensate the steps that completed, newest first.
+ *
+ * The steps after the failing one never run (skipped), and the transaction
+ * goes to cancelling with the failing step and its error as the reason.
+ * What happens to the failing step depends on what is known of it:
+ *
+ * - The participant said no (an error other than a transient one, or
+ *	 false).  Its transaction rolled back, or did nothing: the step is
+ *	 marked aborted, keeps its error, and is not compensated.
+ * - Its attempts ran out on transient errors (outcome_unknown).  The last
+ *	 one may have been lost with the connection, or cut short by
+ *	 tcc.call_timeout, after the participant committed; so the step is
+ *	 compensated too, first.  With the fence on the participant, that
+ *	 compensation is an empty rollback when the action never ran, and it
+ *	 refuses the action should it still arrive.
+ */
+static void
+abort_saga(TccCall *call, bool outcome_unknown)
+{
+	static SPIPlanPtr step_plan = NULL;
+	static SPIPlanPtr skip_plan = NULL;
+	static SPIPlanPtr global_plan = NULL;
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	values[2] = CStringGetTextDatum(call->error);
+	values[3] = CStringGetTextDatum(call->sqlstate);
+	nulls[3] = call->sqlstate[0] ? ' ' : 'n';
+	values[4] = BoolGetDatum(outcome_unknown);
+
+	/* a compensation gets attempts of its own */
+	if (tcc_spi_exec(&step_plan,
+					 "UPDATE tcc.branch"
+					 "   SET status = CASE WHEN $5 THEN 'cancelling'"
+					 "                ELSE 'aborted' END,"
+					 "       attempts = CASE WHEN $5 THEN 0"
+					 "                  ELSE attempts + 1 END,"
+					 "       last_attempt_at = now(),"
+					 "       next_attempt_at = CASE WHEN $5 THEN now() END,"
+					 "       last_error = $3,"
+					 "       last_sqlstate = $4,"
+					 "       updated_at = now()"
+					 " WHERE gid = $1 AND branch_id = $2"
+					 "   AND status = 'confirming'",
+					 5, argtypes, values, nulls, false, 0) == 0)
+		return;
+
+	(void) tcc_spi_exec(&skip_plan,
+						"UPDATE tcc.branch"
+						"   SET status = 'skipped', updated_at = now()"
+						" WHERE gid = $1 AND status = 'registered'",
+						1, argtypes, values, NULL, false, 0);
+
+	(void) tcc_spi_exec(&global_plan,
 						"UPDATE tcc.global_transaction"
-						"   SET status = CASE $3 WHEN 'confirming'"
-						"                THEN 'confirmed' ELSE 'cancelled' END,"
-						"       finished_at = now(), updated_at = now()"
-						" WHERE gid = $1 AND status = $3"
-						"   AND NOT EXISTS ("
-						"        SELECT 1 FROM tcc.branch"
-						"         WHERE gid = $1"
-						"           AND status NOT IN ('skipped',"
-						"                CASE $3 WHEN 'confirming'"
-						"                THEN 'confirmed' ELSE 'cancelled' END))",
+						"   SET status = 'cancelling',"
+						"       reason = format('step %s failed: %s', $2, $3),"
+						"       updated_at = now()"
+						" WHERE gid = $1 AND status = 'confirming'",
 						3, argtypes, values, NULL, false, 0);
+
+	if (!outcome_unknown && !start_next_compensation(call->gid))
+		finish_transaction(call->gid, "cancelling");
 }
 
 /*
  * record_failure
  *		The action of call's branch failed (or returned false): schedule the
- *		next attempt, or give up and fail the branch and its transaction.
+ *		next attempt, fail the branch and its transaction, or, for a saga's
+ *		forward step, start compensating (SPEC section 4).
+ *
+ * An error that can never succeed fails the transaction at once, whatever
+ * the action: a human must fix the action or the set-up, then tcc.retry.
+ * A saga's forward step is retried only on transient errors; anything else
+ * is the step failing, and so is running out of attempts.  Every other
+ * action (a TCC confirm or cancel, a compensation, a msg step) must succeed
+ * in the end, so any error or false is retried until tcc.max_attempts,
+ * after which the transaction is failed.
  */
 static void
 record_failure(TccCall *call, const char *status)
@@ -301,6 +480,8 @@ record_failure(TccCall *call, const char *status)
 		BOOLOID, FLOAT8OID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		saga_step;
+	bool		out_of_attempts;
 	bool		give_up;
 
 	if (call->outcome == TCC_CALL_NOT_DONE)
@@ -313,8 +494,28 @@ record_failure(TccCall *call, const char *status)
 			 tcc_sqlstate_is_permanent(call->sqlstate))
 		call->permanent = true;
 
-	give_up = call->permanent ||
-		(tcc_max_attempts > 0 && call->attempts + 1 >= tcc_max_attempts);
+	out_of_attempts = tcc_max_attempts > 0 &&
+		call->attempts + 1 >= tcc_max_attempts;
+	saga_step = strcmp(call->mode, "saga") == 0 &&
+		strcmp(call->phase, "confirming") == 0 &&
+		strcmp(status, "confirming") == 0;
+
+	if (saga_step && !call->permanent)
+	{
+		if (call->outcome == TCC_CALL_NOT_DONE ||
+			!sqlstate_is_transient(call->sqlstate))
+		{
+			abort_saga(call, false);
+			return;
+		}
+		if (out_of_attempts)
+		{
+			abort_saga(call, true);
+			return;
+		}
+	}
+
+	give_up = call->permanent || out_of_attempts;
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
@@ -343,15 +544,27 @@ record_failure(TccCall *call, const char *status)
 		return;
 
 	if (give_up && strcmp(status, call->phase) == 0)
-		(void) tcc_spi_exec(&global_plan,
-							"UPDATE tcc.global_transaction"
-							"   SET status = 'failed', failed_phase = $3,"
-							"       last_error = format('%s of branch %s: %s',"
-							"           CASE $3 WHEN 'confirming' THEN 'confirm'"
-							"           ELSE 'cancel' END, $2, $4),"
-							"       updated_at = now()"
-							" WHERE gid = $1 AND status = $3",
-							4, argtypes, values, nulls, false, 0);
+	{
+		/* $5 is the mode here, which words the error */
+		values[4] = CStringGetTextDatum(call->mode);
+		if (tcc_spi_exec(&global_plan,
+						 "UPDATE tcc.global_transaction"
+						 "   SET status = 'failed', failed_phase = $3,"
+						 "       last_error = format("
+						 "           CASE WHEN $5 = 'tcc' THEN"
+						 "             CASE $3 WHEN 'confirming'"
+						 "             THEN 'confirm of branch %s: %s'"
+						 "             ELSE 'cancel of branch %s: %s' END"
+						 "           ELSE"
+						 "             CASE $3 WHEN 'confirming'"
+						 "             THEN 'step %s: %s'"
+						 "             ELSE 'compensation of step %s: %s' END"
+						 "           END, $2, $4),"
+						 "       updated_at = now()"
+						 " WHERE gid = $1 AND status = $3",
+						 5, argtypes, values, NULL, false, 0) > 0)
+			tcc_wake_waiters_at_commit(call->gid);
+	}
 }
 
 /*
@@ -546,19 +759,8 @@ run_local_call(TccCall *call)
 				elog(ERROR, "SPI_execute_with_args failed: %s",
 					 SPI_result_code_string(rc));
 
-			call->outcome = TCC_CALL_DONE;
-			if (SPI_tuptable != NULL && SPI_processed == 1 &&
-				SPI_tuptable->tupdesc->natts == 1 &&
-				TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid == BOOLOID)
-			{
-				bool		isnull;
-				Datum		result = SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1,
-												   &isnull);
-
-				if (!isnull && !DatumGetBool(result))
-					call->outcome = TCC_CALL_NOT_DONE;
-			}
+			call->outcome = tcc_spi_said_false() ? TCC_CALL_NOT_DONE :
+				TCC_CALL_DONE;
 			SPI_finish();
 
 			disable_timeout(STATEMENT_TIMEOUT, false);
@@ -623,37 +825,54 @@ expire_transactions(void)
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1];
+	uint64		nrows;
+	uint64		row;
 
 	values[0] = Int32GetDatum(TCC_BATCH_SIZE);
-	return tcc_spi_exec(&plan,
-						"WITH expired AS ("
-						"  UPDATE tcc.global_transaction g"
-						"     SET status = CASE WHEN g.mode = 'tcc'"
-						"                        AND g.branch_count > 0"
-						"                  THEN 'cancelling'"
-						"                  ELSE 'cancelled' END,"
-						"         reason = 'timeout',"
-						"         updated_at = now(),"
-						"         finished_at = CASE WHEN g.mode = 'tcc'"
-						"                             AND g.branch_count > 0"
-						"                       THEN NULL ELSE now() END"
-						"   WHERE g.gid IN ("
-						"          SELECT gid FROM tcc.global_transaction"
-						"           WHERE status = 'trying'"
-						"             AND deadline < now()"
-						"           ORDER BY deadline LIMIT $1"
-						"             FOR UPDATE SKIP LOCKED)"
-						"     AND g.status = 'trying'"
-						"  RETURNING g.gid, g.status)"
-						"UPDATE tcc.branch b"
-						"   SET status = CASE e.status WHEN 'cancelling'"
-						"                THEN 'cancelling' ELSE 'skipped' END,"
-						"       next_attempt_at = CASE e.status"
-						"           WHEN 'cancelling' THEN now() END,"
-						"       updated_at = now()"
-						"  FROM expired e"
-						" WHERE b.gid = e.gid",
-						1, argtypes, values, NULL, false, 0);
+	nrows = tcc_spi_exec(&plan,
+						 "WITH expired AS ("
+						 "  UPDATE tcc.global_transaction g"
+						 "     SET status = CASE WHEN g.mode = 'tcc'"
+						 "                        AND g.branch_count > 0"
+						 "                  THEN 'cancelling'"
+						 "                  ELSE 'cancelled' END,"
+						 "         reason = 'timeout',"
+						 "         updated_at = now(),"
+						 "         finished_at = CASE WHEN g.mode = 'tcc'"
+						 "                             AND g.branch_count > 0"
+						 "                       THEN NULL ELSE now() END"
+						 "   WHERE g.gid IN ("
+						 "          SELECT gid FROM tcc.global_transaction"
+						 "           WHERE status = 'trying'"
+						 "             AND deadline < now()"
+						 "           ORDER BY deadline LIMIT $1"
+						 "             FOR UPDATE SKIP LOCKED)"
+						 "     AND g.status = 'trying'"
+						 "  RETURNING g.gid, g.status),"
+						 " branches AS ("
+						 "  UPDATE tcc.branch b"
+						 "     SET status = CASE e.status WHEN 'cancelling'"
+						 "                  THEN 'cancelling' ELSE 'skipped' END,"
+						 "         next_attempt_at = CASE e.status"
+						 "             WHEN 'cancelling' THEN now() END,"
+						 "         updated_at = now()"
+						 "    FROM expired e"
+						 "   WHERE b.gid = e.gid)"
+						 "SELECT gid, status = 'cancelled' FROM expired",
+						 1, argtypes, values, NULL, false, 0);
+
+	/* those that ended here: their tcc.wait callers can return */
+	for (row = 0; row < nrows; row++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[row],
+									   SPI_tuptable->tupdesc, 2, &isnull)))
+			tcc_wake_waiters_at_commit(SPI_getvalue(SPI_tuptable->vals[row],
+													SPI_tuptable->tupdesc,
+													1));
+	}
+	return nrows;
 }
 
 /*
@@ -1070,7 +1289,7 @@ tcc_worker_main(Datum main_arg)
 	ctl.entrysize = sizeof(InFlightKey);
 	in_flight = hash_create("tcc calls in flight", 256, &ctl,
 							HASH_ELEM | HASH_BLOBS);
-	tcc_remote_init();
+	tcc_remote_init(true);
 	loop_context = AllocSetContextCreate(TopMemoryContext, "tcc worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
 

@@ -1,0 +1,291 @@
+/*-------------------------------------------------------------------------
+ *
+ * try.c
+ *	  CALL tcc.try: a TCC branch's try, run for SQL-only callers.
+ *
+ * A client that speaks only SQL cannot easily run a try on another
+ * database itself.  CALL tcc.try does it in three steps, each its own
+ * transaction:
+ *
+ *	1. register the branch (as tcc.register_branch would) and commit, with
+ *	   a flush of the commit record even under synchronous_commit = off, so
+ *	   that the coordinator knows of the branch before the participant does:
+ *	   whatever crashes next, the branch is cancelled (or confirmed) in the
+ *	   end and the participant's try is never orphaned;
+ *	2. run the try on the participant (over libpq, with the connection
+ *	   cache and the user mapping of the transaction's owner that the
+ *	   worker uses; or, for a local branch, here, as the caller);
+ *	3. record the outcome, tried or try_failed, and commit; a failed try's
+ *	   error is then raised to the caller with the participant's SQLSTATE.
+ *
+ * A local try runs in step 3's transaction, so it commits exactly when its
+ * outcome is recorded.  A remote try commits on the participant in step 2;
+ * if the caller is cancelled, or the coordinator crashes, before step 3,
+ * the branch stays registered and its outcome unknown: the transaction is
+ * then rolled back (by the caller, or by the worker at its deadline) and
+ * the participant's fence turns the cancel into an empty rollback if the
+ * try never ran, or into a refusal of a try that arrives late.
+ *
+ * Committing in the middle is what a procedure called non-atomically may
+ * do; inside a transaction block (or from a function) that is impossible,
+ * and tcc.try refuses to run rather than call the participant about a
+ * registration that might still be rolled back.
+ *
+ * src/try.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "foreign/foreign.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "tcc.h"
+
+PG_FUNCTION_INFO_V1(tcc_try);
+
+/*
+ * force_durable_commit
+ *		Make the current transaction's commit wait for its WAL flush, even if
+ *		the session has synchronous_commit = off.  A stronger setting (one
+ *		that also waits for a standby) is kept.  The setting reverts at the
+ *		end of the transaction.
+ */
+static void
+force_durable_commit(void)
+{
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * run_local_try
+ *		Run call's try here, in a subtransaction so that its error can be
+ *		recorded, as the calling role and with the session's settings: the
+ *		caller could have run the same SQL itself.
+ */
+static void
+run_local_try(TccCall *call)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		int			rc;
+
+		values[0] = CStringGetTextDatum(call->gid);
+		values[1] = CStringGetTextDatum(call->branch_id);
+		if (call->payload)
+			values[2] = DirectFunctionCall1(jsonb_in,
+											CStringGetDatum(call->payload));
+		else
+			nulls[2] = 'n';
+
+		rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
+								   false, 0);
+		if (rc < 0)
+			elog(ERROR, "SPI_execute_with_args failed: %s",
+				 SPI_result_code_string(rc));
+		call->outcome = tcc_spi_said_false() ? TCC_CALL_NOT_DONE :
+			TCC_CALL_DONE;
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		call->outcome = TCC_CALL_ERROR;
+		call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
+										  edata->message);
+		strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
+				sizeof(call->sqlstate));
+	}
+	PG_END_TRY();
+}
+
+/*
+ * report_failed_try
+ *		Raise the error of call's failed try to the caller: the
+ *		participant's own message and SQLSTATE, with where it happened.
+ */
+static void
+report_failed_try(TccCall *call)
+{
+	if (call->outcome == TCC_CALL_NOT_DONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("try of branch \"%s\" of global transaction \"%s\" "
+						"returned false", call->branch_id, call->gid),
+				 errdetail("The participant reported that it did not do "
+						   "the try."),
+				 errhint("Roll the global transaction back with "
+						 "tcc.rollback.")));
+
+	/* libpq's own failures all have one; be safe */
+	if (call->sqlstate[0] == '\0')
+		strlcpy(call->sqlstate, "08006", sizeof(call->sqlstate));
+
+	ereport(ERROR,
+			(errcode(MAKE_SQLSTATE(call->sqlstate[0], call->sqlstate[1],
+								   call->sqlstate[2], call->sqlstate[3],
+								   call->sqlstate[4])),
+			 errmsg_internal("%s", call->error),
+			 errhint("Roll the global transaction back with tcc.rollback."),
+			 errcontext("try of branch \"%s\" of global transaction \"%s\" "
+						"on %s", call->branch_id, call->gid,
+						call->server ?
+						psprintf("server \"%s\"", call->server) :
+						"this database")));
+}
+
+/*
+ * result_row
+ *		The procedure's result: its one output argument, branch_id.
+ */
+static Datum
+result_row(FunctionCallInfo fcinfo, const char *branch_id)
+{
+	TupleDesc	tupdesc;
+	Datum		values[1];
+	bool		nulls[1] = {false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	values[0] = CStringGetTextDatum(branch_id);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
+ * tcc_try
+ *		CALL tcc.try(gid, server, try_sql, confirm_sql, cancel_sql, payload,
+ *		branch_id): register a TCC branch, run its try, record the outcome.
+ *		See the file header.  branch_id is INOUT: the generated id comes
+ *		back when NULL is passed.
+ */
+Datum
+tcc_try(PG_FUNCTION_ARGS)
+{
+	CallContext *callcontext = (CallContext *) fcinfo->context;
+	MemoryContext callcxt = CurrentMemoryContext;
+	MemoryContext oldcontext;
+	TccCall    *call;
+	char	   *try_sql;
+	char	   *branch_id;
+	Oid			owner;
+
+	if (callcontext == NULL || !IsA(callcontext, CallContext) ||
+		callcontext->atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("tcc.try cannot run inside a transaction block"),
+				 errdetail("It commits the branch's registration before it "
+						   "calls the participant, and the outcome after."),
+				 errhint("CALL it on its own, outside BEGIN ... COMMIT and "
+						 "not from a function; inside a transaction, use "
+						 "tcc.register_branch and run the try yourself.")));
+
+	tcc_check_not_null(fcinfo, 2, "try_sql");
+	try_sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	tcc_check_action_sql(try_sql, "try_sql");
+
+	/*
+	 * A non-atomic SPI connection may commit; its memory lives in the
+	 * portal, across the commits, until SPI_finish.
+	 */
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect_ext failed");
+
+	/* 1. the registration, durable before the participant hears of it */
+	force_durable_commit();
+	branch_id = tcc_try_register(fcinfo, &owner);
+	branch_id = MemoryContextStrdup(callcxt, branch_id);
+	SPI_commit();
+
+	/*
+	 * 2. the try.  The call, and the error it may bring back, must outlive
+	 * SPI_finish: they go in the procedure's own memory.
+	 */
+	oldcontext = MemoryContextSwitchTo(callcxt);
+	call = palloc0(sizeof(TccCall));
+	call->gid = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	call->branch_id = branch_id;
+	call->mode = "tcc";
+	call->phase = "trying";
+	call->server = PG_ARGISNULL(1) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(1));
+	call->owner = owner;
+	call->sql = try_sql;
+	call->payload = PG_ARGISNULL(5) ? NULL :
+		DatumGetCString(DirectFunctionCall1(jsonb_out,
+											PG_GETARG_DATUM(5)));
+	call->outcome = TCC_CALL_PENDING;
+	MemoryContextSwitchTo(oldcontext);
+
+	if (call->server == NULL)
+		run_local_try(call);
+	else
+	{
+		ForeignServer *server = GetForeignServerByName(call->server, true);
+
+		/* dropped since the registration */
+		if (server == NULL)
+		{
+			call->outcome = TCC_CALL_ERROR;
+			oldcontext = MemoryContextSwitchTo(callcxt);
+			call->error = psprintf("server \"%s\" does not exist",
+								   call->server);
+			MemoryContextSwitchTo(oldcontext);
+			strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+		}
+		else
+		{
+			call->serverid = server->serverid;
+			tcc_remote_call(call);
+		}
+	}
+
+	/* 3. the outcome */
+	tcc_try_record(call->gid, call->branch_id, call);
+	SPI_commit();
+
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	MemoryContextSwitchTo(callcxt);
+
+	if (call->outcome != TCC_CALL_DONE)
+		report_failed_try(call);
+
+	PG_RETURN_DATUM(result_row(fcinfo, branch_id));
+}
