@@ -26,7 +26,7 @@ PGFILEDESC = "tcc - distributed transactions coordinated by PostgreSQL"
 PG_CPPFLAGS = -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = api fence errors ownership views
+REGRESS = api fence errors ownership views modes
 REGRESS_OPTS = --temp-instance=./tmp_check \
 	--temp-config=$(srcdir)/test/tcc.conf
 

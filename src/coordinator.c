@@ -557,16 +557,19 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 
 /*
  * add_branch
- *		The common body of tcc.register_branch and tcc.add_step.
+ *		The common body of tcc.register_branch, tcc.add_step and the
+ *		registration of CALL tcc.try (function names the caller, for
+ *		messages); returns the branch id and sets *owner (when not NULL) to
+ *		the transaction's owner.
  *
  * Arguments are checked before anything is locked or written.  The branch
  * takes the next sequence number of its transaction; that UPDATE also locks
  * out a concurrent commit (see the file header).
  */
 static char *
-add_branch(FunctionCallInfo fcinfo, bool tcc_mode, Oid *owner)
+add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
+		   Oid *owner)
 {
-	const char *function = tcc_mode ? "tcc.register_branch" : "tcc.add_step";
 	const char *action_arg = tcc_mode ? "confirm_sql" : "action_sql";
 	const char *undo_arg = tcc_mode ? "cancel_sql" : "compensate_sql";
 	const char *id_arg = tcc_mode ? "branch_id" : "step_id";
@@ -885,7 +888,10 @@ tcc_begin(PG_FUNCTION_ARGS)
 Datum
 tcc_register_branch(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(add_branch(fcinfo, true, NULL)));
+	char	   *branch_id = add_branch(fcinfo, true, "tcc.register_branch",
+										   NULL);
+
+	PG_RETURN_TEXT_P(cstring_to_text(branch_id));
 }
 
 /*
@@ -896,7 +902,9 @@ tcc_register_branch(PG_FUNCTION_ARGS)
 Datum
 tcc_add_step(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(add_branch(fcinfo, false, NULL)));
+	char	   *step_id = add_branch(fcinfo, false, "tcc.add_step", NULL);
+
+	PG_RETURN_TEXT_P(cstring_to_text(step_id));
 }
 
 /*
@@ -915,11 +923,13 @@ tcc_try_register(FunctionCallInfo fcinfo, Oid *owner)
 	LOCAL_FCINFO(regfcinfo, 6);
 	int			i;
 
-	InitFunctionCallInfoData(*regfcinfo, NULL, 6, InvalidOid, NULL, NULL);
+	/* tcc.try's flinfo, so that errors about arguments name tcc.try */
+	InitFunctionCallInfoData(*regfcinfo, fcinfo->flinfo, 6, InvalidOid,
+							 NULL, NULL);
 	for (i = 0; i < 6; i++)
 		regfcinfo->args[i] = fcinfo->args[from[i]];
 
-	return add_branch(regfcinfo, true, owner);
+	return add_branch(regfcinfo, true, "tcc.try", owner);
 }
 
 /*
