@@ -58,3 +58,38 @@ BEGIN
 	END IF;
 	RETURN true;				-- done, now or before, or nothing to undo
 END $$;
+
+-- Saga steps and reliable messages (README, "TCC, saga or reliable
+-- message?") have no try: a forward step takes the stock at once.  It is
+-- fenced like a try, its compensation like a cancel.
+
+-- forward step: qty is sold at once (stock -= qty, sold += qty).  With too
+-- little stock the CHECK constraint fails the statement (SQLSTATE 23514),
+-- which rolls back the fence row too: a saga then compensates the steps
+-- before this one, a message is retried until stock is back.
+CREATE FUNCTION inventory_sell(gid text, step_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF tcc.fence_try(gid, step_id) THEN
+		UPDATE product
+		   SET stock = stock - (payload->>'qty')::int,
+			   sold = sold + (payload->>'qty')::int
+		 WHERE id = (payload->>'product')::int;
+	END IF;
+	-- done, now or before (a repeat after a lost answer), or compensated
+	-- already (then the coordinator no longer waits for this answer)
+	RETURN true;
+END $$;
+
+-- compensation: the sale is undone (sold -= qty, stock += qty)
+CREATE FUNCTION inventory_unsell(gid text, step_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF tcc.fence_cancel(gid, step_id) THEN
+		UPDATE product
+		   SET sold = sold - (payload->>'qty')::int,
+			   stock = stock + (payload->>'qty')::int
+		 WHERE id = (payload->>'product')::int;
+	END IF;
+	RETURN true;				-- done, now or before, or nothing to undo
+END $$;

@@ -41,3 +41,26 @@ BEGIN
 	END IF;
 	RETURN true;
 END $$;
+
+-- Saga steps (README, "TCC, saga or reliable message?"): the order is
+-- placed completed at once, and withdrawn (cancelled) as compensation.
+CREATE FUNCTION order_place(gid text, step_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF tcc.fence_try(gid, step_id) THEN
+		INSERT INTO orders (gid, product, qty, status)
+		VALUES (gid, (payload->>'product')::int, (payload->>'qty')::int,
+				'completed');
+	END IF;
+	RETURN true;				-- done, now or before
+END $$;
+
+CREATE FUNCTION order_withdraw(gid text, step_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF tcc.fence_cancel(gid, step_id) THEN
+		UPDATE orders SET status = 'cancelled'
+		 WHERE orders.gid = order_withdraw.gid;
+	END IF;
+	RETURN true;				-- done, now or before, or nothing to undo
+END $$;

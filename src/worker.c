@@ -28,6 +28,15 @@
  * does wait for the row lock, which a user holds only for the length of
  * one of the API's calls on a transaction in phase two (a repeated commit).
  *
+ * What an outcome does depends on the mode (SPEC sections 3 and 4).  A TCC
+ * transaction's confirms (or cancels) are all due at once, and it ends when
+ * the last one succeeds.  Saga and msg steps run one at a time, in order.
+ * A saga's forward step that fails for good stops the saga: its completed
+ * steps are compensated one at a time, newest first (record_failure,
+ * abort_saga).  Every other action must succeed in the end and is retried
+ * until tcc.max_attempts, after which its transaction is failed.  Whatever
+ * ends a transaction, or fails it, wakes its tcc.wait callers at commit.
+ *
  * Delivery is at least once.  The outcome of a call is recorded after the
  * participant answered; a crash in between (of either side) means the call
  * is made again, which the participant's fence turns into a no-op.  Nothing
