@@ -13,6 +13,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "storage/condition_variable.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 /* Longest gid or branch id, in bytes (SPEC section 8) */
@@ -91,7 +92,9 @@ extern uint64 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, Datum *values,
 								  const char *nulls, long count);
-extern bool tcc_spi_said_false(void);
+extern void tcc_spi_run_action(TccCall *call);
+extern void tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
+								  ResourceOwner oldowner);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);

@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
@@ -30,6 +31,8 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -169,12 +172,12 @@ tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql, int nargs,
 }
 
 /*
- * tcc_spi_said_false
+ * said_false
  *		Whether the statement just run returned a single boolean false, an
  *		action's way to say "not done" (SPEC section 4).
  */
-bool
-tcc_spi_said_false(void)
+static bool
+said_false(void)
 {
 	bool		isnull;
 	Datum		result;
@@ -187,6 +190,68 @@ tcc_spi_said_false(void)
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 						   &isnull);
 	return !isnull && !DatumGetBool(result);
+}
+
+/*
+ * tcc_spi_run_action
+ *		Run call's action here, through SPI (connected by the caller), with
+ *		its three typed parameters, and set its outcome: done, or not done
+ *		when it returned a single false.  Errors propagate; the caller runs
+ *		this in a subtransaction to record them.
+ */
+void
+tcc_spi_run_action(TccCall *call)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			rc;
+
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	if (call->payload)
+		values[2] = DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(call->payload));
+	else
+		nulls[2] = 'n';
+
+	rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
+							   false, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_with_args failed: %s",
+			 SPI_result_code_string(rc));
+
+	call->outcome = said_false() ? TCC_CALL_NOT_DONE : TCC_CALL_DONE;
+}
+
+/*
+ * tcc_spi_action_failed
+ *		In the PG_CATCH of an action run by tcc_spi_run_action in an
+ *		internal subtransaction: roll the subtransaction back, return to
+ *		oldcontext and oldowner (those of the caller before the
+ *		subtransaction began), and make the error call's outcome, copied
+ *		into the call's own memory.
+ */
+void
+tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
+					  ResourceOwner oldowner)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(oldcontext);
+	edata = CopyErrorData();
+	FlushErrorState();
+
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
+
+	call->outcome = TCC_CALL_ERROR;
+	call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
+									  edata->message);
+	strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
+			sizeof(call->sqlstate));
+	FreeErrorData(edata);
 }
 
 /*

@@ -81,32 +81,13 @@ run_local_try(TccCall *call)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 
 	PG_TRY();
 	{
-		int			rc;
-
-		values[0] = CStringGetTextDatum(call->gid);
-		values[1] = CStringGetTextDatum(call->branch_id);
-		if (call->payload)
-			values[2] = DirectFunctionCall1(jsonb_in,
-											CStringGetDatum(call->payload));
-		else
-			nulls[2] = 'n';
-
-		rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
-								   false, 0);
-		if (rc < 0)
-			elog(ERROR, "SPI_execute_with_args failed: %s",
-				 SPI_result_code_string(rc));
-		call->outcome = tcc_spi_said_false() ? TCC_CALL_NOT_DONE :
-			TCC_CALL_DONE;
+		tcc_spi_run_action(call);
 
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
@@ -114,21 +95,7 @@ run_local_try(TccCall *call)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		call->outcome = TCC_CALL_ERROR;
-		call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
-										  edata->message);
-		strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
-				sizeof(call->sqlstate));
+		tcc_spi_action_failed(call, oldcontext, oldowner);
 	}
 	PG_END_TRY();
 }

@@ -300,48 +300,37 @@ finish_transaction(const char *gid, const char *phase)
 }
 
 /*
- * start_next_step
- *		Make the next saga or msg step of gid due: the first one not yet
- *		run.  False when there is none left.
+ * start_next
+ *		Make the next saga or msg step of gid due, and return true; false
+ *		when there is none left.
+ *
+ * Forward, the next step is the first one not yet run.  Backward (a saga
+ * being compensated), it is the last one that completed: the steps are
+ * undone one at a time, newest first.  attempts restarts from zero, as
+ * tcc.max_attempts applies to the compensation's own.
  */
 static bool
-start_next_step(const char *gid)
+start_next(const char *gid, bool forward)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 
 	values[0] = CStringGetTextDatum(gid);
-	return tcc_spi_exec(&plan,
+	if (forward)
+		return tcc_spi_exec(&plans[0],
+							"UPDATE tcc.branch"
+							"   SET status = 'confirming',"
+							"       next_attempt_at = now(), updated_at = now()"
+							" WHERE gid = $1"
+							"   AND seq = (SELECT min(seq) FROM tcc.branch"
+							"               WHERE gid = $1"
+							"                 AND status = 'registered')",
+							1, argtypes, values, NULL, false, 0) > 0;
+	return tcc_spi_exec(&plans[1],
 						"UPDATE tcc.branch"
-						"   SET status = 'confirming', next_attempt_at = now(),"
-						"       updated_at = now()"
-						" WHERE gid = $1"
-						"   AND seq = (SELECT min(seq) FROM tcc.branch"
-						"               WHERE gid = $1"
-						"                 AND status = 'registered')",
-						1, argtypes, values, NULL, false, 0) > 0;
-}
-
-/*
- * start_next_compensation
- *		Make the compensation of gid's last completed saga step due: the
- *		steps are undone one at a time, newest first.  False when none is
- *		left to undo.  attempts restarts from zero, as tcc.max_attempts
- *		applies to the compensation's own.
- */
-static bool
-start_next_compensation(const char *gid)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-
-	values[0] = CStringGetTextDatum(gid);
-	return tcc_spi_exec(&plan,
-						"UPDATE tcc.branch"
-						"   SET status = 'cancelling', next_attempt_at = now(),"
-						"       attempts = 0, updated_at = now()"
+						"   SET status = 'cancelling', attempts = 0,"
+						"       next_attempt_at = now(), updated_at = now()"
 						" WHERE gid = $1"
 						"   AND seq = (SELECT max(seq) FROM tcc.branch"
 						"               WHERE gid = $1"
@@ -388,8 +377,7 @@ record_success(TccCall *call, const char *status)
 		return;
 
 	if (strcmp(call->mode, "tcc") != 0 &&
-		(confirming ? start_next_step(call->gid) :
-		 start_next_compensation(call->gid)))
+		start_next(call->gid, confirming))
 		return;
 
 	finish_transaction(call->gid, call->phase);
@@ -462,7 +450,7 @@ abort_saga(TccCall *call, bool outcome_unknown)
 						" WHERE gid = $1 AND status = 'confirming'",
 						3, argtypes, values, NULL, false, 0);
 
-	if (!outcome_unknown && !start_next_compensation(call->gid))
+	if (!outcome_unknown && !start_next(call->gid, false))
 		finish_transaction(call->gid, "cancelling");
 }
 
@@ -675,9 +663,6 @@ run_local_call(TccCall *call)
 	static SPIPlanPtr branch_plan = NULL;
 	MemoryContext oldcontext;
 	ResourceOwner oldowner;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
 	char	   *status;
 	bool		due;
 
@@ -732,7 +717,6 @@ run_local_call(TccCall *call)
 			Oid			save_userid;
 			int			save_sec_context;
 			int			nestlevel;
-			int			rc;
 
 			GetUserIdAndSecContext(&save_userid, &save_sec_context);
 			SetUserIdAndSecContext(call->owner,
@@ -752,24 +736,9 @@ run_local_call(TccCall *call)
 			if (tcc_call_timeout > 0)
 				enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
 
-			values[0] = CStringGetTextDatum(call->gid);
-			values[1] = CStringGetTextDatum(call->branch_id);
-			if (call->payload)
-				values[2] = DirectFunctionCall1(jsonb_in,
-												CStringGetDatum(call->payload));
-			else
-				nulls[2] = 'n';
-
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
-			rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
-									   false, 0);
-			if (rc < 0)
-				elog(ERROR, "SPI_execute_with_args failed: %s",
-					 SPI_result_code_string(rc));
-
-			call->outcome = tcc_spi_said_false() ? TCC_CALL_NOT_DONE :
-				TCC_CALL_DONE;
+			tcc_spi_run_action(call);
 			SPI_finish();
 
 			disable_timeout(STATEMENT_TIMEOUT, false);
@@ -782,22 +751,8 @@ run_local_call(TccCall *call)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
-
 			disable_timeout(STATEMENT_TIMEOUT, false);
-			MemoryContextSwitchTo(oldcontext);
-			edata = CopyErrorData();
-			FlushErrorState();
-
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
-
-			call->outcome = TCC_CALL_ERROR;
-			call->error = MemoryContextStrdup(calls_context, edata->message);
-			strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
-					sizeof(call->sqlstate));
-			FreeErrorData(edata);
+			tcc_spi_action_failed(call, oldcontext, oldowner);
 		}
 		PG_END_TRY();
 	}
