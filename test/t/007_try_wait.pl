@@ -1,0 +1,744 @@
+# test/t/007_try_wait.pl: CALL tcc.try and tcc.wait, with the real worker.
+#
+# Two clusters, both with tcc preloaded, as in 002_phase_two.pl: the
+# "coordinator" (database postgres) and the "participant" with the
+# reference scenario's databases inventory and orders (SPEC section 9),
+# loaded from examples/ and reached through the foreign servers inventory
+# and orders.  Every try here runs through CALL tcc.try, from SQL only:
+#
+#   1. the reference purchase: two CALLs (one with a generated branch id,
+#      one with a given one) leave both branches tried; commit, tcc.wait
+#      returns confirmed; the stock is sold and the order completed;
+#   2. a participant error (the stock CHECK): the CALL fails with the
+#      participant's SQLSTATE and message, a hint to roll back and a context
+#      naming the branch, gid and server; the branch is try_failed, commit
+#      is refused, rollback cancels the other (tried) branch;
+#   3. a try that returns false (its cancel arrived first, an empty
+#      rollback): 55000 "returned false", the branch try_failed;
+#   4. CALL tcc.try inside BEGIN, and from a DO block inside BEGIN: 25001,
+#      nothing registered;
+#   5. the registration is durable (committed, flushed even under
+#      synchronous_commit = off) before the participant hears of the try: a
+#      second session sees it while the try sleeps; the coordinator is
+#      killed with SIGKILL meanwhile; after the restart the worker cancels
+#      the transaction at its deadline, and the fence keeps the invariants
+#      whatever the orphaned try does;
+#   6. a query cancel of the CALL during a slow try: 57014 for the caller,
+#      the participant's query is cancelled too, the branch stays
+#      registered;
+#   7. tcc.call_timeout applies to the try: 57014, branch try_failed;
+#   8. tcc.wait: (a) woken at the worker's commit, not by polling (naptime
+#      5 s); (b) returns trying after its timeout; (c) waits with
+#      wait_event_type Extension; (d) a query cancel ends it (57014);
+#      (e) returns failed at once for a transaction that failed; (f) sees
+#      the worker's commit from a REPEATABLE READ transaction.
+#
+# After the scenarios that touch the participants, the reference
+# invariants are checked: every global transaction terminal,
+# stock + frozen + sold = 100, frozen = 0, sold = 2 * confirmed purchases,
+# each order and fence row in its expected state.
+use strict;
+use warnings;
+
+use Cwd qw(realpath);
+use File::Basename qw(dirname);
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $examples = dirname(__FILE__) . '/../../examples';
+$examples = 'examples' unless -f "$examples/inventory.sql";
+ok(-f "$examples/inventory.sql" && -f "$examples/orders.sql",
+	'the reference participants are found in examples/');
+
+# ------------------------------------------------------------------ set-up
+
+my $participant = PostgreSQL::Test::Cluster->new('participant');
+$participant->init;
+$participant->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'tcc'
+tcc.naptime = '100ms'
+});
+$participant->start;
+
+foreach my $db ('inventory', 'orders')
+{
+	$participant->safe_psql('postgres', "CREATE DATABASE $db");
+	$participant->safe_psql($db, slurp_file("$examples/$db.sql"));
+}
+
+# a try that sleeps (payload's "sleep" seconds) before it freezes the stock,
+# and a confirm that takes the product's row lock, then refuses while the
+# table refuse has a row
+$participant->safe_psql(
+	'inventory', q{
+CREATE FUNCTION slow_try(gid text, branch_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_sleep((payload->>'sleep')::float8);
+	RETURN inventory_try(gid, branch_id, payload);
+END $$;
+CREATE TABLE refuse (why text);
+INSERT INTO refuse VALUES ('not today');
+CREATE FUNCTION refusing_confirm(gid text, branch_id text, payload jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM 1 FROM product WHERE id = 1 FOR UPDATE;
+	IF EXISTS (SELECT FROM refuse) THEN
+		RAISE EXCEPTION 'confirm refused';
+	END IF;
+	RETURN true;
+END $$;
+});
+
+# wal_writer_delay: an asynchronous commit stays unflushed for a while, so
+# that only tcc.try's own flush makes the registration survive a SIGKILL
+my $coord = PostgreSQL::Test::Cluster->new('coordinator');
+$coord->init;
+$coord->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'tcc'
+tcc.naptime = '100ms'
+tcc.retry_base = '50ms'
+tcc.retry_max = '500ms'
+tcc.call_timeout = '10s'
+tcc.connect_timeout = '2s'
+wal_writer_delay = '10s'
+});
+$coord->start;
+
+my $phost = $participant->host;
+my $pport = $participant->port;
+my $role = $coord->safe_psql('postgres', 'SELECT current_user');
+
+$coord->safe_psql('postgres', 'CREATE EXTENSION tcc');
+foreach my $db ('inventory', 'orders')
+{
+	$coord->safe_psql(
+		'postgres', qq{
+CREATE SERVER $db FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname '$db');
+CREATE USER MAPPING FOR CURRENT_USER SERVER $db OPTIONS (user '$role');
+});
+}
+
+# ----------------------------------------------------------------- helpers
+
+my $payload = '{"product": 1, "qty": 2}';
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+
+# what the end must look like: each global transaction's status, each
+# order's status, each fence row's state per participant database, and the
+# quantity sold
+my (%status, %order, %fence);
+my $sold = 0;
+
+# try_call(gid, db, branch_id [, payload [, try function]]): the CALL of a
+# try of the reference participant db (inventory or orders), with its
+# confirm and cancel; branch_id undef passes NULL
+sub try_call
+{
+	my ($gid, $db, $branch, $pl, $try) = @_;
+	my $prefix = $db eq 'inventory' ? 'inventory' : 'order';
+	$pl //= $payload;
+	$try //= "${prefix}_try";
+	$branch = defined $branch ? "'$branch'" : 'NULL';
+	return qq{CALL tcc.try('$gid', '$db', 'SELECT $try(\$1, \$2, \$3)',
+	'SELECT ${prefix}_confirm(\$1, \$2, \$3)',
+	'SELECT ${prefix}_cancel(\$1, \$2, \$3)', '$pl', $branch);};
+}
+
+# psql_fails(node, db, sql): run sql, which must fail; returns psql's
+# stderr, in verbose form (with SQLSTATE, HINT, CONTEXT)
+sub psql_fails
+{
+	my ($node, $db, $sql) = @_;
+	my ($out, $err);
+	my $rc = $node->psql(
+		$db, $sql,
+		stdout => \$out,
+		stderr => \$err,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	return $rc == 0 ? "unexpected success: $out" : $err;
+}
+
+# start_psql(node, name, sql): run sql in a psql of its own, in the
+# background, under application_name name; returns the harness and
+# references to stdout and stderr (verbose errors)
+sub start_psql
+{
+	my ($node, $name, $sql) = @_;
+	my ($out, $err) = ('', '');
+	my $file = "$tmp/$name.sql";
+
+	# from a file: IPC::Run would feed a string only while pumped
+	open(my $fh, '>', $file) or die "could not write $file: $!";
+	print $fh $sql;
+	close($fh);
+	my $h = IPC::Run::start(
+		[
+			$node->installed_command('psql'), '-XAtq',
+			'-v', 'ON_ERROR_STOP=1',
+			'-v', 'VERBOSITY=verbose',
+			'-d', $node->connstr('postgres') . " application_name=$name"
+		],
+		'<', $file,
+		'>', \$out,
+		'2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return ($h, \$out, \$err);
+}
+
+# waiting_query(name): the condition "session name waits in an extension"
+sub waiting_query
+{
+	my ($name) = @_;
+	return qq{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE application_name = '$name' AND state = 'active'
+   AND wait_event_type = 'Extension'};
+}
+
+# cancel(name): pg_cancel_backend of the coordinator session name
+sub cancel
+{
+	my ($name) = @_;
+	return $coord->safe_psql(
+		'postgres', qq{
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+ WHERE application_name = '$name'});
+}
+
+# the condition "a try of slow_try runs on the participant", and its
+# negation
+my $slow_running = q{
+SELECT count(*) > 0 FROM pg_stat_activity
+ WHERE datname = 'inventory' AND application_name = 'tcc'
+   AND state = 'active' AND query LIKE '%slow_try%'};
+my $slow_gone = q{
+SELECT count(*) = 0 FROM pg_stat_activity
+ WHERE datname = 'inventory' AND application_name = 'tcc'
+   AND state = 'active' AND query LIKE '%slow_try%'};
+
+sub inventory_row
+{
+	return $participant->safe_psql('inventory',
+		'SELECT stock + frozen + sold, frozen, sold FROM product WHERE id = 1'
+	);
+}
+
+sub branches_of
+{
+	my ($gid) = @_;
+	return $coord->safe_psql(
+		'postgres', qq{
+SELECT string_agg(branch_id || ':' || status, ',' ORDER BY seq)
+  FROM tcc.branches WHERE gid = '$gid'});
+}
+
+# join_sorted(hash): "key:value,..." sorted by key, as COLLATE "C" sorts
+sub join_sorted
+{
+	my ($h) = @_;
+	return join(',', map { "$_:$h->{$_}" } sort keys %$h);
+}
+
+# check_invariants(label): once every global transaction has ended, the
+# reference invariants and every expected status, on both sides
+sub check_invariants
+{
+	my ($label) = @_;
+
+	ok( $coord->poll_query_until(
+			'postgres', q{
+SELECT count(*) = 0 FROM tcc.transactions
+ WHERE status NOT IN ('confirmed', 'cancelled', 'failed')}),
+		"$label: every global transaction has ended");
+	is(inventory_row(), "100|0|$sold",
+		"$label: stock + frozen + sold = 100, frozen = 0, sold = $sold");
+	is( $coord->safe_psql(
+			'postgres', q{
+SELECT string_agg(gid || ':' || status, ',' ORDER BY gid COLLATE "C")
+  FROM tcc.transactions}),
+		join_sorted(\%status),
+		"$label: every global transaction has its expected status");
+	is( $coord->safe_psql(
+			'postgres', q{
+SELECT count(*) FROM tcc.branches b JOIN tcc.transactions t USING (gid)
+ WHERE t.status IN ('confirmed', 'cancelled')
+   AND (b.status <> t.status OR b.next_attempt_at IS NOT NULL)}),
+		'0',
+		"$label: the branches of ended transactions ended as they did");
+	is( $participant->safe_psql(
+			'orders', q{
+SELECT string_agg(gid || ':' || status, ',' ORDER BY gid COLLATE "C")
+  FROM orders}),
+		join_sorted(\%order),
+		"$label: each order is in its expected status");
+	foreach my $db ('inventory', 'orders')
+	{
+		is( $participant->safe_psql(
+				$db, q{
+SELECT string_agg(gid || ':' || branch_id || ':' || state, ','
+                  ORDER BY gid COLLATE "C")
+  FROM tcc.fence}),
+			join_sorted($fence{$db} // {}),
+			"$label: $db fence rows are in their expected states");
+	}
+}
+
+# server_processes_gone(node, pid): as in 002_phase_two.pl, true once the
+# killed postmaster and every process in its data directory have exited
+sub server_processes_gone
+{
+	my ($node, $pid) = @_;
+	my $datadir = realpath($node->data_dir);
+	foreach (1 .. 1800)
+	{
+		my @left = grep {
+			my $cwd = readlink("$_/cwd");
+			defined $cwd && $cwd eq $datadir
+		} glob('/proc/[0-9]*');
+		return 1 unless @left || kill(0, $pid);
+		usleep(100_000);
+	}
+	return 0;
+}
+
+# set_coord(name, value, shown): ALTER SYSTEM SET (value undef: RESET) on
+# the coordinator and reload; true once new sessions SHOW shown
+sub set_coord
+{
+	my ($name, $value, $shown) = @_;
+	my $set = defined $value ? "SET $name = '$value'" : "RESET $name";
+	$coord->safe_psql('postgres',
+		"ALTER SYSTEM $set; SELECT pg_reload_conf();");
+	return $coord->poll_query_until('postgres', "SHOW $name", $shown);
+}
+
+# ------------------------------------------ 1. the reference purchase, by SQL
+
+is( $coord->safe_psql(
+		'postgres', "SELECT tcc.begin('p1-purchase');\n"
+		  . try_call('p1-purchase', 'inventory', undef) . "\n"
+		  . try_call('p1-purchase', 'orders', 'ord')),
+	"p1-purchase\n1\nord",
+	'1: each CALL returns its branch id, generated (1) or given (ord)');
+is(branches_of('p1-purchase'), '1:tried,ord:tried', '1: both branches tried');
+is(inventory_row(), '100|2|0', '1: the try froze 2');
+is( $participant->safe_psql(
+		'orders', q{SELECT status FROM orders WHERE gid = 'p1-purchase'}),
+	'pending', '1: the order was created pending');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.commit('p1-purchase');
+SELECT tcc.wait('p1-purchase', '30 s');}),
+	"confirming\nconfirmed",
+	'1: commit, then tcc.wait returns confirmed');
+is(branches_of('p1-purchase'), '1:confirmed,ord:confirmed',
+	'1: both branches confirmed');
+$status{'p1-purchase'} = 'confirmed';
+$order{'p1-purchase'} = 'completed';
+$fence{inventory}{'p1-purchase'} = '1:confirmed';
+$fence{orders}{'p1-purchase'} = 'ord:confirmed';
+$sold += 2;
+check_invariants('1');
+
+# ------------------------------------------------- 2. a participant's error
+
+is( $coord->safe_psql(
+		'postgres', "SELECT tcc.begin('p2-error');\n"
+		  . try_call('p2-error', 'orders', 'ord')),
+	"p2-error\nord", '2: the order try ran');
+my $err = psql_fails($coord, 'postgres',
+	try_call('p2-error', 'inventory', 'inv', '{"product": 1, "qty": 1000}'));
+like(
+	$err,
+	qr/ERROR:  23514: new row for relation "product" violates check constraint "product_stock_check"$/m,
+	'2: the CALL fails with the participant\'s SQLSTATE and message');
+like(
+	$err,
+	qr/^HINT:  Roll the global transaction back with tcc\.rollback\.$/m,
+	'2: the error hints at tcc.rollback');
+like(
+	$err,
+	qr/^CONTEXT:  try of branch "inv" of global transaction "p2-error" on server "inventory"$/m,
+	'2: the error\'s context names the branch, gid and server');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT string_agg(branch_id || ':' || status || ':'
+                  || coalesce(last_sqlstate, '-') || ':'
+                  || (coalesce(last_error, '') LIKE '%product_stock_check%'),
+                  ',' ORDER BY seq)
+  FROM tcc.branches WHERE gid = 'p2-error'}),
+	'ord:tried:-:false,inv:try_failed:23514:true',
+	'2: the inventory branch is try_failed with the participant\'s error');
+is(inventory_row(), '100|0|2', '2: the failed try froze nothing');
+like(
+	psql_fails($coord, 'postgres', q{SELECT tcc.commit('p2-error')}),
+	qr/ERROR:  55000: cannot commit global transaction "p2-error" because the try of branch "inv" failed/m,
+	'2: tcc.commit is refused with 55000');
+is($coord->safe_psql('postgres', q{SELECT tcc.status('p2-error')}),
+	'trying', '2: the refused commit changed nothing');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.rollback('p2-error');
+SELECT tcc.wait('p2-error', '30 s');}),
+	"cancelling\ncancelled",
+	'2: rollback, then tcc.wait returns cancelled');
+is(branches_of('p2-error'), 'ord:cancelled,inv:cancelled',
+	'2: both branches cancelled');
+$status{'p2-error'} = 'cancelled';
+$order{'p2-error'} = 'cancelled';
+$fence{inventory}{'p2-error'} = 'inv:cancelled_early';
+$fence{orders}{'p2-error'} = 'ord:cancelled';
+check_invariants('2');
+
+# ------------------------------------------------- 3. a try returning false
+
+$coord->safe_psql('postgres', q{SELECT tcc.begin('p3-false')});
+is( $participant->safe_psql(
+		'inventory', qq{SELECT inventory_cancel('p3-false', 'inv', '$payload')}),
+	't', '3: the cancel reached the participant before the try');
+$err = psql_fails($coord, 'postgres', try_call('p3-false', 'inventory', 'inv'));
+like(
+	$err,
+	qr/ERROR:  55000: try of branch "inv" of global transaction "p3-false" returned false$/m,
+	'3: the refused try fails the CALL with 55000 "returned false"');
+like($err, qr/^HINT:  Roll the global transaction back with tcc\.rollback\.$/m,
+	'3: the error hints at tcc.rollback');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT status || ':' || coalesce(last_error, '-') FROM tcc.branches
+ WHERE gid = 'p3-false'}),
+	'try_failed:the try returned false',
+	'3: the branch is try_failed');
+is(inventory_row(), '100|0|2', '3: the refused try froze nothing');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.rollback('p3-false');
+SELECT tcc.wait('p3-false', '30 s');}),
+	"cancelling\ncancelled",
+	'3: rollback, then tcc.wait returns cancelled');
+$status{'p3-false'} = 'cancelled';
+$fence{inventory}{'p3-false'} = 'inv:cancelled_early';
+check_invariants('3');
+
+# ------------------------------------- 4. refused inside a transaction block
+
+$coord->safe_psql('postgres', q{SELECT tcc.begin('p4-block')});
+like(
+	psql_fails(
+		$coord, 'postgres',
+		"BEGIN;\n" . try_call('p4-block', 'inventory', 'inv')),
+	qr/ERROR:  25001: tcc\.try cannot run inside a transaction block$/m,
+	'4: CALL tcc.try inside BEGIN fails with 25001');
+my $do_call = try_call('p4-block', 'inventory', 'b');
+$do_call =~ s/'b'\);$/b);/;
+like(
+	psql_fails(
+		$coord, 'postgres',
+		"BEGIN;\nDO \$do\$ DECLARE b text := 'inv'; BEGIN $do_call END \$do\$;"),
+	qr/ERROR:  25001: tcc\.try cannot run inside a transaction block$/m,
+	'4: CALL tcc.try from a DO block inside BEGIN fails with 25001');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT count(*) || ':' || tcc.status('p4-block') FROM tcc.branches
+ WHERE gid = 'p4-block'}),
+	'0:trying',
+	'4: nothing was registered');
+is($participant->safe_psql('inventory', 'SELECT count(*) FROM tcc.fence'),
+	scalar(keys %{ $fence{inventory} }),
+	'4: the participant never heard of it');
+is($coord->safe_psql('postgres', q{SELECT tcc.rollback('p4-block')}),
+	'cancelled', '4: rolled back');
+$status{'p4-block'} = 'cancelled';
+
+# --------------- 5. durable registration; coordinator killed during the try
+
+my $slow_payload = '{"product": 1, "qty": 2, "sleep": 4}';
+$coord->safe_psql('postgres',
+	q{SELECT tcc.begin('p5-kill9', timeout => '3 s')});
+my ($h5, $out5, $err5) = start_psql($coord, 'try_kill9',
+	"SET synchronous_commit = off;\n"
+	  . try_call('p5-kill9', 'inventory', 'inv', $slow_payload, 'slow_try'));
+ok( $coord->poll_query_until(
+		'postgres', q{
+SELECT status FROM tcc.branches WHERE gid = 'p5-kill9'}, 'registered'),
+	'5: another session sees the branch registered while the try runs');
+ok($participant->poll_query_until('inventory', $slow_running),
+	'5: the slow try runs on the participant');
+
+my $log_offset = -s $coord->logfile;
+my $pid = $coord->{_pid};
+$coord->kill9;
+ok(server_processes_gone($coord, $pid),
+	'5: every coordinator process has exited');
+$h5->finish;
+like($$err5, qr/server closed the connection|connection to server/,
+	'5: the CALL lost its connection');
+$coord->start;
+ok($coord->log_contains(qr/database system was not properly shut down/,
+		$log_offset),
+	'5: the coordinator restarted with crash recovery');
+like(
+	$coord->safe_psql(
+		'postgres', q{
+SELECT status FROM tcc.branches WHERE gid = 'p5-kill9'}),
+	qr/^(registered|cancelling|cancelled)$/,
+	'5: the registration survived the crash');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.wait('p5-kill9', '60 s');
+SELECT reason FROM tcc.transactions WHERE gid = 'p5-kill9'}),
+	"cancelled\ntimeout",
+	'5: the worker cancelled the transaction at its deadline');
+ok($participant->poll_query_until('inventory', $slow_gone),
+	'5: the orphaned try has ended on the participant');
+my $fence5 = $participant->safe_psql('inventory',
+	q{SELECT state FROM tcc.fence WHERE gid = 'p5-kill9'});
+like($fence5, qr/^(cancelled|cancelled_early)$/,
+	"5: the cancel reached the participant (fence $fence5)");
+note "5: the orphaned try "
+  . ($fence5 eq 'cancelled' ? 'ran before the cancel' : 'was refused');
+$status{'p5-kill9'} = 'cancelled';
+$fence{inventory}{'p5-kill9'} = "inv:$fence5";
+check_invariants('5');
+
+# ------------------------------------- 6. query cancel during a slow try
+
+$slow_payload = '{"product": 1, "qty": 2, "sleep": 60}';
+$coord->safe_psql('postgres', q{SELECT tcc.begin('p6-cancel')});
+my ($h6, $out6, $err6) = start_psql($coord, 'try_cancel',
+	try_call('p6-cancel', 'inventory', 'inv', $slow_payload, 'slow_try'));
+ok($participant->poll_query_until('inventory', $slow_running),
+	'6: the slow try runs on the participant');
+ok($coord->poll_query_until('postgres', waiting_query('try_cancel')),
+	'6: the CALL waits for the participant');
+my $t0 = time();
+is(cancel('try_cancel'), 't', '6: the CALL is cancelled');
+$h6->finish;
+like($$err6, qr/ERROR:  57014: canceling statement due to user request$/m,
+	'6: the caller gets 57014');
+ok($participant->poll_query_until('inventory', $slow_gone),
+	'6: the try is no longer running on the participant');
+my $elapsed = time() - $t0;
+cmp_ok($elapsed, '<', 20,
+	'6: the participant\'s query was cancelled, long before its sleep ends');
+note sprintf('6: the participant\'s query ended %.2f s after the cancel',
+	$elapsed);
+is(branches_of('p6-cancel'), 'inv:registered',
+	'6: the branch stays registered');
+is($participant->safe_psql('inventory', 'SELECT frozen FROM product'),
+	'0', '6: the cancelled try froze nothing');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.rollback('p6-cancel');
+SELECT tcc.wait('p6-cancel', '30 s');}),
+	"cancelling\ncancelled",
+	'6: rollback, then tcc.wait returns cancelled');
+$status{'p6-cancel'} = 'cancelled';
+$fence{inventory}{'p6-cancel'} = 'inv:cancelled_early';
+check_invariants('6');
+
+# ----------------------------------------- 7. tcc.call_timeout and the try
+
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT context FROM pg_settings WHERE name = 'tcc.call_timeout'}),
+	'sighup', '7: tcc.call_timeout is set in the configuration');
+ok(set_coord('tcc.call_timeout', '1s', '1s'),
+	'7: tcc.call_timeout = 1s in force');
+$coord->safe_psql('postgres', q{SELECT tcc.begin('p7-call-timeout')});
+$t0 = time();
+$err = psql_fails($coord, 'postgres',
+	try_call('p7-call-timeout', 'inventory', 'inv', $slow_payload, 'slow_try'));
+$elapsed = time() - $t0;
+like($err, qr/ERROR:  57014: .*tcc\.call_timeout/m,
+	'7: the try times out with 57014, naming tcc.call_timeout');
+cmp_ok($elapsed, '<', 10, '7: after about tcc.call_timeout');
+note sprintf('7: the CALL failed after %.2f s', $elapsed);
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT status || ':' || last_sqlstate FROM tcc.branches
+ WHERE gid = 'p7-call-timeout'}),
+	'try_failed:57014',
+	'7: the branch is try_failed with 57014');
+ok($participant->poll_query_until('inventory', $slow_gone),
+	'7: the timed-out try was cancelled on the participant');
+ok(set_coord('tcc.call_timeout', undef, '10s'), '7: tcc.call_timeout reset');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.rollback('p7-call-timeout');
+SELECT tcc.wait('p7-call-timeout', '30 s');}),
+	"cancelling\ncancelled",
+	'7: rollback, then tcc.wait returns cancelled');
+$status{'p7-call-timeout'} = 'cancelled';
+$fence{inventory}{'p7-call-timeout'} = 'inv:cancelled_early';
+check_invariants('7');
+
+# ------------------------------------------------------------- 8. tcc.wait
+
+ok(set_coord('tcc.naptime', '5s', '5s'), '8: tcc.naptime = 5s in force');
+
+# (a) + (c): a purchase whose inventory confirm waits for a row lock
+is( $coord->safe_psql(
+		'postgres', "SELECT tcc.begin('p8a-wakeup');\n"
+		  . try_call('p8a-wakeup', 'inventory', 'inv') . "\n"
+		  . try_call('p8a-wakeup', 'orders', 'ord')),
+	"p8a-wakeup\ninv\nord",
+	'8a: both tries ran');
+my $locker = $participant->background_psql('inventory');
+$locker->query_safe(
+	'BEGIN; SELECT stock FROM product WHERE id = 1 FOR UPDATE;');
+is($coord->safe_psql('postgres', q{SELECT tcc.commit('p8a-wakeup')}),
+	'confirming', '8a: committed');
+ok( $coord->poll_query_until(
+		'postgres', q{
+SELECT string_agg(branch_id || ':' || status, ',' ORDER BY seq)
+  FROM tcc.branches WHERE gid = 'p8a-wakeup'},
+		'inv:confirming,ord:confirmed'),
+	'8a: the inventory confirm is held up by the row lock');
+my ($h8a, $out8a, $err8a) = start_psql($coord, 'wait_wakeup',
+	q{SELECT tcc.wait('p8a-wakeup', '60 s');});
+ok($coord->poll_query_until('postgres', waiting_query('wait_wakeup')),
+	'8c: the waiting session shows wait_event_type Extension');
+is($coord->safe_psql('postgres', q{SELECT tcc.status('p8a-wakeup')}),
+	'confirming', '8a: still confirming while tcc.wait waits');
+$t0 = time();
+$locker->query_safe('COMMIT;');
+$h8a->finish;
+$elapsed = time() - $t0;
+is($$out8a, "confirmed\n", '8a: tcc.wait returns confirmed');
+cmp_ok($elapsed, '<', 2.5,
+	'8a: within moments of the confirm, far less than tcc.naptime (5 s)');
+note sprintf('8a: tcc.wait returned %.3f s after the lock was released',
+	$elapsed);
+$locker->quit;
+$status{'p8a-wakeup'} = 'confirmed';
+$order{'p8a-wakeup'} = 'completed';
+$fence{inventory}{'p8a-wakeup'} = 'inv:confirmed';
+$fence{orders}{'p8a-wakeup'} = 'ord:confirmed';
+$sold += 2;
+
+# (b): a transaction that stays trying
+$coord->safe_psql('postgres', q{SELECT tcc.begin('p8b-trying')});
+my ($w8b, $secs8b) = split /\|/,
+  $coord->safe_psql(
+	'postgres', q{
+SELECT w, extract(epoch FROM clock_timestamp() - statement_timestamp())
+  FROM (SELECT tcc.wait('p8b-trying', '1.5 s') AS w OFFSET 0) s});
+is($w8b, 'trying', '8b: tcc.wait returns trying when its timeout passes');
+cmp_ok($secs8b, '>=', 1.5, '8b: not before the timeout');
+cmp_ok($secs8b, '<', 3.5, '8b: nor long after it');
+note "8b: tcc.wait returned after $secs8b s";
+
+# (c) + (d): a wait cancelled
+my ($h8d, $out8d, $err8d) = start_psql($coord, 'wait_cancel',
+	q{SELECT tcc.wait('p8b-trying', '60 s');});
+ok($coord->poll_query_until('postgres', waiting_query('wait_cancel')),
+	'8c: a waiting session shows wait_event_type Extension');
+is(cancel('wait_cancel'), 't', '8d: the wait is cancelled');
+$h8d->finish;
+like($$err8d, qr/ERROR:  57014: canceling statement due to user request$/m,
+	'8d: the cancelled wait fails with 57014');
+is($$out8d, '', '8d: and returns nothing');
+is($coord->safe_psql('postgres', q{SELECT tcc.rollback('p8b-trying')}),
+	'cancelled', '8b: rolled back');
+$status{'p8b-trying'} = 'cancelled';
+
+ok(set_coord('tcc.naptime', undef, '100ms'), '8: tcc.naptime = 100ms again');
+
+# (e): a confirm that keeps refusing, tcc.max_attempts = 2
+ok(set_coord('tcc.max_attempts', '2', '2'),
+	'8e: tcc.max_attempts = 2 in force');
+$locker = $participant->background_psql('inventory');
+$locker->query_safe(
+	'BEGIN; SELECT stock FROM product WHERE id = 1 FOR UPDATE;');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.begin('p8e-failed');
+SELECT tcc.register_branch('p8e-failed', 'inventory',
+	'SELECT refusing_confirm($1, $2, $3)', 'SELECT true', NULL, 'ref');
+SELECT tcc.commit('p8e-failed');}),
+	"p8e-failed\nref\nconfirming",
+	'8e: a transaction whose confirm refuses is committed');
+my ($h8e, $out8e, $err8e) = start_psql($coord, 'wait_failed',
+	q{SELECT tcc.wait('p8e-failed', '60 s');});
+ok($coord->poll_query_until('postgres', waiting_query('wait_failed')),
+	'8e: tcc.wait waits');
+$t0 = time();
+$locker->query_safe('COMMIT;');
+$locker->quit;
+$h8e->finish;
+$elapsed = time() - $t0;
+is($$out8e, "failed\n", '8e: tcc.wait returns failed');
+cmp_ok($elapsed, '<', 15, '8e: without waiting for its timeout (60 s)');
+note sprintf('8e: tcc.wait returned %.3f s after the lock was released',
+	$elapsed);
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT b.status || ':' || b.attempts || ':' || b.last_sqlstate || ':'
+       || t.failed_phase
+  FROM tcc.branches b JOIN tcc.transactions t USING (gid)
+ WHERE gid = 'p8e-failed'}),
+	'failed:2:P0001:confirming',
+	'8e: the branch failed after 2 attempts');
+ok(set_coord('tcc.max_attempts', undef, '50'), '8e: tcc.max_attempts reset');
+$participant->safe_psql('inventory', 'DELETE FROM refuse');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.retry('p8e-failed');
+SELECT tcc.wait('p8e-failed', '30 s');}),
+	"confirming\nconfirmed",
+	'8e: once the cause is gone, tcc.retry and tcc.wait: confirmed');
+$status{'p8e-failed'} = 'confirmed';
+
+# (f): REPEATABLE READ
+is( $coord->safe_psql(
+		'postgres', "SELECT tcc.begin('p8f-repeatable-read');\n"
+		  . try_call('p8f-repeatable-read', 'inventory', 'inv') . "\n"
+		  . try_call('p8f-repeatable-read', 'orders', 'ord')),
+	"p8f-repeatable-read\ninv\nord",
+	'8f: both tries ran');
+$locker = $participant->background_psql('inventory');
+$locker->query_safe(
+	'BEGIN; SELECT stock FROM product WHERE id = 1 FOR UPDATE;');
+is($coord->safe_psql('postgres', q{SELECT tcc.commit('p8f-repeatable-read')}),
+	'confirming', '8f: committed');
+my $rr = $coord->background_psql('postgres');
+$rr->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ;');
+is( $rr->query_safe(
+		q{SELECT status FROM tcc.transactions
+		   WHERE gid = 'p8f-repeatable-read'}),
+	'confirming',
+	'8f: the repeatable-read snapshot sees confirming');
+$locker->query_safe('COMMIT;');
+$locker->quit;
+ok( $coord->poll_query_until(
+		'postgres', q{SELECT tcc.status('p8f-repeatable-read')},
+		'confirmed'),
+	'8f: the worker confirms the transaction meanwhile');
+is($rr->query_safe(q{SELECT tcc.wait('p8f-repeatable-read', '5 s')}),
+	'confirmed',
+	'8f: tcc.wait in the repeatable-read transaction returns confirmed');
+is( $rr->query_safe(
+		q{SELECT status FROM tcc.transactions
+		   WHERE gid = 'p8f-repeatable-read'}),
+	'confirming',
+	'8f: while its snapshot still shows confirming');
+$rr->query_safe('COMMIT;');
+$rr->quit;
+$status{'p8f-repeatable-read'} = 'confirmed';
+$order{'p8f-repeatable-read'} = 'completed';
+$fence{inventory}{'p8f-repeatable-read'} = 'inv:confirmed';
+$fence{orders}{'p8f-repeatable-read'} = 'ord:confirmed';
+$sold += 2;
+check_invariants('8');
+
+$coord->stop;
+$participant->stop;
+done_testing();
