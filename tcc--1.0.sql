@@ -261,7 +261,7 @@ COMMENT ON FUNCTION tcc.status(text) IS
 CREATE FUNCTION tcc.wait(gid text, timeout interval DEFAULT '30 s')
 RETURNS text
 AS 'MODULE_PATHNAME', 'tcc_wait'
-LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION tcc.wait(text, interval) IS
 'Wait until a global transaction is confirmed, cancelled or failed, or until the timeout passes, and return its status';

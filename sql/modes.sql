@@ -135,6 +135,15 @@ CALL tcc.try('modes-try', 'modes_loop',
 			 'UPDATE modes_stock SET frozen = frozen - ($3->>''qty'')::int WHERE id = 1',
 			 'UPDATE modes_stock SET frozen = frozen - ($3->>''qty'')::int, stock = stock + ($3->>''qty'')::int WHERE id = 1',
 			 '{"qty": 3}', 'remote');
+-- a payload too large to be stored inline is read before the first commit
+CREATE TABLE modes_big (p jsonb);
+ALTER TABLE modes_big ALTER p SET STORAGE EXTERNAL;
+INSERT INTO modes_big
+SELECT jsonb_build_object('pad', string_agg(md5(i::text), '')) FROM generate_series(1, 500) i;
+CREATE FUNCTION pg_temp.big() RETURNS jsonb LANGUAGE sql
+	AS 'SELECT p FROM modes_big';
+CALL tcc.try('modes-try', NULL, 'SELECT length($3->>''pad'') = 16000',
+			 'SELECT 1', 'SELECT 2', pg_temp.big(), 'big');
 SELECT * FROM modes_stock;
 SELECT branch, server, bstatus, last_error FROM pg_temp.rows('modes-try');
 SELECT tcc.commit('modes-try');
@@ -224,6 +233,14 @@ BEGIN;
 SELECT tcc.begin('modes-wait-here');
 SELECT tcc.wait('modes-wait-here', '1 s');
 ROLLBACK;
+-- ... and so would one that only locked its row, by repeating a commit
+SELECT tcc.begin('modes-wait-locked');
+SELECT tcc.register_branch('modes-wait-locked', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.commit('modes-wait-locked');
+BEGIN;
+SELECT tcc.commit('modes-wait-locked');
+SELECT tcc.wait('modes-wait-locked', '1 s');
+ROLLBACK;
 -- ... unless the change made it terminal
 BEGIN;
 SELECT tcc.begin('modes-wait-here');
@@ -256,4 +273,4 @@ DROP ROLE regress_tcc_modes;
 DELETE FROM tcc.global_transaction WHERE gid LIKE 'modes-%';
 DROP USER MAPPING FOR CURRENT_USER SERVER modes_loop;
 DROP SERVER modes_loop;
-DROP TABLE modes_stock, modes_orders;
+DROP TABLE modes_stock, modes_orders, modes_big;

@@ -87,7 +87,8 @@ typedef struct GlobalTx
 	int32		branch_count;
 	char	   *deadline;		/* as text, for messages */
 	bool		expired;		/* deadline has passed */
-	bool		changed_here;	/* the current transaction wrote the row */
+	bool		changed_here;	/* the current transaction wrote or locked
+								 * the row */
 } GlobalTx;
 
 /* how read_global_tx reads the row */
@@ -121,7 +122,7 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 
 #define GLOBAL_TX_SELECT \
 	"SELECT mode, status, owner, branch_count, deadline," \
-	"       deadline < statement_timestamp(), xmin" \
+	"       deadline < statement_timestamp(), xmin, xmax" \
 	"  FROM tcc.global_transaction" \
 	" WHERE gid = $1"
 
@@ -157,8 +158,17 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 4, &isnull));
 	tx->deadline = tcc_spi_getstring(0, 5);
 	tx->expired = DatumGetBool(tcc_spi_getdatum(0, 6, &isnull));
-	tx->changed_here = TransactionIdIsCurrentTransactionId(
-		DatumGetTransactionId(tcc_spi_getdatum(0, 7, &isnull)));
+	/*
+	 * Written (xmin) or locked (xmax) by the current transaction.  xmax may
+	 * be a MultiXactId instead, when several transactions lock the row;
+	 * the current one is then among them only by a coincidence of numbers,
+	 * which at worst refuses a tcc.wait with a clear error.
+	 */
+	tx->changed_here =
+		TransactionIdIsCurrentTransactionId(
+			DatumGetTransactionId(tcc_spi_getdatum(0, 7, &isnull))) ||
+		TransactionIdIsCurrentTransactionId(
+			DatumGetTransactionId(tcc_spi_getdatum(0, 8, &isnull)));
 
 	if (!has_privs_of_role(session->caller, tx->owner))
 		ereport(ERROR,
@@ -1157,9 +1167,10 @@ tcc_status(PG_FUNCTION_ARGS)
  *
  * The status is read as last committed, not with the calling transaction's
  * snapshot, which under REPEATABLE READ would never show the change.  A
- * transaction that changed gid itself (began, committed, submitted it) and
- * has not committed yet would wait for nothing: the worker sees the change
- * only after the commit.  That is refused.  The sleep ends on a query
+ * transaction that changed gid itself (began, committed, submitted it), or
+ * only locked its row (a repeated tcc.commit), and has not committed yet
+ * would wait for nothing: the worker sees the change only after the
+ * commit, and skips a locked row.  That is refused.  The sleep ends on a query
  * cancel or a timeout of the session (statement_timeout) as any wait does.
  */
 Datum
@@ -1208,8 +1219,9 @@ tcc_wait(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 					 errmsg("cannot wait for global transaction \"%s\" in "
-							"the transaction that changed it", gid),
-					 errdetail("The worker sees the change only once this "
+							"the transaction that changed or locked it", gid),
+					 errdetail("The worker sees the change, and the row "
+							   "this transaction locked, only once this "
 							   "transaction commits."),
 					 errhint("Commit first, then call tcc.wait.")));
 

@@ -2,7 +2,8 @@
  *
  * remote.c
  *	  Calling participants over libpq: the worker's connection cache and
- *	  its non-blocking, pipelined calls.
+ *	  its non-blocking, pipelined calls.  A backend running CALL tcc.try
+ *	  uses the same cache for its one call at a time (tcc_remote_call).
  *
  * Connections are cached per (foreign server, owner role), as
  * postgres_fdw does per user mapping: the owner's user mapping supplies
@@ -47,6 +48,7 @@
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "tcc.h"
@@ -117,7 +119,7 @@ remote_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
 
 /*
  * remote_disconnect_all
- *		Close every connection when the worker exits, so that participants
+ *		Close every connection when the process exits, so that participants
  *		see a proper goodbye.  Calls in flight are not cancelled: they end
  *		on the participant as they would, and are made again (the fence
  *		takes care of that) by the next worker.
@@ -873,39 +875,46 @@ abandon_calls(void)
  *		Make call in a backend (CALL tcc.try) and wait for its outcome.
  *
  * The wait is the worker's (tcc.call_timeout and tcc.connect_timeout
- * apply), and serves interrupts: a query cancel or a termination of the
- * caller cancels the call on the participant too, and drops the
- * connection, before the error goes on.
+ * apply), and serves interrupts: on a query cancel (or a statement
+ * timeout) the call is cancelled on the participant too, and the
+ * connection dropped, before the error goes on.  A terminated backend
+ * only closes the connection (remote_disconnect_all): the participant may
+ * still finish the call, which the fence then takes care of.
  */
 void
 tcc_remote_call(TccCall *call)
 {
-	List	   *volatile done = NIL;
+	List	   *volatile result = NIL;
 
 	if (conn_cache == NULL)
 		tcc_remote_init(false);
 
 	PG_TRY();
 	{
-		List	   *result = NIL;
+		List	   *done = NIL;
 
-		tcc_remote_send(call, &result);
-		while (result == NIL)
+		tcc_remote_send(call, &done);
+
+		/* hold no catalog snapshot back while the participant works */
+		InvalidateCatalogSnapshot();
+
+		while (done == NIL)
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
-			tcc_remote_wait(tcc_naptime, &result);
+			tcc_remote_wait(tcc_naptime, &done);
 		}
-		done = result;
+		result = done;
 	}
 	PG_CATCH();
 	{
 		abandon_calls();
+		list_free(result);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	list_free(done);
+	list_free(result);
 }
 
 /*

@@ -183,9 +183,29 @@ tcc_try(PG_FUNCTION_ARGS)
 						 "not from a function; inside a transaction, use "
 						 "tcc.register_branch and run the try yourself.")));
 
+	tcc_check_not_null(fcinfo, 0, "gid");
 	tcc_check_not_null(fcinfo, 2, "try_sql");
 	try_sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	tcc_check_action_sql(try_sql, "try_sql");
+
+	/*
+	 * The call, and the error it may bring back, must outlive the commits
+	 * and SPI_finish: it goes in the procedure's own memory.  It is filled
+	 * in now, while there is a snapshot: an argument may still be toasted
+	 * (a large payload read from a table), and fetching it after the first
+	 * commit would fail.
+	 */
+	call = palloc0(sizeof(TccCall));
+	call->gid = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	call->mode = "tcc";
+	call->phase = "trying";
+	call->server = PG_ARGISNULL(1) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(1));
+	call->sql = try_sql;
+	call->payload = PG_ARGISNULL(5) ? NULL :
+		DatumGetCString(DirectFunctionCall1(jsonb_out,
+											PG_GETARG_DATUM(5)));
+	call->outcome = TCC_CALL_PENDING;
 
 	/*
 	 * A non-atomic SPI connection may commit; its memory lives in the
@@ -197,29 +217,11 @@ tcc_try(PG_FUNCTION_ARGS)
 	/* 1. the registration, durable before the participant hears of it */
 	force_durable_commit();
 	branch_id = tcc_try_register(fcinfo, &owner);
-	branch_id = MemoryContextStrdup(callcxt, branch_id);
+	call->branch_id = MemoryContextStrdup(callcxt, branch_id);
+	call->owner = owner;
 	SPI_commit();
 
-	/*
-	 * 2. the try.  The call, and the error it may bring back, must outlive
-	 * SPI_finish: they go in the procedure's own memory.
-	 */
-	oldcontext = MemoryContextSwitchTo(callcxt);
-	call = palloc0(sizeof(TccCall));
-	call->gid = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	call->branch_id = branch_id;
-	call->mode = "tcc";
-	call->phase = "trying";
-	call->server = PG_ARGISNULL(1) ? NULL :
-		text_to_cstring(PG_GETARG_TEXT_PP(1));
-	call->owner = owner;
-	call->sql = try_sql;
-	call->payload = PG_ARGISNULL(5) ? NULL :
-		DatumGetCString(DirectFunctionCall1(jsonb_out,
-											PG_GETARG_DATUM(5)));
-	call->outcome = TCC_CALL_PENDING;
-	MemoryContextSwitchTo(oldcontext);
-
+	/* 2. the try */
 	if (call->server == NULL)
 		run_local_try(call);
 	else
@@ -254,5 +256,5 @@ tcc_try(PG_FUNCTION_ARGS)
 	if (call->outcome != TCC_CALL_DONE)
 		report_failed_try(call);
 
-	PG_RETURN_DATUM(result_row(fcinfo, branch_id));
+	PG_RETURN_DATUM(result_row(fcinfo, call->branch_id));
 }
