@@ -953,7 +953,7 @@ tcc_try_register(FunctionCallInfo fcinfo, Oid *owner)
  * try whatever its outcome.
  */
 void
-tcc_try_record(const char *gid, const char *branch_id, TccCall *call)
+tcc_try_record(TccCall *call)
 {
 	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
@@ -964,10 +964,10 @@ tcc_try_record(const char *gid, const char *branch_id, TccCall *call)
 	bool		tried = (call->outcome == TCC_CALL_DONE);
 
 	tcc_spi_begin(&session);
-	lock_global_tx(&session, gid, "register a branch in", &tx);
+	lock_global_tx(&session, call->gid, "register a branch in", &tx);
 
-	values[0] = CStringGetTextDatum(gid);
-	values[1] = CStringGetTextDatum(branch_id);
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
 	values[2] = BoolGetDatum(tried);
 	if (!tried)
 	{

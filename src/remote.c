@@ -884,8 +884,6 @@ abandon_calls(void)
 void
 tcc_remote_call(TccCall *call)
 {
-	List	   *volatile result = NIL;
-
 	if (conn_cache == NULL)
 		tcc_remote_init(false);
 
@@ -904,17 +902,14 @@ tcc_remote_call(TccCall *call)
 			CHECK_FOR_INTERRUPTS();
 			tcc_remote_wait(tcc_naptime, &done);
 		}
-		result = done;
+		list_free(done);
 	}
 	PG_CATCH();
 	{
 		abandon_calls();
-		list_free(result);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
-	list_free(result);
 }
 
 /*

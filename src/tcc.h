@@ -102,8 +102,7 @@ extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 /* coordinator.c */
 extern void tcc_check_action_sql(const char *sql, const char *argname);
 extern char *tcc_try_register(FunctionCallInfo fcinfo, Oid *owner);
-extern void tcc_try_record(const char *gid, const char *branch_id,
-						   TccCall *call);
+extern void tcc_try_record(TccCall *call);
 
 /* args.c */
 extern char *tcc_check_id(text *id, const char *what, bool may_generate);

@@ -246,7 +246,7 @@ tcc_try(PG_FUNCTION_ARGS)
 	}
 
 	/* 3. the outcome */
-	tcc_try_record(call->gid, call->branch_id, call);
+	tcc_try_record(call);
 	SPI_commit();
 
 	if (SPI_finish() != SPI_OK_FINISH)
