@@ -9,6 +9,7 @@ MODULE_big = tcc
 OBJS = \
 	src/args.o \
 	src/coordinator.o \
+	src/durable.o \
 	src/fdw.o \
 	src/fence.o \
 	src/launcher.o \

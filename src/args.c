@@ -16,6 +16,7 @@
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/datetime.h"
@@ -67,8 +68,7 @@ tcc_check_id(text *id, const char *what, bool may_generate)
 	if (len > TCC_MAX_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s \"%.*s...\" is too long", what,
-						pg_mbcliplen(str, len, 32), str),
+				 errmsg("%s \"%s\" is too long", what, tcc_clip(str)),
 				 errdetail("It is %zu bytes long; the limit is %d bytes.",
 						   len, TCC_MAX_ID_LEN)));
 
@@ -178,4 +178,75 @@ tcc_check_interval(Interval *interval, const char *argname, bool allow_zero)
 				 errdetail("The value given was %s.",
 						   DatumGetCString(DirectFunctionCall1(interval_out,
 															   IntervalPGetDatum(interval))))));
+}
+
+/*
+ * tcc_clip
+ *		str, or its first TCC_CLIP_LEN bytes (whole characters) followed by
+ *		"...", for quoting a user's input in a message.
+ *
+ * Messages go to the client and the server log: echoing an argument of a
+ * megabyte in full would flood both.  Names of objects that exist are
+ * bounded already; input that names nothing (an unknown mode or server,
+ * an option the validator refuses) is clipped.
+ */
+char *
+tcc_clip(const char *str)
+{
+	int			len = strlen(str);
+	int			cut;
+
+	if (len <= TCC_CLIP_LEN)
+		return pstrdup(str);
+	cut = pg_mbcliplen(str, len, TCC_CLIP_LEN);
+	return psprintf("%.*s...", cut, str);
+}
+
+/*
+ * tcc_add_interval
+ *		start plus interval (minus, when subtract), for an argument called
+ *		argname: the deadline of a timeout, or the cut-off of a retention.
+ *
+ * A value so large that the result leaves the timestamp range gets an
+ * error about the argument (22023) instead of "timestamp out of range"
+ * (22008) raised from deep inside tcc's own statement.  Catching that error
+ * is safe because it is at once replaced by another ERROR, whose abort
+ * cleans up; any other error is re-thrown unchanged.
+ */
+TimestampTz
+tcc_add_interval(TimestampTz start, Interval *interval, bool subtract,
+				 const char *argname)
+{
+	TimestampTz result = 0;
+	MemoryContext oldcontext = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		result = DatumGetTimestampTz(
+			DirectFunctionCall2(subtract ? timestamptz_mi_interval :
+								timestamptz_pl_interval,
+								TimestampTzGetDatum(start),
+								IntervalPGetDatum(interval)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s is too long", argname,
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(interval)))),
+				 errdetail("The resulting time would fall outside the range "
+						   "of timestamp with time zone."),
+				 errhint("Use a value of at most a few years.")));
+	}
+	PG_END_TRY();
+
+	return result;
 }

@@ -58,6 +58,7 @@
 #include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -105,18 +106,25 @@ typedef enum GlobalTxRead
 
 /*
  * read_global_tx
- *		Read the row of global transaction gid into *tx, as how says, after
- *		checking that the caller may act on it.
+ *		Read the row of global transaction gid into *tx, as how says, if the
+ *		caller may see it.
  *
- * action is the verb for the permission error ("commit", "see", ...).
+ * A transaction of a role whose privileges the caller does not have is
+ * reported exactly as one that does not exist, so that no role learns
+ * which gids another role uses (only tcc.begin says that a gid is taken).
+ * The statement itself leaves such a row out, before FOR UPDATE would lock
+ * it: waiting for another role's lock would tell the same thing by taking
+ * time.  The owner of a row never changes, so the filter cannot go stale.
+ * pg_has_role with USAGE is has_privs_of_role, and does not fail for a
+ * role that has been dropped (its transactions are a superuser's).
  */
 static void
-read_global_tx(TccSpiSession *session, const char *gid, const char *action,
-			   GlobalTx *tx, GlobalTxRead how)
+read_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx,
+			   GlobalTxRead how)
 {
 	static SPIPlanPtr plans[3] = {NULL, NULL, NULL};
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	Datum		values[2];
 	bool		isnull;
 	uint64		nrows;
 
@@ -124,22 +132,23 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 	"SELECT mode, status, owner, branch_count, deadline," \
 	"       deadline < statement_timestamp(), xmin, xmax" \
 	"  FROM tcc.global_transaction" \
-	" WHERE gid = $1"
+	" WHERE gid = $1 AND pg_has_role($2, owner, 'USAGE')"
 
 	values[0] = CStringGetTextDatum(gid);
+	values[1] = ObjectIdGetDatum(session->caller);
 	switch (how)
 	{
 		case READ_PLAIN:
 			nrows = tcc_spi_exec(&plans[how], GLOBAL_TX_SELECT,
-								 1, argtypes, values, NULL, false, 1);
+								 2, argtypes, values, NULL, false, 1);
 			break;
 		case READ_FOR_UPDATE:
 			nrows = tcc_spi_exec(&plans[how], GLOBAL_TX_SELECT " FOR UPDATE",
-								 1, argtypes, values, NULL, false, 1);
+								 2, argtypes, values, NULL, false, 1);
 			break;
 		case READ_LATEST:
 			nrows = tcc_spi_exec_latest(&plans[how], GLOBAL_TX_SELECT,
-										1, argtypes, values, NULL, 1);
+										2, argtypes, values, NULL, 1);
 			break;
 	}
 #undef GLOBAL_TX_SELECT
@@ -149,7 +158,8 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("global transaction \"%s\" does not exist", gid),
 				 errhint("Check the gid; finished transactions are deleted "
-						 "by tcc.purge.")));
+						 "by tcc.purge, and transactions of other roles "
+						 "are not shown.")));
 
 	tx->gid = gid;
 	tx->mode = tcc_spi_getstring(0, 1);
@@ -169,14 +179,6 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
 			DatumGetTransactionId(tcc_spi_getdatum(0, 7, &isnull))) ||
 		TransactionIdIsCurrentTransactionId(
 			DatumGetTransactionId(tcc_spi_getdatum(0, 8, &isnull)));
-
-	if (!has_privs_of_role(session->caller, tx->owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s global transaction \"%s\"",
-						action, gid),
-				 errdetail("Only the role that began it, members of that "
-						   "role and superusers may act on it.")));
 }
 
 /*
@@ -184,10 +186,9 @@ read_global_tx(TccSpiSession *session, const char *gid, const char *action,
  *		read_global_tx with the row locked, which every transition needs.
  */
 static void
-lock_global_tx(TccSpiSession *session, const char *gid, const char *action,
-			   GlobalTx *tx)
+lock_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx)
 {
-	read_global_tx(session, gid, action, tx, READ_FOR_UPDATE);
+	read_global_tx(session, gid, tx, READ_FOR_UPDATE);
 }
 
 /*
@@ -325,9 +326,11 @@ set_branch_status(GlobalTx *tx, const char *new_status, int32 seq)
  *
  * The scanner, not the grammar, sees every token of every statement type,
  * so this works for any statement the grammar accepts.  sql has already
- * been parsed successfully, so scanning it cannot fail.  The parameter's
- * number is read from the text rather than from the token's value, which
- * the scanner computes with atol and so wraps for numbers beyond int.
+ * been parsed successfully (with the same settings), so scanning it cannot
+ * fail.  The parameter's number is read from the text rather than from the
+ * token's value, which the scanner computes with atol and so wraps for
+ * numbers beyond int; leading zeros are skipped, as PostgreSQL reads $01
+ * as $1.
  */
 static void
 check_action_params(const char *sql, const char *argname)
@@ -343,9 +346,11 @@ check_action_params(const char *sql, const char *argname)
 	{
 		const char *digits = sql + yylloc + 1;	/* after the '$' */
 		size_t		ndigits = strspn(digits, "0123456789");
+		size_t		zeros = strspn(digits, "0");
 
 		if (token != PARAM ||
-			(ndigits == 1 && digits[0] >= '1' && digits[0] <= '3'))
+			(ndigits - zeros == 1 && digits[zeros] >= '1' &&
+			 digits[zeros] <= '3'))
 			continue;
 
 		/* positions count characters, yylloc counts bytes */
@@ -363,23 +368,19 @@ check_action_params(const char *sql, const char *argname)
 }
 
 /*
- * tcc_check_action_sql
- *		Check that sql, an action's text, is one syntactically valid SQL
- *		statement, using only $1 to $3, so that a typo is reported to whoever
- *		registers it rather than found by the worker in phase two.
+ * parse_action
+ *		Parse sql, an action's text, into raw statements.
  *
- * Only the grammar is checked: the objects it names live in the
- * participant's database, not here.  A syntax error is reported under our
- * own message, naming the argument, with the parser's message as detail and
- * the position marked in the action's text; the same goes for the parser's
- * other complaints (a bad escape, a feature not implemented), keeping their
- * SQLSTATE.  Catching the parser's error is safe because it is at once
- * replaced by another ERROR, whose abort cleans up.  Errors that say
- * nothing about the text (out of memory, stack depth, a query cancel) are
- * re-thrown unchanged.
+ * A syntax error is reported under our own message, naming the argument,
+ * with the parser's message as detail and the position marked in the
+ * action's text; the same goes for the parser's other complaints (a bad
+ * escape, a feature not implemented), keeping their SQLSTATE.  Catching the
+ * parser's error is safe because it is at once replaced by another ERROR,
+ * whose abort cleans up.  Errors that say nothing about the text (out of
+ * memory, stack depth, a query cancel) are re-thrown unchanged.
  */
-void
-tcc_check_action_sql(const char *sql, const char *argname)
+static List *
+parse_action(const char *sql, const char *argname)
 {
 	List	   *stmts = NIL;
 	MemoryContext oldcontext = CurrentMemoryContext;
@@ -417,6 +418,24 @@ tcc_check_action_sql(const char *sql, const char *argname)
 	}
 	PG_END_TRY();
 
+	return stmts;
+}
+
+/*
+ * check_action_stmts
+ *		Check that stmts, the parse of action argname, is one statement that
+ *		tcc can run as an action.
+ *
+ * The action runs inside a transaction that tcc controls (for a local
+ * action, the one that also records the branch's outcome), so it must not
+ * end or start transactions itself; and it is run by tcc, not by a client,
+ * so there is nobody to copy to or from.
+ */
+static void
+check_action_stmts(List *stmts, const char *argname)
+{
+	Node	   *stmt;
+
 	if (stmts == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -433,12 +452,8 @@ tcc_check_action_sql(const char *sql, const char *argname)
 						 "that; the values arrive as $1 (gid), $2 (branch "
 						 "id) and $3 (payload).")));
 
-	/*
-	 * The action runs inside a transaction that tcc controls (for a local
-	 * action, the one that also records the branch's outcome), so the
-	 * action must not end or start transactions itself.
-	 */
-	if (IsA(linitial_node(RawStmt, stmts)->stmt, TransactionStmt))
+	stmt = linitial_node(RawStmt, stmts)->stmt;
+	if (IsA(stmt, TransactionStmt))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be a transaction control statement",
@@ -446,7 +461,47 @@ tcc_check_action_sql(const char *sql, const char *argname)
 				 errdetail("tcc runs every action in a transaction of its "
 						   "own and commits it when the action succeeds.")));
 
+	if (IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->filename == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not copy to or from the client", argname),
+				 errdetail("An action is run by tcc, which has no client "
+						   "to send rows to or read them from."),
+				 errhint("Copy to or from a file or program on the "
+						 "participant, or use INSERT or SELECT.")));
+}
+
+/*
+ * tcc_check_action_sql
+ *		Check that sql, an action's text, is one syntactically valid SQL
+ *		statement, using only $1 to $3, that tcc can run; so that a typo is
+ *		reported to whoever registers it rather than found by the worker in
+ *		phase two.  The worker checks a local action again before it runs
+ *		it.
+ *
+ * Only the grammar is checked: the objects it names live in the
+ * participant's database, not here.
+ *
+ * The text is parsed as it will run: with standard_conforming_strings on,
+ * which the worker pins on its participant connections and for its local
+ * actions.  Parsed with the session's setting instead, a backslash could
+ * end a string literal here that goes on there, and text that passed here
+ * as one statement would run as two.  The setting reverts on the way out
+ * (and at the abort of an error).
+ */
+void
+tcc_check_action_sql(const char *sql, const char *argname)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("standard_conforming_strings", "on",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	check_action_stmts(parse_action(sql, argname), argname);
 	check_action_params(sql, argname);
+
+	AtEOXact_GUC(false, nestlevel);
 }
 
 /*
@@ -466,7 +521,8 @@ lookup_participant(text *name)
 	if (server == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("server \"%s\" does not exist", text_to_cstring(name)),
+				 errmsg("server \"%s\" does not exist",
+						tcc_clip(text_to_cstring(name))),
 				 errhint("Create the participant with CREATE SERVER ... "
 						 "FOREIGN DATA WRAPPER tcc_fdw, or pass NULL to run "
 						 "the action in this database.")));
@@ -517,7 +573,8 @@ check_participant_usage(GlobalTx *tx, ForeignServer *server)
  * check_user_mapping
  *		Check that tx's owner has a user mapping (its own or PUBLIC's) on
  *		server, which the worker needs to connect for phase two, and that
- *		the mapping has a password unless the owner is a superuser.
+ *		the mapping has a non-empty password unless the owner is a
+ *		superuser (tcc_mapping_password_ok; see fdw.c for why).
  *
  * The worker refuses a non-superuser's connection without a password (see
  * remote.c); refusing the registration as well reports the mistake to
@@ -547,8 +604,7 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 						 owner, server->servername)));
 	}
 
-	if (tcc_option_named(options, "password") == NULL &&
-		!superuser_arg(tx->owner))
+	if (!tcc_mapping_password_ok(tx->owner, options))
 	{
 		char	   *owner = GetUserNameFromId(tx->owner, false);
 
@@ -558,7 +614,7 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 						owner, server->servername),
 				 errdetail("Role %s, which owns global transaction \"%s\", "
 						   "is not a superuser, and its user mapping has no "
-						   "password.", owner, tx->gid),
+						   "password, or an empty one.", owner, tx->gid),
 				 errhint("Add one with ALTER USER MAPPING FOR %s SERVER %s "
 						 "OPTIONS (ADD password '...'); the participant "
 						 "must ask for it.", owner, server->servername)));
@@ -619,9 +675,9 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 	server = lookup_participant(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
 
 	tcc_spi_begin(&session);
+	tcc_commit_durably();
 
-	lock_global_tx(&session, gid, tcc_mode ? "register a branch in" :
-				   "add a step to", &tx);
+	lock_global_tx(&session, gid, &tx);
 	check_mode(&tx, tcc_mode, function,
 			   tcc_mode ? "tcc.add_step" : "tcc.register_branch");
 	if (!STATUS_IS(&tx, "trying"))
@@ -711,50 +767,30 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 
 /*
  * deadline_after
- *		The end of a period of length timeout that starts at start.
+ *		The end of a try phase of length timeout that starts at start;
+ *		refused unless it is after start.
  *
  * tcc.begin starts the try phase at the start of the statement, the clock
  * that the deadline checks of register and commit use too, so that a
  * transaction begun late in a long SQL transaction is not born expired.
- *
- * A timeout so long that the deadline leaves the timestamp range gets an
- * error about the timeout instead of "timestamp out of range".  Catching
- * that error is safe because it is at once replaced by another ERROR, whose
- * abort cleans up; any other error is re-thrown unchanged.
+ * An interval can be positive as a value and still end before it starts
+ * ('1 mon -30 days 1 microsecond' is after zero, yet a month can have 28
+ * days): what counts is the deadline.
  */
 static TimestampTz
 deadline_after(TimestampTz start, Interval *timeout)
 {
-	TimestampTz deadline = 0;
-	MemoryContext oldcontext = CurrentMemoryContext;
+	TimestampTz deadline = tcc_add_interval(start, timeout, false, "timeout");
 
-	PG_TRY();
-	{
-		deadline = DatumGetTimestampTz(
-			DirectFunctionCall2(timestamptz_pl_interval,
-								TimestampTzGetDatum(start),
-								IntervalPGetDatum(timeout)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_DATETIME_VALUE_OUT_OF_RANGE)
-			PG_RE_THROW();
-		FlushErrorState();
+	if (deadline <= start)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout %s is too long",
-						DatumGetCString(DirectFunctionCall1(interval_out,
-															IntervalPGetDatum(timeout)))),
-				 errdetail("The deadline would fall outside the range of "
-						   "timestamp with time zone."),
-				 errhint("Use a timeout of at most a few years.")));
-	}
-	PG_END_TRY();
-
+				 errmsg("timeout must be greater than zero"),
+				 errdetail("Timeout %s from now would end at %s, which is "
+						   "not after now.",
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(timeout))),
+						   timestamptz_to_str(deadline))));
 	return deadline;
 }
 
@@ -805,7 +841,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 		strcmp(mode, "msg") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown mode \"%s\"", mode),
+				 errmsg("unknown mode \"%s\"", tcc_clip(mode)),
 				 errhint("The mode is one of tcc, saga and msg.")));
 
 	meta = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
@@ -817,6 +853,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 						 "'{\"order\": 42}'.")));
 
 	tcc_spi_begin(&session);
+	tcc_commit_durably();
 
 	values[0] = CStringGetTextDatum(gid);
 	values[1] = CStringGetTextDatum(mode);
@@ -964,7 +1001,8 @@ tcc_try_record(TccCall *call)
 	bool		tried = (call->outcome == TCC_CALL_DONE);
 
 	tcc_spi_begin(&session);
-	lock_global_tx(&session, call->gid, "register a branch in", &tx);
+	tcc_commit_durably();
+	lock_global_tx(&session, call->gid, &tx);
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
@@ -1017,7 +1055,8 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-	lock_global_tx(&session, gid, action, &tx);
+	tcc_commit_durably();
+	lock_global_tx(&session, gid, &tx);
 	check_mode(&tx, tcc_mode, tcc_mode ? "tcc.commit" : "tcc.submit",
 			   tcc_mode ? "tcc.submit" : "tcc.commit");
 
@@ -1103,7 +1142,8 @@ tcc_rollback(PG_FUNCTION_ARGS)
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-	lock_global_tx(&session, gid, "roll back", &tx);
+	tcc_commit_durably();
+	lock_global_tx(&session, gid, &tx);
 
 	if (STATUS_IS(&tx, "trying"))
 	{
@@ -1143,7 +1183,7 @@ tcc_status(PG_FUNCTION_ARGS)
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-	read_global_tx(&session, gid, "see", &tx, READ_PLAIN);
+	read_global_tx(&session, gid, &tx, READ_PLAIN);
 	tcc_spi_end(&session);
 
 	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
@@ -1188,7 +1228,7 @@ tcc_wait(PG_FUNCTION_ARGS)
 	tcc_check_not_null(fcinfo, 1, "timeout");
 	timeout = PG_GETARG_INTERVAL_P(1);
 	tcc_check_interval(timeout, "timeout", true);
-	end = deadline_after(GetCurrentTimestamp(), timeout);
+	end = tcc_add_interval(GetCurrentTimestamp(), timeout, false, "timeout");
 
 	/* each reading of the status allocates; keep that from piling up */
 	wait_context = AllocSetContextCreate(CurrentMemoryContext, "tcc.wait",
@@ -1207,7 +1247,7 @@ tcc_wait(PG_FUNCTION_ARGS)
 
 		MemoryContextReset(wait_context);
 		tcc_spi_begin(&session);
-		read_global_tx(&session, gid, "wait for", &tx, READ_LATEST);
+		read_global_tx(&session, gid, &tx, READ_LATEST);
 		tcc_spi_end(&session);
 
 		status = (char *) tx.status;
@@ -1274,7 +1314,8 @@ tcc_retry(PG_FUNCTION_ARGS)
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-	lock_global_tx(&session, gid, "retry", &tx);
+	tcc_commit_durably();
+	lock_global_tx(&session, gid, &tx);
 
 	if (!STATUS_IS(&tx, "failed"))
 		ereport(ERROR,
@@ -1322,13 +1363,16 @@ tcc_purge(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
 	Interval   *older_than;
-	Oid			argtypes[3] = {INTERVALOID, OIDOID, BOOLOID};
+	TimestampTz cutoff;
+	Oid			argtypes[3] = {TIMESTAMPTZOID, OIDOID, BOOLOID};
 	Datum		values[3];
 	uint64		deleted;
 
 	tcc_check_not_null(fcinfo, 0, "older_than");
 	older_than = PG_GETARG_INTERVAL_P(0);
 	tcc_check_interval(older_than, "older_than", true);
+	cutoff = tcc_add_interval(GetCurrentTransactionStartTimestamp(),
+							  older_than, true, "older_than");
 
 	tcc_spi_begin(&session);
 
@@ -1337,12 +1381,12 @@ tcc_purge(PG_FUNCTION_ARGS)
 	 * a role that no longer exists; the transactions of a dropped role are
 	 * a superuser's to purge.
 	 */
-	values[0] = IntervalPGetDatum(older_than);
+	values[0] = TimestampTzGetDatum(cutoff);
 	values[1] = ObjectIdGetDatum(session.caller);
 	values[2] = BoolGetDatum(superuser_arg(session.caller));
 	deleted = tcc_spi_exec(&plan,
 						   "DELETE FROM tcc.global_transaction"
-						   " WHERE finished_at < now() - $1"
+						   " WHERE finished_at < $1"
 						   "   AND ($3 OR owner IN (SELECT oid FROM pg_roles"
 						   "                         WHERE pg_has_role($2, oid,"
 						   "                                           'USAGE')))",

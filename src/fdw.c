@@ -14,6 +14,19 @@
  *
  * tcc_fdw has no handler: it defines no foreign tables, only participants.
  *
+ * Credentials.  The worker connects in the server's processes, whose OS
+ * account may hold the participant's keys: a password file (~/.pgpass or
+ * PGPASSFILE), a service file, PGPASSWORD, client certificates.  A role
+ * that is not a superuser must connect with its own credentials only, so
+ * tcc_mapping_password_ok (checked when a branch is registered and again
+ * at every connect) requires a non-empty password in its user mapping: an
+ * empty one is no password to libpq, which would then go looking in those
+ * places.  With a password given, libpq consults neither the password
+ * file nor PGPASSWORD nor a service file for it.  The connection must then
+ * also have used that password (see remote.c).  sslcert and sslkey name
+ * files that the server reads with its own OS rights, so only superusers
+ * may put them on a user mapping, as with postgres_fdw.
+ *
  * src/fdw.c
  *
  *-------------------------------------------------------------------------
@@ -29,6 +42,8 @@
 #include "foreign/foreign.h"
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/syscache.h"
 
@@ -137,6 +152,31 @@ valid_options_hint(Oid catalog)
 }
 
 /*
+ * check_option_privilege
+ *		Refuse sslcert and sslkey on a user mapping unless a superuser sets
+ *		them: they name files the server reads with its own OS rights (its
+ *		own client key, say), which would lend those to the mapping's role.
+ *
+ * As in postgres_fdw, a user may still clear them (ALTER ... DROP), since
+ * the validator cannot see the options it is not given.
+ */
+static void
+check_option_privilege(const char *name, Oid catalog)
+{
+	if (catalog == UserMappingRelationId &&
+		(strcmp(name, "sslcert") == 0 || strcmp(name, "sslkey") == 0) &&
+		!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only superusers may set option \"%s\" on a user "
+						"mapping", name),
+				 errdetail("It names a file that the server reads with its "
+						   "own operating-system rights."),
+				 errhint("Ask a superuser to create or alter the user "
+						 "mapping.")));
+}
+
+/*
  * tcc_fdw_validator
  *		Check the options of tcc_fdw itself (none), of a participant server
  *		and of a user mapping for one.
@@ -151,14 +191,18 @@ tcc_fdw_validator(PG_FUNCTION_ARGS)
 	foreach(lc, options)
 	{
 		DefElem    *def = (DefElem *) lfirst(lc);
+		char	   *name = tcc_clip(def->defname);
 
 		if (is_valid_option(def->defname, catalog))
+		{
+			check_option_privilege(def->defname, catalog);
 			continue;
+		}
 
 		if (catalog == ForeignDataWrapperRelationId)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-					 errmsg("invalid option \"%s\"", def->defname),
+					 errmsg("invalid option \"%s\"", name),
 					 errdetail("Foreign-data wrapper tcc_fdw takes no "
 							   "options."),
 					 errhint("Set connection options on the server with "
@@ -169,29 +213,29 @@ tcc_fdw_validator(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 					 errmsg("option \"%s\" belongs on a user mapping",
-							def->defname),
+							name),
 					 errdetail("A tcc_fdw server says where the participant "
 							   "is; each role's credentials go on its user "
 							   "mapping."),
 					 errhint("Use CREATE USER MAPPING FOR role SERVER "
-							 "server OPTIONS (%s '...').", def->defname)));
+							 "server OPTIONS (%s '...').", name)));
 
 		if (catalog == UserMappingRelationId && is_libpq_option(def->defname) &&
 			!in_list(def->defname, reserved_options))
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 					 errmsg("option \"%s\" belongs on the server",
-							def->defname),
+							name),
 					 errdetail("A user mapping holds only a role's "
 							   "credentials."),
 					 errhint("Use ALTER SERVER ... OPTIONS (ADD %s '...').",
-							 def->defname)));
+							 name)));
 
 		if (in_list(def->defname, reserved_options))
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 					 errmsg("option \"%s\" cannot be set on a tcc "
-							"participant", def->defname),
+							"participant", name),
 					 errdetail("%s",
 							   strcmp(def->defname, "connect_timeout") == 0 ?
 							   "The worker bounds connecting by the setting "
@@ -206,7 +250,7 @@ tcc_fdw_validator(PG_FUNCTION_ARGS)
 
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-				 errmsg("invalid option \"%s\"", def->defname),
+				 errmsg("invalid option \"%s\"", name),
 				 errhint("Valid options in this context are: %s.",
 						 valid_options_hint(catalog))));
 	}
@@ -271,4 +315,24 @@ tcc_user_mapping_options(Oid userid, Oid serverid, Oid *umid)
 	ReleaseSysCache(tuple);
 
 	return options;
+}
+
+/*
+ * tcc_mapping_password_ok
+ *		Whether a connection for role owner may be made with the options of
+ *		its user mapping: always for a superuser; for any other role only
+ *		when the mapping holds a non-empty password (see the file header).
+ *
+ * Registration (coordinator.c) and every connect (remote.c) ask this, so
+ * that a mapping changed in between is caught.
+ */
+bool
+tcc_mapping_password_ok(Oid owner, List *mapping)
+{
+	DefElem    *password;
+
+	if (superuser_arg(owner))
+		return true;
+	password = tcc_option_named(mapping, "password");
+	return password != NULL && defGetString(password)[0] != '\0';
 }

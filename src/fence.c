@@ -50,6 +50,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -72,6 +73,8 @@ fence_insert(Datum *key, const char *state)
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3] = {key[0], key[1], CStringGetTextDatum(state)};
 
+	/* the coordinator takes the participant's commit as final */
+	tcc_commit_durably();
 	return tcc_spi_exec(&plan,
 						"INSERT INTO tcc.fence (gid, branch_id, state)"
 						" VALUES ($1, $2, $3)"
@@ -98,6 +101,8 @@ fence_decide(Datum *key, const char *state, char **current)
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3] = {key[0], key[1], CStringGetTextDatum(state)};
 
+	/* the coordinator takes the participant's commit as final */
+	tcc_commit_durably();
 	if (tcc_spi_exec(&update_plan,
 					 "UPDATE tcc.fence SET state = $3, updated_at = now()"
 					 " WHERE gid = $1 AND branch_id = $2 AND state = 'tried'",
@@ -262,18 +267,21 @@ tcc_fence_purge(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
 	Interval   *older_than;
-	Oid			argtypes[1] = {INTERVALOID};
+	TimestampTz cutoff;
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
 	Datum		values[1];
 	uint64		deleted;
 
 	tcc_check_not_null(fcinfo, 0, "older_than");
 	older_than = PG_GETARG_INTERVAL_P(0);
 	tcc_check_interval(older_than, "older_than", true);
+	cutoff = tcc_add_interval(GetCurrentTransactionStartTimestamp(),
+							  older_than, true, "older_than");
 
 	tcc_spi_begin(&session);
-	values[0] = IntervalPGetDatum(older_than);
+	values[0] = TimestampTzGetDatum(cutoff);
 	deleted = tcc_spi_exec(&plan,
-						   "DELETE FROM tcc.fence WHERE updated_at < now() - $1",
+						   "DELETE FROM tcc.fence WHERE updated_at < $1",
 						   1, argtypes, values, NULL, false, 0);
 	tcc_spi_end(&session);
 

@@ -359,13 +359,14 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	}
 
 	/* see the file header */
-	if (!is_superuser && tcc_option_named(mapping, "password") == NULL)
+	if (!tcc_mapping_password_ok(call->owner, mapping))
 	{
 		set_call_error(call,
 					   psprintf("password is required to connect to server "
 								"\"%s\": the owner of the global transaction "
 								"is not a superuser and its user mapping has "
-								"no password", server->servername),
+								"no password, or an empty one",
+								server->servername),
 					   "2F003", true);
 		return false;
 	}

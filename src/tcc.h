@@ -16,8 +16,11 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
-/* Longest gid or branch id, in bytes (SPEC section 8) */
+/* Longest gid or branch id, in bytes */
 #define TCC_MAX_ID_LEN		128
+
+/* Most bytes of a user's input quoted in a message (see tcc_clip) */
+#define TCC_CLIP_LEN		32
 
 /* settings, defined in tcc.c (SPEC section 7) */
 extern int	tcc_default_timeout;	/* seconds */
@@ -104,6 +107,9 @@ extern void tcc_check_action_sql(const char *sql, const char *argname);
 extern char *tcc_try_register(FunctionCallInfo fcinfo, Oid *owner);
 extern void tcc_try_record(TccCall *call);
 
+/* durable.c */
+extern void tcc_commit_durably(void);
+
 /* args.c */
 extern char *tcc_check_id(text *id, const char *what, bool may_generate);
 extern char *tcc_id_arg(FunctionCallInfo fcinfo, int argno, const char *what);
@@ -112,11 +118,15 @@ extern void tcc_check_not_null(FunctionCallInfo fcinfo, int argno,
 							   const char *argname);
 extern void tcc_check_interval(Interval *interval, const char *argname,
 							   bool allow_zero);
+extern char *tcc_clip(const char *str);
+extern TimestampTz tcc_add_interval(TimestampTz start, Interval *interval,
+									bool subtract, const char *argname);
 
 /* fdw.c */
 extern DefElem *tcc_option_named(List *options, const char *name);
 extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
 									  Oid *umid);
+extern bool tcc_mapping_password_ok(Oid owner, List *mapping);
 
 /* remote.c */
 extern void tcc_remote_init(bool in_worker);

@@ -4,8 +4,10 @@
  *	  Running tcc's own SQL against its private tables.
  *
  * Users never write tcc's tables: the tables grant nothing to PUBLIC, and the
- * SQL functions reach them through SPI after switching to the owner of the
- * tcc schema (the role that ran CREATE EXTENSION).  This is the same
+ * SQL functions reach them through SPI after switching to the extension's
+ * owner (the role that ran CREATE EXTENSION, which owns the tables).  Not
+ * the owner of the schema: that is a role that could have been given the
+ * schema, or have made it, and tcc's rights must not be lent to it.  This is the same
  * arrangement as a SECURITY DEFINER function, but the C code keeps the
  * caller's identity for its own permission checks, which a SECURITY DEFINER
  * function would lose.
@@ -23,44 +25,59 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_namespace.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 
 #include "tcc.h"
 
 /*
- * tcc_schema_owner
- *		The owner of the tcc schema, which owns tcc's tables.
+ * tcc_extension_owner
+ *		The owner of the tcc extension, which owns tcc's tables.
+ *
+ * pg_extension has no syscache; this is one index lookup per call of a tcc
+ * function, small beside the statements the call then runs.
  */
 static Oid
-tcc_schema_owner(void)
+tcc_extension_owner(void)
 {
-	Oid			nspid = get_namespace_oid("tcc", false);
+	Oid			extoid = get_extension_oid("tcc", false);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
 	HeapTuple	tuple;
 	Oid			owner;
 
-	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
 	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for schema %u", nspid);
-	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
-	ReleaseSysCache(tuple);
+		elog(ERROR, "could not find tuple for extension %u", extoid);
+	owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 
 	return owner;
 }
 
 /*
  * tcc_spi_begin
- *		Connect to SPI as the tcc schema's owner with a safe search_path.
+ *		Connect to SPI as the extension's owner with a safe search_path.
  *
  * The caller's role is kept in session->caller for permission checks.  On
  * error there is nothing to undo by hand: transaction (or subtransaction)
@@ -69,7 +86,7 @@ tcc_schema_owner(void)
 void
 tcc_spi_begin(TccSpiSession *session)
 {
-	Oid			owner = tcc_schema_owner();
+	Oid			owner = tcc_extension_owner();
 
 	GetUserIdAndSecContext(&session->save_userid, &session->save_sec_context);
 	session->caller = session->save_userid;
@@ -198,6 +215,14 @@ said_false(void)
  *		its three typed parameters, and set its outcome: done, or not done
  *		when it returned a single false.  Errors propagate; the caller runs
  *		this in a subtransaction to record them.
+ *
+ * The text is checked again as it was at registration, and run with the
+ * same standard_conforming_strings, on, that the check assumed: SPI runs
+ * every statement of a string, so text that the two read differently
+ * could otherwise run as two statements.  A text that fails the check now
+ * (rows from before the check existed, say) can never succeed, and the
+ * call says so in call->permanent.  Settings the action itself makes are
+ * left to the caller, which knows whose session this is.
  */
 void
 tcc_spi_run_action(TccCall *call)
@@ -205,7 +230,17 @@ tcc_spi_run_action(TccCall *call)
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
+	int			nestlevel;
 	int			rc;
+
+	call->permanent = true;
+	tcc_check_action_sql(call->sql, "the action");
+	call->permanent = false;
+
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("standard_conforming_strings", "on",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
@@ -222,6 +257,9 @@ tcc_spi_run_action(TccCall *call)
 			 SPI_result_code_string(rc));
 
 	call->outcome = said_false() ? TCC_CALL_NOT_DONE : TCC_CALL_DONE;
+
+	/* commit: the pinned setting reverts, the action's own SETs stay */
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /*

@@ -7,9 +7,9 @@
  * database itself.  CALL tcc.try does it in three steps, each its own
  * transaction:
  *
- *	1. register the branch (as tcc.register_branch would) and commit, with
- *	   a flush of the commit record even under synchronous_commit = off, so
- *	   that the coordinator knows of the branch before the participant does:
+ *	1. register the branch (as tcc.register_branch would) and commit,
+ *	   durably whatever synchronous_commit says (durable.c), so that the
+ *	   coordinator knows of the branch before the participant does:
  *	   whatever crashes next, the branch is cancelled (or confirmed) in the
  *	   end and the participant's try is never orphaned;
  *	2. run the try on the participant (over libpq, with the connection
@@ -53,22 +53,6 @@
 #include "tcc.h"
 
 PG_FUNCTION_INFO_V1(tcc_try);
-
-/*
- * force_durable_commit
- *		Make the current transaction's commit wait for its WAL flush, even if
- *		the session has synchronous_commit = off.  A stronger setting (one
- *		that also waits for a standby) is kept.  The setting reverts at the
- *		end of the transaction.
- */
-static void
-force_durable_commit(void)
-{
-	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
-		(void) set_config_option("synchronous_commit", "local",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-}
 
 /*
  * run_local_try
@@ -214,8 +198,10 @@ tcc_try(PG_FUNCTION_ARGS)
 	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect_ext failed");
 
-	/* 1. the registration, durable before the participant hears of it */
-	force_durable_commit();
+	/*
+	 * 1. the registration, durable before the participant hears of it
+	 * (registering asks for a durable commit, see durable.c)
+	 */
 	branch_id = tcc_try_register(fcinfo, &owner);
 	call->branch_id = MemoryContextStrdup(callcxt, branch_id);
 	call->owner = owner;

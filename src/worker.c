@@ -56,6 +56,8 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "commands/prepare.h"
+#include "commands/sequence.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "foreign/foreign.h"
@@ -65,6 +67,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -613,6 +616,7 @@ record_outcomes(List *done)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	tcc_commit_durably();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -637,6 +641,28 @@ record_outcomes(List *done)
 }
 
 /*
+ * forget_session_state
+ *		Drop what a local action left in the worker's session that outlives
+ *		its transaction, so that the next action starts from a session as
+ *		clean as a new one: session-level advisory locks (which would also
+ *		block other sessions for as long as the worker lives), prepared
+ *		statements and the state of sequences (currval).
+ *
+ * Settings are rolled back by run_local_call itself.  The restricted
+ * security context already refuses the rest of what DISCARD ALL clears:
+ * temporary objects, LISTEN, cursors WITH HOLD and role changes.  Advisory
+ * locks taken for the transaction only are released by its commit, which
+ * follows at once.
+ */
+static void
+forget_session_state(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	DropAllPreparedStatements();
+	ResetSequenceCaches();
+}
+
+/*
  * run_local_call
  *		Run a local action (server NULL) here, as the transaction's owner,
  *		and record its outcome in the same transaction: the branch is
@@ -655,7 +681,9 @@ record_outcomes(List *done)
  * afterwards, as ANALYZE does for the functions it runs.  search_path is
  * the database's default rather than the worker's own pinned one, and
  * tcc.call_timeout arms the statement timeout.  The subtransaction's abort
- * restores the user id and settings when the action fails.
+ * restores the user id and settings when the action fails.  What else the
+ * action leaves in the session is dropped afterwards, whatever the outcome
+ * (forget_session_state).
  */
 static bool
 run_local_call(TccCall *call)
@@ -668,6 +696,7 @@ run_local_call(TccCall *call)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	tcc_commit_durably();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, call->sql);
 
@@ -755,6 +784,8 @@ run_local_call(TccCall *call)
 			tcc_spi_action_failed(call, oldcontext, oldowner);
 		}
 		PG_END_TRY();
+
+		forget_session_state();
 	}
 
 	/* the error text must outlive the transaction until free_call */
@@ -894,6 +925,8 @@ begin_round(const char *activity)
 		CommitTransactionCommand();
 		return false;
 	}
+	/* a timeout cancel is acted on as soon as it commits */
+	tcc_commit_durably();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
