@@ -12,6 +12,7 @@ OBJS = \
 	src/durable.o \
 	src/fdw.o \
 	src/fence.o \
+	src/install.o \
 	src/launcher.o \
 	src/remote.o \
 	src/shmem.o \
@@ -27,7 +28,7 @@ PGFILEDESC = "tcc - distributed transactions coordinated by PostgreSQL"
 PG_CPPFLAGS = -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = api fence errors ownership views modes
+REGRESS = api fence errors ownership views modes install
 REGRESS_OPTS = --temp-instance=./tmp_check \
 	--temp-config=$(srcdir)/test/tcc.conf
 

@@ -5,9 +5,29 @@
 /*
  * The schema is created by CREATE EXTENSION (tcc.control names it).  Its
  * tables are private: every write goes through the functions below, which
- * run their SQL as the schema's owner.  Everybody may call the functions and
- * read the views; the views show each role only the transactions it may see.
+ * run their SQL as the extension's owner.  Everybody may call the
+ * coordinator functions and read the views; the views show each role only
+ * the transactions it may see.  The fence functions are for the roles a
+ * participant grants them to.
+ *
+ * Security of this script.  It runs as a superuser with search_path set to
+ * tcc, pg_temp (pg_catalog implicitly first), so it must not pick up
+ * anything that somebody else put in schema tcc: CREATE EXTENSION would
+ * install into a schema that already exists, whoever made it.  The first
+ * statement therefore refuses a schema that is not the installer's own,
+ * empty and private (see src/install.c); from then on only this script
+ * creates objects in it.  Functions are called schema-qualified with their
+ * exact argument types, so no other overload can be chosen.
  */
+CREATE FUNCTION tcc.check_install_schema()
+RETURNS void
+AS 'MODULE_PATHNAME', 'tcc_check_install_schema'
+LANGUAGE C;
+
+SELECT tcc.check_install_schema();
+
+DROP FUNCTION tcc.check_install_schema();
+
 GRANT USAGE ON SCHEMA tcc TO PUBLIC;
 
 /* ------------------------------------------------------------------------
@@ -141,8 +161,8 @@ CREATE TABLE tcc.fence (
 	gid				text		NOT NULL,
 	branch_id		text		NOT NULL,
 	state			text		NOT NULL,
-	created_at		timestamptz	NOT NULL DEFAULT now(),
-	updated_at		timestamptz	NOT NULL DEFAULT now(),
+	created_at		timestamptz	NOT NULL DEFAULT pg_catalog.now(),
+	updated_at		timestamptz	NOT NULL DEFAULT pg_catalog.now(),
 	CONSTRAINT fence_pkey PRIMARY KEY (gid, branch_id),
 	CONSTRAINT fence_state_check
 		CHECK (state IN ('tried', 'confirmed', 'cancelled',
@@ -329,7 +349,15 @@ RETURNS bigint
 AS 'MODULE_PATHNAME', 'tcc_fence_purge'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-REVOKE ALL ON FUNCTION tcc.fence_purge(interval) FROM PUBLIC;
+/*
+ * Any role that may call the fence can write a fence row for any branch: a
+ * planted tried row makes the real try say "already ran" and its confirm
+ * consume what was never reserved.  So the fence is for the roles a
+ * participant grants it to (the role its user mapping on the coordinator
+ * names), not for PUBLIC.
+ */
+REVOKE ALL ON FUNCTION tcc.fence_try(text, text), tcc.fence_confirm(text, text),
+	tcc.fence_cancel(text, text), tcc.fence_purge(interval) FROM PUBLIC;
 
 COMMENT ON FUNCTION tcc.fence_purge(interval) IS
 'Delete the fence rows of branches last decided longer ago than older_than; returns how many (superuser or granted roles only)';
@@ -372,23 +400,27 @@ SELECT g.gid,
 	   coalesce(g.last_error, b.last_error) AS last_error
   FROM tcc.global_transaction g
   LEFT JOIN LATERAL (
-	SELECT count(*) AS branches,
-		   count(*) FILTER (WHERE br.status IN ('registered', 'tried',
-												'confirming',
-												'cancelling')) AS pending,
-		   count(*) FILTER (WHERE br.status = 'confirmed') AS confirmed,
-		   count(*) FILTER (WHERE br.status IN ('cancelled',
-												'skipped')) AS cancelled,
-		   count(*) FILTER (WHERE br.status IN ('try_failed', 'failed',
-												'aborted')) AS failed,
-		   (array_agg(br.last_error ORDER BY br.updated_at DESC)
+	SELECT pg_catalog.count(*) AS branches,
+		   pg_catalog.count(*)
+			   FILTER (WHERE br.status IN ('registered', 'tried',
+										   'confirming',
+										   'cancelling')) AS pending,
+		   pg_catalog.count(*)
+			   FILTER (WHERE br.status = 'confirmed') AS confirmed,
+		   pg_catalog.count(*)
+			   FILTER (WHERE br.status IN ('cancelled',
+										   'skipped')) AS cancelled,
+		   pg_catalog.count(*)
+			   FILTER (WHERE br.status IN ('try_failed', 'failed',
+										   'aborted')) AS failed,
+		   (pg_catalog.array_agg(br.last_error ORDER BY br.updated_at DESC)
 				FILTER (WHERE br.last_error IS NOT NULL
 						  AND br.status NOT IN ('confirmed', 'cancelled',
 												'skipped')))[1]
 			   AS last_error
 	  FROM tcc.branch br
 	 WHERE br.gid = g.gid) b ON true
- WHERE tcc.is_visible(g.owner);
+ WHERE tcc.is_visible(g.owner::pg_catalog.oid);
 
 COMMENT ON VIEW tcc.transactions IS
 'One row per global transaction the current role may see, with its branch counts by state';
@@ -412,28 +444,29 @@ SELECT br.gid,
 	   br.updated_at
   FROM tcc.branch br
   JOIN tcc.global_transaction g ON g.gid = br.gid
- WHERE tcc.is_visible(g.owner);
+ WHERE tcc.is_visible(g.owner::pg_catalog.oid);
 
 COMMENT ON VIEW tcc.branches IS
 'One row per branch or step of the global transactions the current role may see';
 
 CREATE VIEW tcc.stats WITH (security_barrier) AS
-SELECT count(*) FILTER (WHERE g.status = 'trying') AS trying,
-	   count(*) FILTER (WHERE g.status = 'confirming') AS confirming,
-	   count(*) FILTER (WHERE g.status = 'confirmed') AS confirmed,
-	   count(*) FILTER (WHERE g.status = 'cancelling') AS cancelling,
-	   count(*) FILTER (WHERE g.status = 'cancelled') AS cancelled,
-	   count(*) FILTER (WHERE g.status = 'failed') AS failed,
-	   now() - min(g.created_at) FILTER (WHERE g.finished_at IS NULL)
+SELECT pg_catalog.count(*) FILTER (WHERE g.status = 'trying') AS trying,
+	   pg_catalog.count(*) FILTER (WHERE g.status = 'confirming') AS confirming,
+	   pg_catalog.count(*) FILTER (WHERE g.status = 'confirmed') AS confirmed,
+	   pg_catalog.count(*) FILTER (WHERE g.status = 'cancelling') AS cancelling,
+	   pg_catalog.count(*) FILTER (WHERE g.status = 'cancelled') AS cancelled,
+	   pg_catalog.count(*) FILTER (WHERE g.status = 'failed') AS failed,
+	   pg_catalog.now() -
+		   pg_catalog.min(g.created_at) FILTER (WHERE g.finished_at IS NULL)
 		   AS oldest_unfinished_age,
-	   (SELECT count(*)
+	   (SELECT pg_catalog.count(*)
 		  FROM tcc.branch br
 		  JOIN tcc.global_transaction g2 ON g2.gid = br.gid
 		 WHERE br.status IN ('confirming', 'cancelling')
 		   AND br.attempts > 0
-		   AND tcc.is_visible(g2.owner)) AS retry_backlog
+		   AND tcc.is_visible(g2.owner::pg_catalog.oid)) AS retry_backlog
   FROM tcc.global_transaction g
- WHERE tcc.is_visible(g.owner);
+ WHERE tcc.is_visible(g.owner::pg_catalog.oid);
 
 COMMENT ON VIEW tcc.stats IS
 'Counts of the visible global transactions by status, the oldest unfinished one''s age and the retry backlog';

@@ -366,7 +366,9 @@ SELECT pg_temp.try(label, sql)
 	(9, 'begin meta: array', $$SELECT tcc.begin('err-new', meta => '[1, 2]')$$),
 	(10, 'begin meta: string', $$SELECT tcc.begin('err-new', meta => '"order 42"')$$),
 	(11, 'begin meta: number', $$SELECT tcc.begin('err-new', meta => '42')$$),
-	(12, 'begin meta: json null', $$SELECT tcc.begin('err-new', meta => 'null')$$)
+	(12, 'begin meta: json null', $$SELECT tcc.begin('err-new', meta => 'null')$$),
+	(13, 'begin timeout: positive, deadline not after now', $$SELECT tcc.begin('err-new', '-1 year 360 days 1 microsecond')$$),
+	(14, 'begin mode: a megabyte, clipped in the message', $$SELECT tcc.begin('err-new', mode => repeat('x', 1000000))$$)
   ) AS c(o, label, sql)
  ORDER BY o;
 
@@ -456,7 +458,10 @@ SELECT pg_temp.try(f.name || ' ' || f.arg || ': ' || k.kind,
 	(10, 'parameter $4', 'SELECT $4'),
 	(11, 'parameter $0', 'SELECT $0'),
 	(12, 'parameter $10', 'SELECT f($1, $2, $3, $10)'),
-	(13, 'parameter $4 in an INSERT', 'INSERT INTO t VALUES ($1, $4)')
+	(13, 'parameter $4 in an INSERT', 'INSERT INTO t VALUES ($1, $4)'),
+	(14, 'parameter $00', 'SELECT $00'),
+	(15, 'copy to the client', 'COPY (SELECT 1) TO STDOUT'),
+	(16, 'copy from the client', 'COPY t FROM STDIN')
   ) AS k(o, kind, val)
  ORDER BY f.o, k.o;
 -- nesting so deep that the parser's stack is exhausted
@@ -596,9 +601,44 @@ SELECT pg_temp.try(label, sql)
 SELECT pg_temp.try(label, sql)
   FROM (VALUES
 	(1, 'purge older_than: negative', $$SELECT tcc.purge('-1 day')$$),
-	(2, 'fence_purge older_than: negative', $$SELECT tcc.fence_purge('-1 second')$$)
+	(2, 'fence_purge older_than: negative', $$SELECT tcc.fence_purge('-1 second')$$),
+	(3, 'purge older_than: beyond the calendar', $$SELECT tcc.purge('1000000 years')$$),
+	(4, 'fence_purge older_than: beyond the calendar', $$SELECT tcc.fence_purge('1000000 years')$$)
   ) AS c(o, label, sql)
  ORDER BY o;
+
+--
+-- action SQL is checked as it will run, with standard_conforming_strings
+-- on: with it off here, a backslash would seem to end a string that goes
+-- on there, and two statements would pass as one
+--
+SET standard_conforming_strings = off;
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(1, 'register_branch confirm_sql: two statements under standard_conforming_strings off',
+	 $q$SELECT tcc.register_branch('err-tcc', NULL, $a$select 'a\'; insert into t values (42); --'$a$, 'SELECT 2')$q$),
+	(2, 'add_step action_sql: two statements under standard_conforming_strings off',
+	 $q$SELECT tcc.add_step('err-saga', NULL, $a$select 'a\'; insert into t values (42); --'$a$)$q$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
+RESET standard_conforming_strings;
+
+--
+-- input that names nothing is clipped in messages, as gids are
+--
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(1, 'register_branch server: unknown, a megabyte long', $$SELECT tcc.register_branch('err-tcc', repeat('s', 1000000), 'SELECT 1', 'SELECT 2')$$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
+\set VERBOSITY terse
+SELECT tcc.fdw_validator(ARRAY[repeat('o', 100000) || '=1'],
+						 'pg_foreign_server'::regclass);
+\set VERBOSITY default
+
+-- leading zeros: $01 is $1, as PostgreSQL reads it
+SELECT tcc.register_branch('err-tcc', NULL, 'SELECT $01, $002, $0003',
+						   'SELECT $1', NULL, 'err-zeros') AS zeros_accepted;
 
 --
 -- a non-superuser without USAGE on the participant's server
@@ -652,6 +692,26 @@ SELECT pg_temp.try(label, sql)
   FROM (VALUES
 	(5, 'register_branch server: mapping without password', $$SELECT tcc.register_branch('err-role', 'err_nopw', 'SELECT 1', 'SELECT 2')$$),
 	(6, 'add_step server: mapping without password', $$SELECT tcc.add_step('err-role-saga', 'err_nopw', 'SELECT 1')$$)
+  ) AS c(o, label, sql)
+ ORDER BY o;
+\pset format aligned
+\pset tuples_only off
+-- an empty password is no password to libpq, which would then look for
+-- one in the server's own password file or environment: refused the same
+RESET ROLE;
+CREATE SERVER err_emptypw FOREIGN DATA WRAPPER tcc_fdw;
+CREATE USER MAPPING FOR regress_tcc_errors SERVER err_emptypw
+	OPTIONS (user 'app', password '');
+GRANT USAGE ON FOREIGN SERVER err_emptypw TO regress_tcc_errors;
+SET ROLE regress_tcc_errors;
+\pset format unaligned
+\pset tuples_only on
+SELECT pg_temp.try(label, sql)
+  FROM (VALUES
+	(7, 'register_branch server: mapping with an empty password', $$SELECT tcc.register_branch('err-role', 'err_emptypw', 'SELECT 1', 'SELECT 2')$$),
+	(8, 'add_step server: mapping with an empty password', $$SELECT tcc.add_step('err-role-saga', 'err_emptypw', 'SELECT 1')$$),
+	(9, 'user mapping option sslcert by a non-superuser', $$CREATE USER MAPPING FOR regress_tcc_errors SERVER err_p1 OPTIONS (user 'u', password 'p', sslcert '/etc/ssl/certs/ssl-cert-snakeoil.pem')$$),
+	(10, 'user mapping option sslkey by a non-superuser', $$CREATE USER MAPPING FOR regress_tcc_errors SERVER err_p1 OPTIONS (user 'u', password 'p', sslkey '/etc/ssl/private/ssl-cert-snakeoil.key')$$)
   ) AS c(o, label, sql)
  ORDER BY o;
 \pset format aligned
@@ -722,5 +782,6 @@ DROP ROLE regress_tcc_errors;
 DROP USER MAPPING FOR PUBLIC SERVER err_p1;
 DROP SERVER err_p1, err_nomap;
 DROP SERVER err_nopw CASCADE;
+DROP SERVER err_emptypw CASCADE;
 DROP SERVER err_s2;
 DROP FOREIGN DATA WRAPPER err_other_fdw;

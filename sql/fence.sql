@@ -250,7 +250,7 @@ SELECT tcc.fence_try(repeat('x', 129), 'b1');
 SELECT * FROM fences WHERE gid = 'f-9';
 
 --
--- a plain role: no direct access to tcc.fence, but the fence functions work
+-- a plain role: no direct access to tcc.fence; the fence functions once granted
 --
 CREATE ROLE fence_user;
 GRANT SELECT, UPDATE ON inventory TO fence_user;
@@ -265,6 +265,25 @@ UPDATE tcc.fence SET state = 'tried' WHERE gid = 'f-1';
 \echo :LAST_ERROR_SQLSTATE
 DELETE FROM tcc.fence;
 \echo :LAST_ERROR_SQLSTATE
+-- nor may it call the fence before the participant grants it: otherwise any
+-- role of this database could plant a fence row for somebody's branch
+\set VERBOSITY terse
+SELECT tcc.fence_try('f-10', 'b1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tcc.fence_confirm('f-10', 'b1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tcc.fence_cancel('f-10', 'b1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT inv_try('f-10', 'b1', 2) AS ran;
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+RESET ROLE;
+SELECT * FROM fences WHERE gid = 'f-10';
+-- the one grant a participant needs, to the role the coordinator connects as
+GRANT EXECUTE ON FUNCTION tcc.fence_try(text, text),
+	tcc.fence_confirm(text, text), tcc.fence_cancel(text, text)
+	TO fence_user;
+SET ROLE fence_user;
 SELECT inv_try('f-10', 'b1', 2) AS ran;
 SELECT inv_try('f-10', 'b1', 2) AS ran;
 SELECT inv_confirm('f-10', 'b1', 2) AS ran;

@@ -201,6 +201,9 @@ CALL tcc.try(NULL, NULL, 'SELECT 1', 'SELECT 1', 'SELECT 2');
 CALL tcc.try('modes-try-fail', NULL, NULL, 'SELECT 1', 'SELECT 2');
 CALL tcc.try('modes-try-fail', NULL, 'SELEC 1', 'SELECT 1', 'SELECT 2');
 CALL tcc.try('modes-try-fail', NULL, 'SELECT $4', 'SELECT 1', 'SELECT 2');
+-- nobody to copy to: refused, not an internal error after registering
+CALL tcc.try('modes-try-fail', NULL, 'COPY (SELECT 1) TO STDOUT', 'SELECT 1',
+			 'SELECT 2');
 CALL tcc.try('modes-try-fail', NULL, 'SELECT 1', NULL, 'SELECT 2');
 CALL tcc.try('modes-try-fail', 'modes_nosuch', 'SELECT 1', 'SELECT 1',
 			 'SELECT 2');

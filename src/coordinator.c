@@ -615,9 +615,10 @@ check_user_mapping(GlobalTx *tx, ForeignServer *server)
 				 errdetail("Role %s, which owns global transaction \"%s\", "
 						   "is not a superuser, and its user mapping has no "
 						   "password, or an empty one.", owner, tx->gid),
-				 errhint("Add one with ALTER USER MAPPING FOR %s SERVER %s "
-						 "OPTIONS (ADD password '...'); the participant "
-						 "must ask for it.", owner, server->servername)));
+				 errhint("Give it one with ALTER USER MAPPING FOR %s SERVER "
+						 "%s OPTIONS (ADD password '...'), or SET for an "
+						 "empty one; the participant must ask for it.",
+						 owner, server->servername)));
 	}
 }
 
@@ -786,11 +787,12 @@ deadline_after(TimestampTz start, Interval *timeout)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout must be greater than zero"),
-				 errdetail("Timeout %s from now would end at %s, which is "
-						   "not after now.",
+				 errdetail("Counted on the calendar from now, %s ends no "
+						   "later than now.",
 						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(timeout))),
-						   timestamptz_to_str(deadline))));
+															   IntervalPGetDatum(timeout)))),
+				 errhint("Months and days are counted on the calendar; "
+						 "give the timeout in hours, minutes or seconds.")));
 	return deadline;
 }
 
