@@ -405,7 +405,10 @@ $participant->safe_psql(
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE app LOGIN PASSWORD 'app-secret';
 CREATE ROLE app2 LOGIN;
-GRANT SELECT, UPDATE ON product TO app, app2;});
+GRANT SELECT, UPDATE ON product TO app, app2;
+-- the one grant a participant needs for the fence (not PUBLIC's)
+GRANT EXECUTE ON FUNCTION tcc.fence_try(text, text),
+	tcc.fence_confirm(text, text), tcc.fence_cancel(text, text) TO app, app2;});
 $participant->reload;
 $participant->connect_fails(
 	$participant->connstr('inventory') . ' user=app',
