@@ -93,3 +93,16 @@ BEGIN
 	END IF;
 	RETURN true;				-- done, now or before, or nothing to undo
 END $$;
+
+-- The fence functions are not executable by PUBLIC: any role that could call
+-- them could plant a fence row for somebody else's branch.  This is the one
+-- grant a participant needs: to the role its actions run as, the user of the
+-- coordinator's user mapping for this participant (psql -v
+-- participant_role=inventory_app; by default the role loading this file).
+\if :{?participant_role}
+\else
+\set participant_role :USER
+\endif
+GRANT EXECUTE ON FUNCTION tcc.fence_try(text, text),
+	tcc.fence_confirm(text, text), tcc.fence_cancel(text, text)
+	TO :"participant_role";

@@ -5,9 +5,9 @@
  *
  * Users never write tcc's tables: the tables grant nothing to PUBLIC, and the
  * SQL functions reach them through SPI after switching to the extension's
- * owner (the role that ran CREATE EXTENSION, which owns the tables).  Not
- * the owner of the schema: that is a role that could have been given the
- * schema, or have made it, and tcc's rights must not be lent to it.  This is the same
+ * owner (the role that ran CREATE EXTENSION, which owns the tables), not to
+ * the schema's owner, a role that could have been given the schema
+ * afterwards and must not borrow tcc's rights.  This is the same
  * arrangement as a SECURITY DEFINER function, but the C code keeps the
  * caller's identity for its own permission checks, which a SECURITY DEFINER
  * function would lose.
