@@ -365,9 +365,13 @@ SELECT t.status || ':' || count(b.*)
  WHERE gid = '$gid' GROUP BY t.status});
 }
 
-# crash_victim(): a coordinator backend that sleeps; its pid
-my $victim_h;
-sub crash_victim
+# prepare_crash(): start a coordinator backend that sleeps, the one to be
+# killed, and stop (SIGSTOP) the WAL writer, so that from now on only what
+# a backend flushes itself reaches the WAL files: an asynchronous commit
+# that the WAL writer happens to flush meanwhile would hide a missing flush.
+# Returns the sleeping backend's pid.
+my ($victim_h, $walwriter);
+sub prepare_crash
 {
 	($victim_h) = start_psql($coord, 'postgres', 'crash_victim',
 		'SELECT pg_sleep(600);');
@@ -381,16 +385,39 @@ SELECT pid FROM pg_stat_activity WHERE application_name = 'crash_victim'});
 		usleep(50_000);
 	}
 	die "the crash victim's backend did not show up" if $pid eq '';
+	$walwriter = $coord->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'});
+	kill('STOP', $walwriter) or die "could not stop the WAL writer: $!";
 	return $pid;
 }
 
-# crash(pid, label): SIGKILL that backend; true once the postmaster has
-# reinitialized (losing unflushed WAL) and accepts connections again
+# sigquit_pending(pid): whether process pid has a SIGQUIT pending (or is
+# gone)
+sub sigquit_pending
+{
+	my ($pid) = @_;
+	open(my $st, '<', "/proc/$pid/status") or return 1;
+	my ($pending) = join('', <$st>) =~ /^ShdPnd:\s*([0-9a-f]+)/m;
+	close($st);
+	return defined $pending && (hex(substr($pending, -8)) & (1 << 2));
+}
+
+# crash(pid): SIGKILL that backend: the postmaster sends SIGQUIT to the
+# others; once the stopped WAL writer has it pending it is continued, and
+# quits without writing anything.  True once the postmaster has
+# reinitialized (losing WAL that no backend flushed) and accepts
+# connections again.
 sub crash
 {
-	my ($pid, $label) = @_;
+	my ($pid) = @_;
 	my $offset = -s $coord->logfile;
 	kill('KILL', $pid) or die "could not kill $pid: $!";
+	foreach (1 .. 600)
+	{
+		last if sigquit_pending($walwriter);
+		usleep(10_000);
+	}
+	kill('CONT', $walwriter);
 	eval { $victim_h->finish; };
 	$coord->wait_for_log(qr/all server processes terminated; reinitializing/,
 		$offset);
@@ -417,7 +444,7 @@ $coord->safe_psql('postgres',
 
 # --- the worker's own decision: a timeout cancel it acted on
 d_setup('d-5', '1 s', 'SELECT 1', 'INSERT INTO cancel_seen VALUES ($1)');
-my $pid = crash_victim();
+my $pid = prepare_crash();
 ok( $participant->poll_query_until(
 		'postgres', q{SELECT count(*) > 0 FROM cancel_seen WHERE gid = 'd-5'}),
 	'durability: the running worker (dur now a template) cancelled d-5 at its deadline, on the participant');
@@ -429,7 +456,7 @@ like(d_state('d-5'), qr/^(cancelling|cancelled):1$/,
 	'durability: the timeout cancel the worker acted on survived the crash');
 
 # --- begin and register, each acknowledged in autocommit
-$pid = crash_victim();
+$pid = prepare_crash();
 $coord->safe_psql('dur', q{SELECT tcc.begin('d-1', '1 h')});
 $coord->safe_psql('dur',
 	q{SELECT tcc.register_branch('d-1', 'durp', 'SELECT 1', 'SELECT 1')});
@@ -439,7 +466,7 @@ is(d_state('d-1'), 'trying:1',
 
 # --- commit
 d_setup('d-2', '1 h', 'SELECT 1', 'SELECT 1');
-$pid = crash_victim();
+$pid = prepare_crash();
 is($coord->safe_psql('dur', q{SELECT tcc.commit('d-2')}),
 	'confirming', 'durability: d-2 committed');
 ok(crash($pid), 'durability: crash after commit');
@@ -448,7 +475,7 @@ like(d_state('d-2'), qr/^(confirming|confirmed):1$/,
 
 # --- commit in a block whose transaction then turns synchronous_commit off
 d_setup('d-3', '1 h', 'SELECT 1', 'SELECT 1');
-$pid = crash_victim();
+$pid = prepare_crash();
 $coord->safe_psql(
 	'dur', q{
 BEGIN;
@@ -461,7 +488,7 @@ like(d_state('d-3'), qr/^(confirming|confirmed):1$/,
 
 # --- rollback
 d_setup('d-4', '1 h', 'SELECT 1', 'SELECT 1');
-$pid = crash_victim();
+$pid = prepare_crash();
 is($coord->safe_psql('dur', q{SELECT tcc.rollback('d-4')}),
 	'cancelling', 'durability: d-4 rolled back');
 ok(crash($pid), 'durability: crash after rollback');
@@ -469,7 +496,7 @@ like(d_state('d-4'), qr/^(cancelling|cancelled):1$/,
 	'durability: the acknowledged rollback survived the crash');
 
 # --- retry of the failed d-6
-$pid = crash_victim();
+$pid = prepare_crash();
 is($coord->safe_psql('dur', q{SELECT tcc.retry('d-6')}),
 	'confirming', 'durability: d-6 retried');
 ok(crash($pid), 'durability: crash after retry');
