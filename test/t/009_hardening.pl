@@ -26,9 +26,13 @@
 #     locally, rollback, retry) and the worker's own timeout cancel,
 #     once acted on, survive a crash of the coordinator (one backend killed
 #     with SIGKILL; the postmaster reinitializes and loses WAL not yet
-#     flushed).  The coordinator database of this part is marked as a
-#     template before the crashes, so that after each one no worker serves
-#     it and the state read back is exactly what recovery found.  Last, a
+#     flushed).  Before each decision the WAL writer is stopped (SIGSTOP,
+#     continued only once its SIGQUIT is pending), so that no asynchronous
+#     commit is saved by its chance timing: only a flush by the deciding
+#     process itself saves it.  The coordinator database of this part is
+#     marked as a template before the crashes, so that after each one no
+#     worker serves it and the state read back is exactly what recovery
+#     found (a trying transaction is not cancelled again).  Last, a
 #     primary with synchronous_standby_names = '*' and synchronous_commit =
 #     off does not acknowledge tcc.begin while its standby is down, and does
 #     once the standby is back.
@@ -186,9 +190,9 @@ CREATE USER MAPPING FOR CURRENT_USER SERVER inv OPTIONS (user '$psu');
 CREATE ROLE tenant_b LOGIN;
 GRANT USAGE ON FOREIGN SERVER inv, inv2 TO tenant_b;});
 
-# as_tenant_or_superuser(sql, what): run sql as tenant_b, else (if the
-# fixed validator refuses it to a non-superuser) as the superuser; notes
-# which
+# as_tenant_or_superuser(sql, what): run sql as tenant_b, else (if a
+# validator refuses it to a non-superuser) as the superuser; notes which and
+# returns whether either did it
 sub as_tenant_or_superuser
 {
 	my ($sql, $what) = @_;
@@ -196,21 +200,26 @@ sub as_tenant_or_superuser
 	if ($sqlstate eq 'none')
 	{
 		note "$what: done by tenant_b";
-		return;
+		return 1;
 	}
 	note "$what: refused to tenant_b ($sqlstate), done by the superuser";
 	($sqlstate, $err) = error_of($coord, 'postgres', undef, $sql);
-	note "$what: refused to the superuser too: $err" if $sqlstate ne 'none';
+	return 1 if $sqlstate eq 'none';
+	note "$what: refused to the superuser too: $err";
+	return 0;
 }
 
 # ======================================================================
 # 1. No credential borrowing
 # ======================================================================
 
+# (should an empty password be refused outright, the mapping gets none)
 as_tenant_or_superuser(
 	qq{CREATE USER MAPPING FOR tenant_b SERVER inv
 	OPTIONS (user '$psu', password '')},
-	'the mapping with an empty password');
+	'the mapping with an empty password')
+  or run_as($coord, 'postgres', undef,
+	qq{CREATE USER MAPPING FOR tenant_b SERVER inv OPTIONS (user '$psu')});
 
 run_as($coord, 'postgres', 'tenant_b', q{SELECT tcc.begin('m-1', '1 h')});
 is( sqlstate_of(
@@ -250,7 +259,9 @@ SELECT tcc.register_branch('m-3', 'inv',
 	'credentials: with a non-empty password, m-3 registers its branch');
 as_tenant_or_superuser(
 	q{ALTER USER MAPPING FOR tenant_b SERVER inv OPTIONS (SET password '')},
-	'emptying the password');
+	'emptying the password')
+  or run_as($coord, 'postgres', undef,
+	q{ALTER USER MAPPING FOR tenant_b SERVER inv OPTIONS (DROP password)});
 is(run_as($coord, 'postgres', 'tenant_b', q{SELECT tcc.commit('m-3')}),
 	'confirming', 'credentials: tenant_b commits m-3');
 ok( $coord->poll_query_until(
@@ -371,6 +382,7 @@ SELECT t.status || ':' || count(b.*)
 # that the WAL writer happens to flush meanwhile would hide a missing flush.
 # Returns the sleeping backend's pid.
 my ($victim_h, $walwriter);
+END { kill('CONT', $walwriter) if $walwriter; }
 sub prepare_crash
 {
 	($victim_h) = start_psql($coord, 'postgres', 'crash_victim',
