@@ -1,0 +1,561 @@
+# test/t/009_hardening.pl: no borrowed credentials, decisions durable at any
+# synchronous_commit, and local actions that leave nothing in the worker.
+#
+# A "participant" cluster (plain PostgreSQL) listens on 127.0.0.1 and asks
+# every TCP connection for a scram password; its bootstrap superuser has
+# one.  The "coordinator" (tcc preloaded, synchronous_commit = off, a WAL
+# writer that sleeps 10 s, autovacuum and timed checkpoints out of the way)
+# is started with PGPASSFILE naming a file that holds that superuser's
+# password, so libpq inside the coordinator's processes would find it by
+# itself.  SPEC sections 4, 5a and 6.  Covered:
+#
+#  1. credentials (SPEC 6): for the non-superuser tenant_b, a user mapping
+#     with an empty password is refused by register_branch and by CALL
+#     tcc.try (2F003, nothing registered, the superuser-only table never
+#     read), and, when the password becomes empty after registration, by
+#     the worker (the branch failed with 2F003, the superuser-only table
+#     victim never written); a non-superuser may not set sslcert / sslkey
+#     on a user mapping (42501), a superuser may; a superuser's
+#     password-less mapping keeps working (it may use the password file);
+#  3. local actions leave no session state in the worker (SPEC 4): an
+#     advisory lock taken by a local confirm is free once the transaction is
+#     confirmed (PREPARE, LISTEN and temporary tables are refused to a local
+#     action already: it runs in a security-restricted operation);
+#  4. durability (SPEC 5a): every acknowledged decision (begin, register,
+#     commit, commit in a block that then sets synchronous_commit = off
+#     locally, rollback, retry) and the worker's own timeout cancel,
+#     once acted on, survive a crash of the coordinator (one backend killed
+#     with SIGKILL; the postmaster reinitializes and loses WAL not yet
+#     flushed).  Before each decision the WAL writer is stopped (SIGSTOP,
+#     continued only once its SIGQUIT is pending), so that no asynchronous
+#     commit is saved by its chance timing: only a flush by the deciding
+#     process itself saves it.  The coordinator database of this part is
+#     marked as a template before the crashes, so that after each one no
+#     worker serves it and the state read back is exactly what recovery
+#     found (a trying transaction is not cancelled again).  Last, a
+#     primary with synchronous_standby_names = '*' and synchronous_commit =
+#     off does not acknowledge tcc.begin while its standby is down, and does
+#     once the standby is back.
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+
+# ----------------------------------------------------------------- helpers
+
+# run_as(node, db, role, sql): safe_psql as role (undef: the superuser)
+sub run_as
+{
+	my ($node, $db, $role, $sql) = @_;
+	return $node->safe_psql($db, $sql,
+		extra_params => [ defined $role ? ('-U', $role) : () ]);
+}
+
+# error_of(node, db, role, sql): (SQLSTATE or 'none', stderr without the
+# LOCATION lines) of running sql as role, in verbose form
+sub error_of
+{
+	my ($node, $db, $role, $sql) = @_;
+	my ($stdout, $stderr);
+	my $rc = $node->psql(
+		$db, $sql,
+		stdout => \$stdout,
+		stderr => \$stderr,
+		extra_params => [
+			'-v', 'VERBOSITY=verbose', defined $role ? ('-U', $role) : ()
+		]);
+	$stderr =~ s/^LOCATION:.*$//mg;
+	return ('none', $stderr) if $rc == 0;
+	return ($stderr =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "no SQLSTATE in: $stderr",
+		$stderr);
+}
+
+sub sqlstate_of
+{
+	my ($sqlstate) = error_of(@_);
+	return $sqlstate;
+}
+
+# start_psql(node, db, name, sql): sql in a psql of its own, in the
+# background, under application_name name; returns the harness and a
+# reference to its stdout
+sub start_psql
+{
+	my ($node, $db, $name, $sql) = @_;
+	my ($out, $err) = ('', '');
+	my $file = "$tmp/$name.sql";
+
+	# from a file: IPC::Run would feed a string only while pumped
+	open(my $fh, '>', $file) or die "could not write $file: $!";
+	print $fh $sql;
+	close($fh);
+	my $h = IPC::Run::start(
+		[
+			$node->installed_command('psql'), '-XAtq',
+			'-v', 'ON_ERROR_STOP=1',
+			'-d', $node->connstr($db) . " application_name=$name"
+		],
+		'<', $file,
+		'>', \$out,
+		'2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return ($h, \$out);
+}
+
+# ------------------------------------------------------------ participant
+
+my $participant = PostgreSQL::Test::Cluster->new('participant');
+$participant->init;
+$participant->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'\n");
+$participant->start;
+my $psu = $participant->safe_psql('postgres', 'SELECT current_user');
+my $pport = $participant->port;
+
+# the harness connects over the unix socket (trust); every TCP connection,
+# which is what tcc's server inv makes, must give a scram password
+my $hba = $participant->data_dir . '/pg_hba.conf';
+my $hba_text = slurp_file($hba);
+open(my $fh, '>', $hba) or die "could not write $hba: $!";
+print $fh "host all all 127.0.0.1/32 scram-sha-256\n$hba_text";
+close($fh);
+$participant->safe_psql(
+	'postgres', qq{
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE "$psu" PASSWORD 'su-secret';
+CREATE TABLE participant_only (secret int);
+INSERT INTO participant_only VALUES (42);
+REVOKE ALL ON participant_only FROM PUBLIC;
+CREATE TABLE victim (x int);
+REVOKE ALL ON victim FROM PUBLIC;
+CREATE TABLE su_log (x int);
+CREATE TABLE cancel_seen (gid text);});
+$participant->reload;
+
+# the password file the coordinator's processes inherit
+my $passfile = "$tmp/pgpass";
+open($fh, '>', $passfile) or die "could not write $passfile: $!";
+print $fh "127.0.0.1:$pport:*:$psu:su-secret\n";
+close($fh);
+chmod(0600, $passfile) or die "could not chmod $passfile: $!";
+
+my $tcp = "host=127.0.0.1 port=$pport dbname=postgres user=$psu";
+{
+	local $ENV{PGPASSFILE} = "$tmp/no-such-file";
+	$participant->connect_fails($tcp,
+		'premise: the participant asks a TCP connection for a password',
+		expected_stderr => qr/password/);
+}
+{
+	local $ENV{PGPASSFILE} = $passfile;
+	$participant->connect_ok($tcp,
+		'premise: with the password file, libpq connects as the superuser by itself');
+}
+
+# ------------------------------------------------------------ coordinator
+
+my $coord = PostgreSQL::Test::Cluster->new('coordinator');
+$coord->init;
+$coord->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'tcc'
+tcc.naptime = '100ms'
+tcc.retry_base = '50ms'
+tcc.retry_max = '500ms'
+synchronous_commit = off
+wal_writer_delay = '10s'
+autovacuum = off
+checkpoint_timeout = '1h'
+restart_after_crash = on
+});
+$ENV{PGPASSFILE} = $passfile;
+$coord->start;
+delete $ENV{PGPASSFILE};
+
+my $csu = $coord->safe_psql('postgres', 'SELECT current_user');
+$coord->safe_psql(
+	'postgres', qq{
+SET synchronous_commit = on;
+CREATE EXTENSION tcc;
+CREATE SERVER inv FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '127.0.0.1', port '$pport', dbname 'postgres');
+CREATE SERVER inv2 FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '127.0.0.1', port '$pport', dbname 'postgres');
+CREATE USER MAPPING FOR CURRENT_USER SERVER inv OPTIONS (user '$psu');
+CREATE ROLE tenant_b LOGIN;
+GRANT USAGE ON FOREIGN SERVER inv, inv2 TO tenant_b;});
+
+# as_tenant_or_superuser(sql, what): run sql as tenant_b, else (if a
+# validator refuses it to a non-superuser) as the superuser; notes which and
+# returns whether either did it
+sub as_tenant_or_superuser
+{
+	my ($sql, $what) = @_;
+	my ($sqlstate, $err) = error_of($coord, 'postgres', 'tenant_b', $sql);
+	if ($sqlstate eq 'none')
+	{
+		note "$what: done by tenant_b";
+		return 1;
+	}
+	note "$what: refused to tenant_b ($sqlstate), done by the superuser";
+	($sqlstate, $err) = error_of($coord, 'postgres', undef, $sql);
+	return 1 if $sqlstate eq 'none';
+	note "$what: refused to the superuser too: $err";
+	return 0;
+}
+
+# ======================================================================
+# 1. No credential borrowing
+# ======================================================================
+
+# (should an empty password be refused outright, the mapping gets none)
+as_tenant_or_superuser(
+	qq{CREATE USER MAPPING FOR tenant_b SERVER inv
+	OPTIONS (user '$psu', password '')},
+	'the mapping with an empty password')
+  or run_as($coord, 'postgres', undef,
+	qq{CREATE USER MAPPING FOR tenant_b SERVER inv OPTIONS (user '$psu')});
+
+run_as($coord, 'postgres', 'tenant_b', q{SELECT tcc.begin('m-1', '1 h')});
+is( sqlstate_of(
+		$coord, 'postgres', 'tenant_b', q{
+SELECT tcc.register_branch('m-1', 'inv',
+	'INSERT INTO victim VALUES (1)', 'SELECT 1')}),
+	'2F003',
+	'credentials: register_branch with an empty password is refused (2F003)');
+is( $coord->safe_psql(
+		'postgres', q{SELECT count(*) FROM tcc.branches WHERE gid = 'm-1'}),
+	'0', 'credentials: and registers no branch');
+
+run_as($coord, 'postgres', 'tenant_b', q{SELECT tcc.begin('m-2', '1 h')});
+my ($m2_state, $m2_err) = error_of(
+	$coord, 'postgres', 'tenant_b', q{
+CALL tcc.try('m-2', 'inv', 'SELECT (SELECT secret FROM participant_only)::int',
+	'SELECT 1', 'SELECT 1')});
+is($m2_state, '2F003',
+	'credentials: CALL tcc.try with an empty password is refused (2F003)');
+unlike($m2_err, qr/\b42\b/,
+	'credentials: the error does not show the superuser-only secret');
+is( $coord->safe_psql(
+		'postgres', q{SELECT count(*) FROM tcc.branches WHERE gid = 'm-2'}),
+	'0', 'credentials: and CALL tcc.try registers no branch');
+
+# registered with a (wrong, but non-empty) password, then emptied before
+# the commit: the worker must not fall back to the password file
+run_as($coord, 'postgres', 'tenant_b',
+	q{ALTER USER MAPPING FOR tenant_b SERVER inv
+	OPTIONS (SET password 'not-the-password')});
+is( run_as(
+		$coord, 'postgres', 'tenant_b', q{
+SELECT tcc.begin('m-3', '1 h');
+SELECT tcc.register_branch('m-3', 'inv',
+	'INSERT INTO victim VALUES (3)', 'SELECT 1', NULL, 'b');}),
+	"m-3\nb",
+	'credentials: with a non-empty password, m-3 registers its branch');
+as_tenant_or_superuser(
+	q{ALTER USER MAPPING FOR tenant_b SERVER inv OPTIONS (SET password '')},
+	'emptying the password')
+  or run_as($coord, 'postgres', undef,
+	q{ALTER USER MAPPING FOR tenant_b SERVER inv OPTIONS (DROP password)});
+is(run_as($coord, 'postgres', 'tenant_b', q{SELECT tcc.commit('m-3')}),
+	'confirming', 'credentials: tenant_b commits m-3');
+ok( $coord->poll_query_until(
+		'postgres', q{
+SELECT status IN ('confirmed', 'failed') FROM tcc.transactions
+ WHERE gid = 'm-3'}),
+	'credentials: m-3 ends its phase two');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT t.status || '|' || b.status || '|' || coalesce(b.last_sqlstate, '')
+  FROM tcc.transactions t JOIN tcc.branches b USING (gid)
+ WHERE gid = 'm-3'}),
+	'failed|failed|2F003',
+	'credentials: the worker refuses the empty password: m-3 failed with 2F003');
+is($participant->safe_psql('postgres', 'SELECT count(*) FROM victim'),
+	'0', 'credentials: victim on the participant was never written');
+
+# positive control: a superuser is trusted with the server's credentials
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.begin('m-su', '1 h');
+SELECT tcc.register_branch('m-su', 'inv',
+	'INSERT INTO su_log VALUES (1)', 'SELECT 1', NULL, 'b');
+SELECT tcc.commit('m-su');
+SELECT tcc.wait('m-su', '60 s');}),
+	"m-su\nb\nconfirming\nconfirmed",
+	'credentials: a superuser\'s password-less mapping still confirms');
+is($participant->safe_psql('postgres', 'SELECT count(*) FROM su_log'),
+	'1', 'credentials: and its confirm ran on the participant');
+
+# sslcert and sslkey name files the server reads with its own rights
+is( sqlstate_of(
+		$coord, 'postgres', 'tenant_b', q{
+CREATE USER MAPPING FOR tenant_b SERVER inv2
+	OPTIONS (user 'x', password 'y', sslcert '/some/file')}),
+	'42501',
+	'credentials: a non-superuser may not set sslcert on a user mapping (42501)');
+is( sqlstate_of(
+		$coord, 'postgres', 'tenant_b', q{
+ALTER USER MAPPING FOR tenant_b SERVER inv
+	OPTIONS (ADD sslkey '/some/file')}),
+	'42501',
+	'credentials: a non-superuser may not set sslkey on a user mapping (42501)');
+$coord->safe_psql('postgres',
+	'DROP USER MAPPING IF EXISTS FOR tenant_b SERVER inv2');
+is( sqlstate_of(
+		$coord, 'postgres', undef, q{
+CREATE USER MAPPING FOR tenant_b SERVER inv2
+	OPTIONS (user 'x', password 'y', sslcert '/some/file')}),
+	'none', 'credentials: a superuser may set sslcert on a user mapping');
+
+# ======================================================================
+# 3. Local actions leave no session state in the worker
+# ======================================================================
+
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.begin('l-1', '1 h');
+SELECT tcc.register_branch('l-1', NULL,
+	'SELECT pg_advisory_lock(777)', 'SELECT 1', NULL, 'b');
+SELECT tcc.commit('l-1');
+SELECT tcc.wait('l-1', '60 s');}),
+	"l-1\nb\nconfirming\nconfirmed",
+	'local: a confirm that takes an advisory lock is confirmed');
+is($coord->safe_psql('postgres', 'SELECT pg_try_advisory_lock(777)'),
+	't', 'local: the advisory lock is free once the action is done');
+
+# (a local action cannot PREPARE, LISTEN or create a temporary table: it
+# runs in a security-restricted operation, which refuses them with 42501,
+# so the advisory lock is the session state left to check here)
+
+# ======================================================================
+# 4. Acknowledged decisions survive a crash at synchronous_commit = off
+# ======================================================================
+
+# the participant database of this part, reached over the unix socket
+# (trust); d6_confirm does not exist yet, so d-6 fails at once (42883)
+my $phost = $participant->host;
+$coord->safe_psql('postgres', 'CREATE DATABASE dur');
+$coord->safe_psql(
+	'dur', qq{
+SET synchronous_commit = on;
+CREATE EXTENSION tcc;
+CREATE SERVER durp FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname 'postgres');
+CREATE USER MAPPING FOR CURRENT_USER SERVER durp OPTIONS (user '$psu');});
+ok( $coord->poll_query_until(
+		'dur', q{SELECT count(*) = 1 FROM tcc.worker WHERE datname = 'dur'}),
+	'durability: a worker serves database dur');
+
+# d_setup(gid, timeout, confirm, cancel): begin gid and register branch b,
+# flushed (the session's synchronous_commit = on), so that only what comes
+# next is at stake
+sub d_setup
+{
+	my ($gid, $timeout, $confirm, $cancel) = @_;
+	$coord->safe_psql(
+		'dur', qq{
+SET synchronous_commit = on;
+SELECT tcc.begin('$gid', '$timeout');
+SELECT tcc.register_branch('$gid', 'durp', '$confirm', '$cancel', NULL, 'b');});
+}
+
+# d_state(gid): "status:branches" of gid after the crash ("" if it is gone)
+sub d_state
+{
+	my ($gid) = @_;
+	return $coord->safe_psql(
+		'dur', qq{
+SELECT t.status || ':' || count(b.*)
+  FROM tcc.transactions t LEFT JOIN tcc.branches b USING (gid)
+ WHERE gid = '$gid' GROUP BY t.status});
+}
+
+# prepare_crash(): start a coordinator backend that sleeps, the one to be
+# killed, and stop (SIGSTOP) the WAL writer, so that from now on only what
+# a backend flushes itself reaches the WAL files: an asynchronous commit
+# that the WAL writer happens to flush meanwhile would hide a missing flush.
+# Returns the sleeping backend's pid.
+my ($victim_h, $walwriter);
+END { kill('CONT', $walwriter) if $walwriter; }
+sub prepare_crash
+{
+	($victim_h) = start_psql($coord, 'postgres', 'crash_victim',
+		'SELECT pg_sleep(600);');
+	my $pid = '';
+	foreach (1 .. 600)
+	{
+		$pid = $coord->safe_psql(
+			'postgres', q{
+SELECT pid FROM pg_stat_activity WHERE application_name = 'crash_victim'});
+		last if $pid ne '';
+		usleep(50_000);
+	}
+	die "the crash victim's backend did not show up" if $pid eq '';
+	$walwriter = $coord->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'});
+	kill('STOP', $walwriter) or die "could not stop the WAL writer: $!";
+	return $pid;
+}
+
+# sigquit_pending(pid): whether process pid has a SIGQUIT pending (or is
+# gone)
+sub sigquit_pending
+{
+	my ($pid) = @_;
+	open(my $st, '<', "/proc/$pid/status") or return 1;
+	my ($pending) = join('', <$st>) =~ /^ShdPnd:\s*([0-9a-f]+)/m;
+	close($st);
+	return defined $pending && (hex(substr($pending, -8)) & (1 << 2));
+}
+
+# crash(pid): SIGKILL that backend: the postmaster sends SIGQUIT to the
+# others; once the stopped WAL writer has it pending it is continued, and
+# quits without writing anything.  True once the postmaster has
+# reinitialized (losing WAL that no backend flushed) and accepts
+# connections again.
+sub crash
+{
+	my ($pid) = @_;
+	my $offset = -s $coord->logfile;
+	kill('KILL', $pid) or die "could not kill $pid: $!";
+	foreach (1 .. 600)
+	{
+		last if sigquit_pending($walwriter);
+		usleep(10_000);
+	}
+	kill('CONT', $walwriter);
+	eval { $victim_h->finish; };
+	$coord->wait_for_log(qr/all server processes terminated; reinitializing/,
+		$offset);
+	$coord->wait_for_log(qr/database system is ready to accept connections/,
+		$offset);
+	return $coord->poll_query_until('postgres', 'SELECT true');
+}
+
+# the 42883 failure, and its cause fixed, before the crashes start
+d_setup('d-6', '1 h', 'SELECT d6_confirm()', 'SELECT 1');
+is($coord->safe_psql('dur', q{SELECT tcc.commit('d-6')}),
+	'confirming', 'durability: d-6 committed');
+ok( $coord->poll_query_until(
+		'dur', q{SELECT status FROM tcc.transactions WHERE gid = 'd-6'},
+		'failed'),
+	'durability: d-6 failed: its confirm function does not exist');
+$participant->safe_psql('postgres',
+	'CREATE FUNCTION d6_confirm() RETURNS boolean LANGUAGE sql AS $$SELECT true$$');
+
+# from now on no worker starts for dur (templates are not served); the one
+# running keeps serving it until the first crash
+$coord->safe_psql('postgres',
+	'SET synchronous_commit = on; ALTER DATABASE dur IS_TEMPLATE true');
+
+# --- the worker's own decision: a timeout cancel it acted on
+d_setup('d-5', '1 s', 'SELECT 1', 'INSERT INTO cancel_seen VALUES ($1)');
+my $pid = prepare_crash();
+ok( $participant->poll_query_until(
+		'postgres', q{SELECT count(*) > 0 FROM cancel_seen WHERE gid = 'd-5'}),
+	'durability: the running worker (dur now a template) cancelled d-5 at its deadline, on the participant');
+ok(crash($pid), 'durability: crash after the timeout cancel');
+is( $coord->safe_psql(
+		'dur', q{SELECT count(*) FROM tcc.worker WHERE datname = 'dur'}),
+	'0', 'durability: premise: after the crash no worker serves dur');
+like(d_state('d-5'), qr/^(cancelling|cancelled):1$/,
+	'durability: the timeout cancel the worker acted on survived the crash');
+
+# --- begin and register, each acknowledged in autocommit
+$pid = prepare_crash();
+$coord->safe_psql('dur', q{SELECT tcc.begin('d-1', '1 h')});
+$coord->safe_psql('dur',
+	q{SELECT tcc.register_branch('d-1', 'durp', 'SELECT 1', 'SELECT 1')});
+ok(crash($pid), 'durability: crash after begin and register');
+is(d_state('d-1'), 'trying:1',
+	'durability: the acknowledged begin and register survived the crash');
+
+# --- commit
+d_setup('d-2', '1 h', 'SELECT 1', 'SELECT 1');
+$pid = prepare_crash();
+is($coord->safe_psql('dur', q{SELECT tcc.commit('d-2')}),
+	'confirming', 'durability: d-2 committed');
+ok(crash($pid), 'durability: crash after commit');
+like(d_state('d-2'), qr/^(confirming|confirmed):1$/,
+	'durability: the acknowledged commit survived the crash');
+
+# --- commit in a block whose transaction then turns synchronous_commit off
+d_setup('d-3', '1 h', 'SELECT 1', 'SELECT 1');
+$pid = prepare_crash();
+$coord->safe_psql(
+	'dur', q{
+BEGIN;
+SELECT tcc.commit('d-3');
+SET LOCAL synchronous_commit = off;
+COMMIT;});
+ok(crash($pid), 'durability: crash after a commit in a block with SET LOCAL');
+like(d_state('d-3'), qr/^(confirming|confirmed):1$/,
+	'durability: the commit survived SET LOCAL synchronous_commit = off');
+
+# --- rollback
+d_setup('d-4', '1 h', 'SELECT 1', 'SELECT 1');
+$pid = prepare_crash();
+is($coord->safe_psql('dur', q{SELECT tcc.rollback('d-4')}),
+	'cancelling', 'durability: d-4 rolled back');
+ok(crash($pid), 'durability: crash after rollback');
+like(d_state('d-4'), qr/^(cancelling|cancelled):1$/,
+	'durability: the acknowledged rollback survived the crash');
+
+# --- retry of the failed d-6
+$pid = prepare_crash();
+is($coord->safe_psql('dur', q{SELECT tcc.retry('d-6')}),
+	'confirming', 'durability: d-6 retried');
+ok(crash($pid), 'durability: crash after retry');
+like(d_state('d-6'), qr/^(confirming|confirmed):1$/,
+	'durability: the acknowledged retry survived the crash');
+
+# ----------------------------------------------- synchronous standby
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'tcc'
+tcc.naptime = '100ms'
+synchronous_commit = off
+});
+$primary->start;
+$primary->safe_psql('postgres', 'CREATE EXTENSION tcc');
+$primary->backup('b');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'b', has_streaming => 1);
+$standby->start;
+$primary->wait_for_catchup($standby);
+$primary->safe_psql('postgres',
+	q{ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()});
+ok( $primary->poll_query_until(
+		'postgres', q{
+SELECT count(*) = 1 FROM pg_stat_replication WHERE sync_state = 'sync'}),
+	'sync standby: the standby is synchronous');
+
+$standby->stop;
+my ($sh, $sout) = start_psql($primary, 'postgres', 'begin_s1',
+	q{SELECT tcc.begin('s-1');});
+sleep(3);
+$sh->pump_nb;
+ok($sh->pumpable && $$sout eq '',
+	'sync standby: tcc.begin is not acknowledged while the standby is down');
+note 'sync standby: the waiting session: '
+  . $primary->safe_psql(
+	'postgres', q{
+SELECT coalesce(string_agg(state || '/' || coalesce(wait_event, ''), ','), 'none')
+  FROM pg_stat_activity WHERE application_name = 'begin_s1'});
+$standby->start;
+eval { $sh->finish; };
+is($$sout, "s-1\n",
+	'sync standby: tcc.begin is acknowledged once the standby is back');
+is($primary->safe_psql('postgres', q{SELECT tcc.status('s-1')}),
+	'trying', 'sync standby: s-1 is trying');
+
+done_testing();
