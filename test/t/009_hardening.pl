@@ -20,7 +20,10 @@
 #  3. local actions leave no session state in the worker (SPEC 4): an
 #     advisory lock taken by a local confirm is free once the transaction is
 #     confirmed (PREPARE, LISTEN and temporary tables are refused to a local
-#     action already: it runs in a security-restricted operation);
+#     action already: it runs in a security-restricted operation); action
+#     text that is two statements, or a COPY to the client, written into
+#     tcc.branch behind registration's back, fails its branch at once
+#     (22023) and runs nothing;
 #  4. durability (SPEC 5a): every acknowledged decision (begin, register,
 #     commit, commit in a block that then sets synchronous_commit = off
 #     locally, rollback, retry) and the worker's own timeout cancel,
@@ -332,6 +335,34 @@ is($coord->safe_psql('postgres', 'SELECT pg_try_advisory_lock(777)'),
 # (a local action cannot PREPARE, LISTEN or create a temporary table: it
 # runs in a security-restricted operation, which refuses them with 42501,
 # so the advisory lock is the session state left to check here)
+
+# action text is checked again before a local action runs: text that is two
+# statements, or a COPY to the client, put in the table behind
+# registration's back (as rows of an older tcc could be), fails the branch
+# at once with 22023 and runs nothing; SPI would have run both statements
+$coord->safe_psql(
+	'postgres', q{
+CREATE TABLE l_t (x int);
+SELECT tcc.begin('l-2', '1 h');
+SELECT tcc.register_branch('l-2', NULL, 'SELECT 1', 'SELECT 1', NULL, 'two');
+SELECT tcc.register_branch('l-2', NULL, 'SELECT 1', 'SELECT 1', NULL, 'copy');
+UPDATE tcc.branch
+   SET confirm_sql = CASE branch_id
+		WHEN 'two' THEN 'INSERT INTO l_t VALUES (1); INSERT INTO l_t VALUES (2)'
+		ELSE 'COPY (SELECT 1) TO STDOUT' END
+ WHERE gid = 'l-2';
+SELECT tcc.commit('l-2');});
+is($coord->safe_psql('postgres', q{SELECT tcc.wait('l-2', '60 s')}),
+	'failed', 'local: l-2 fails');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT string_agg(branch_id || ':' || status || ':' || last_sqlstate || ':'
+				  || attempts, ' ' ORDER BY branch_id)
+  FROM tcc.branches WHERE gid = 'l-2'}),
+	'copy:failed:22023:1 two:failed:22023:1',
+	'local: both branches failed at the first attempt with 22023');
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM l_t'),
+	'0', 'local: neither statement of the two-statement action ran');
 
 # ======================================================================
 # 4. Acknowledged decisions survive a crash at synchronous_commit = off
