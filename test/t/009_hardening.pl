@@ -26,7 +26,8 @@
 #     (22023) and runs nothing;
 #  4. durability (SPEC 5a): every acknowledged decision (begin, register,
 #     commit, commit in a block that then sets synchronous_commit = off
-#     locally, rollback, retry) and the worker's own timeout cancel,
+#     locally, rollback, retry), a participant's fence row, and the
+#     worker's own timeout cancel,
 #     once acted on, survive a crash of the coordinator (one backend killed
 #     with SIGKILL; the postmaster reinitializes and loses WAL not yet
 #     flushed).  Before each decision the WAL writer is stopped (SIGSTOP,
@@ -545,6 +546,17 @@ is($coord->safe_psql('dur', q{SELECT tcc.retry('d-6')}),
 ok(crash($pid), 'durability: crash after retry');
 like(d_state('d-6'), qr/^(confirming|confirmed):1$/,
 	'durability: the acknowledged retry survived the crash');
+
+# --- a participant's fence row: the coordinator records a call as done
+# once the participant's transaction commits, so that commit must not be
+# lost either (here the coordinator's own database serves as the
+# participant: the fence is the same in every database)
+$pid = prepare_crash();
+is($coord->safe_psql('dur', q{SELECT tcc.fence_try('dz-1', 'b')}),
+	't', 'durability: the fence lets the try of dz-1 run');
+ok(crash($pid), 'durability: crash after a fenced try');
+is($coord->safe_psql('dur', q{SELECT state FROM tcc.fence WHERE gid = 'dz-1'}),
+	'tried', 'durability: the fence row of the try survived the crash');
 
 # ----------------------------------------------- synchronous standby
 
