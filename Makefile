@@ -8,6 +8,7 @@
 MODULE_big = tcc
 OBJS = \
 	src/args.o \
+	src/cancel.o \
 	src/coordinator.o \
 	src/fdw.o \
 	src/fence.o \
