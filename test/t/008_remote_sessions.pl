@@ -98,6 +98,9 @@ CREATE SERVER withopts FOREIGN DATA WRAPPER tcc_fdw
 	OPTIONS (host '$phost', port '$pport', dbname 'part',
 			 options '-c work_mem=7MB');
 CREATE USER MAPPING FOR CURRENT_USER SERVER withopts OPTIONS (user '$role');
+CREATE SERVER h FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname 'part');
+CREATE USER MAPPING FOR CURRENT_USER SERVER h OPTIONS (user '$role');
 });
 
 # ----------------------------------------------------------------- helpers
@@ -228,6 +231,8 @@ run_tx('reset: the next confirm sleeps 0.2 s without a statement timeout',
 	's7', 'p', 'SELECT true FROM pg_sleep(0.2)');
 
 # ------------------------------------------------ 2. a participant hangs
+#
+# on server h: a connection of its own, whatever part 1 left on p's
 
 my @stopped;
 
@@ -285,7 +290,7 @@ my $try = IPC::Run::start(
 		'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
 		'-d', $coord->connstr('postgres') . ' application_name=trier',
 		'-c', q{SELECT tcc.begin('t1')},
-		'-c', q{CALL tcc.try('t1', 'p', 'SELECT hang_action($1, $2, $3)',
+		'-c', q{CALL tcc.try('t1', 'h', 'SELECT hang_action($1, $2, $3)',
 			'SELECT true', 'SELECT true')}
 	],
 	'>', \$try_out, '2>', \$try_err);
@@ -309,7 +314,7 @@ $coord->safe_psql('postgres',
 
 # (a, b) a confirm in flight when the participant stops
 $coord->safe_psql('postgres',
-	sql_tx('h1', 'p', 'SELECT hang_action($1, $2, $3)'));
+	sql_tx('h1', 'h', 'SELECT hang_action($1, $2, $3)'));
 ok((poll($participant, 'part', $hanging, 't', 30))[0],
 	'hang: the confirm runs on the participant');
 stop_participant();
