@@ -108,7 +108,7 @@ typedef struct ConnCacheEntry
 {
 	ConnCacheKey key;
 	PGconn	   *conn;			/* NULL when not connected */
-	List	   *queue;			/* calls and resets in flight, oldest first */
+	List	   *queue;			/* calls and resets, oldest first */
 	int			ncalls;			/* how many of them are calls */
 	TimestampTz reset_deadline; /* of the reset at the head (0: none) */
 	bool		reset_ok;		/* the reset at the head said DISCARD ALL */
