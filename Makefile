@@ -8,6 +8,7 @@
 MODULE_big = tcc
 OBJS = \
 	src/args.o \
+	src/cancel.o \
 	src/coordinator.o \
 	src/durable.o \
 	src/fdw.o \

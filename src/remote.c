@@ -23,6 +23,30 @@
  * statement's result and the Sync leaves the outcome unknown, and the call
  * is retried; the participant's fence makes the repeat harmless.
  *
+ * Every call starts from a clean session (SPEC section 4): after each
+ * action's Sync, DISCARD ALL goes down the same pipeline with a Sync of
+ * its own (it refuses to run in a transaction block, so it cannot share
+ * the action's).  It drops whatever the action left behind: settings,
+ * advisory locks, prepared statements, temporary objects, LISTEN, cursors.
+ * The reset is an item of the connection's queue like a call, and its
+ * results are read in turn; it has the deadline a call has when it
+ * reaches the head.  The call's outcome was decided at its own Sync; a
+ * reset that fails, returns anything unexpected or times out only closes
+ * the connection, so that a dirty session is never used again (the calls
+ * sent behind it fail, and are retried, on a new connection).  The
+ * connection is opened with standard_conforming_strings pinned on in its
+ * startup packet, which makes it the value RESET ALL goes back to: action
+ * SQL is checked at registration under that setting.
+ *
+ * A call that times out, or that a backend gives up on (a query cancel
+ * during CALL tcc.try), is cancelled on the participant with
+ * tcc_cancel_async (cancel.c), which does not wait for the participant's
+ * answer, and its connection closed: a participant that hangs never holds
+ * the worker or the backend.  Nothing else here waits on a participant
+ * without serving interrupts: connecting polls with WaitLatchOrSocket,
+ * the connections are non-blocking once open, and PQfinish only queues a
+ * Terminate message that fits in an empty socket buffer.
+ *
  * Security, as in postgres_fdw: for an owner that is not a superuser, the
  * user mapping must have a password and the connection must have used it,
  * else anybody could borrow the server's own trust (peer or trust
@@ -62,11 +86,32 @@ typedef struct ConnCacheKey
 	Oid			userid;			/* the owner of the global transactions */
 } ConnCacheKey;
 
+/*
+ * The items of a connection's queue, in the order the participant answers
+ * them, are TccCalls and, after each, SESSION_RESET for its DISCARD ALL.
+ */
+#define SESSION_RESET	((TccCall *) NULL)
+
+/* sent after each call, in an implicit transaction of its own */
+static const char session_reset_sql[] = "DISCARD ALL";
+
+/*
+ * Settings every participant connection starts with, added to the
+ * server's "options".  Action SQL is checked at registration with
+ * standard_conforming_strings on, so it must run so.  Set in the startup
+ * packet, they are also the values RESET ALL (and so DISCARD ALL) goes
+ * back to, whatever an action sets.
+ */
+#define PINNED_OPTIONS	"-c standard_conforming_strings=on"
+
 typedef struct ConnCacheEntry
 {
 	ConnCacheKey key;
 	PGconn	   *conn;			/* NULL when not connected */
-	List	   *calls;			/* in flight, oldest first */
+	List	   *queue;			/* calls and resets, oldest first */
+	int			ncalls;			/* how many of them are calls */
+	TimestampTz reset_deadline; /* of the reset at the head (0: none) */
+	bool		reset_ok;		/* the reset at the head said DISCARD ALL */
 	bool		flush_pending;	/* libpq has output left to send */
 	bool		invalidated;	/* the server or mapping changed */
 	TimestampTz failed_at;		/* when connecting last failed, or 0 */
@@ -227,17 +272,62 @@ libpq_message(PGconn *conn, const char *fallback)
 }
 
 /*
+ * start_head
+ *		The item at the head of entry's queue is now the one the
+ *		participant runs: its time limit starts.  The participant runs a
+ *		connection's items one after the other, so none is charged for the
+ *		time it waits behind others.  A reset has the limit of a call, so
+ *		that a participant that hangs in it cannot hold the connection for
+ *		ever.
+ */
+static void
+start_head(ConnCacheEntry *entry)
+{
+	TccCall    *head = (TccCall *) linitial(entry->queue);
+	TimestampTz deadline = (tcc_call_timeout > 0) ?
+		GetCurrentTimestamp() + (int64) tcc_call_timeout * 1000 : 0;
+
+	if (head == SESSION_RESET)
+	{
+		entry->reset_deadline = deadline;
+		entry->reset_ok = false;
+	}
+	else
+		head->deadline = deadline;
+}
+
+/*
+ * head_deadline
+ *		When the item at the head of entry's queue times out (0: never).
+ */
+static TimestampTz
+head_deadline(ConnCacheEntry *entry)
+{
+	TccCall    *head = (TccCall *) linitial(entry->queue);
+
+	return head == SESSION_RESET ? entry->reset_deadline : head->deadline;
+}
+
+/*
  * disconnect
- *		Close entry's connection.
+ *		Close entry's connection, which has no call in flight (the caller
+ *		took care of them); pending session resets go with it, closing is
+ *		the most thorough reset of all.
  */
 static void
 disconnect(ConnCacheEntry *entry)
 {
+	Assert(entry->ncalls == 0);
+
 	if (entry->conn != NULL)
 	{
 		PQfinish(entry->conn);
 		entry->conn = NULL;
 	}
+	list_free(entry->queue);
+	entry->queue = NIL;
+	entry->reset_deadline = 0;
+	entry->reset_ok = false;
 	entry->flush_pending = false;
 	entry->invalidated = false;
 }
@@ -253,16 +343,54 @@ fail_entry(ConnCacheEntry *entry, const char *message, const char *sqlstate,
 {
 	ListCell   *lc;
 
-	foreach(lc, entry->calls)
+	foreach(lc, entry->queue)
 	{
 		TccCall    *call = (TccCall *) lfirst(lc);
 
+		if (call == SESSION_RESET)
+			continue;
 		set_call_error(call, message, sqlstate, false);
 		add_done(done, call);
 	}
-	list_free(entry->calls);
-	entry->calls = NIL;
+	entry->ncalls = 0;
 	disconnect(entry);
+}
+
+/*
+ * enqueue
+ *		Append item (a call or SESSION_RESET) to entry's queue.  An item
+ *		that is first in the queue starts its time limit now.
+ */
+static void
+enqueue(ConnCacheEntry *entry, TccCall *item)
+{
+	MemoryContext oldcontext = MemoryContextSwitchTo(remote_context);
+
+	entry->queue = lappend(entry->queue, item);
+	MemoryContextSwitchTo(oldcontext);
+
+	if (item != SESSION_RESET)
+	{
+		item->deadline = 0;
+		entry->ncalls++;
+	}
+	if (list_length(entry->queue) == 1)
+		start_head(entry);
+}
+
+/*
+ * dequeue
+ *		Take the item at the head of entry's queue off it; the next one
+ *		starts its time limit.
+ */
+static void
+dequeue(ConnCacheEntry *entry)
+{
+	if (linitial(entry->queue) != SESSION_RESET)
+		entry->ncalls--;
+	entry->queue = list_delete_first(entry->queue);
+	if (entry->queue != NIL)
+		start_head(entry);
 }
 
 /*
@@ -343,6 +471,7 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	const char **values;
 	ListCell   *lc;
 	int			n = 0;
+	bool		have_options = false;
 	PGconn	   *volatile conn = NULL;
 	char	   *error = NULL;
 	bool		is_superuser = superuser_arg(call->owner);
@@ -372,15 +501,22 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	}
 
 	keywords = palloc((list_length(server->options) +
-					   list_length(mapping) + 3) * sizeof(char *));
+					   list_length(mapping) + 4) * sizeof(char *));
 	values = palloc((list_length(server->options) +
-					 list_length(mapping) + 3) * sizeof(char *));
+					 list_length(mapping) + 4) * sizeof(char *));
 	foreach(lc, server->options)
 	{
 		DefElem    *def = (DefElem *) lfirst(lc);
 
 		keywords[n] = def->defname;
 		values[n++] = defGetString(def);
+
+		/* see PINNED_OPTIONS */
+		if (strcmp(def->defname, "options") == 0)
+		{
+			values[n - 1] = psprintf("%s %s", values[n - 1], PINNED_OPTIONS);
+			have_options = true;
+		}
 	}
 	foreach(lc, mapping)
 	{
@@ -388,6 +524,11 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 
 		keywords[n] = def->defname;
 		values[n++] = defGetString(def);
+	}
+	if (!have_options)
+	{
+		keywords[n] = "options";
+		values[n++] = PINNED_OPTIONS;
 	}
 	keywords[n] = "fallback_application_name";
 	values[n++] = "tcc";
@@ -470,7 +611,6 @@ tcc_remote_send(TccCall *call, List **done)
 	ConnCacheEntry *entry;
 	bool		found;
 	const char *values[3];
-	MemoryContext oldcontext;
 	int			rc;
 
 	memset(&key, 0, sizeof(key));
@@ -480,17 +620,21 @@ tcc_remote_send(TccCall *call, List **done)
 	if (!found)
 	{
 		entry->conn = NULL;
-		entry->calls = NIL;
+		entry->queue = NIL;
+		entry->ncalls = 0;
+		entry->reset_deadline = 0;
+		entry->reset_ok = false;
 		entry->flush_pending = false;
 		entry->invalidated = false;
 		entry->failed_at = 0;
 		entry->failed_error = NULL;
 	}
 
-	if (entry->conn != NULL && entry->invalidated && entry->calls == NIL)
+	/* (a reset still pending goes with the connection: see disconnect) */
+	if (entry->conn != NULL && entry->invalidated && entry->ncalls == 0)
 		disconnect(entry);
 	if (entry->conn != NULL && PQstatus(entry->conn) == CONNECTION_BAD &&
-		entry->calls == NIL)
+		entry->ncalls == 0)
 		disconnect(entry);
 
 	if (entry->conn == NULL)
@@ -535,19 +679,15 @@ tcc_remote_send(TccCall *call, List **done)
 	values[1] = call->branch_id;
 	values[2] = call->payload;
 
-	/*
-	 * The participant runs a connection's calls one after the other, so
-	 * the time limit of a call starts when it reaches the head of the
-	 * queue (see collect_results), not while it waits behind others.
-	 */
-	call->deadline = (tcc_call_timeout > 0 && entry->calls == NIL) ?
-		GetCurrentTimestamp() + (int64) tcc_call_timeout * 1000 : 0;
-	oldcontext = MemoryContextSwitchTo(remote_context);
-	entry->calls = lappend(entry->calls, call);
-	MemoryContextSwitchTo(oldcontext);
+	/* the call, then the reset of its session (see the file header) */
+	enqueue(entry, call);
+	enqueue(entry, SESSION_RESET);
 
 	if (!PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
 						   values, NULL, NULL, 0) ||
+		!PQpipelineSync(entry->conn) ||
+		!PQsendQueryParams(entry->conn, session_reset_sql, 0, NULL,
+						   NULL, NULL, NULL, 0) ||
 		!PQpipelineSync(entry->conn))
 	{
 		char	   *msg = libpq_message(entry->conn, "could not send");
@@ -623,20 +763,106 @@ result_outcome(ConnCacheEntry *entry, TccCall *call, PGresult *res)
 }
 
 /*
+ * reset_failed
+ *		The session reset at the head of entry's queue failed, or its
+ *		results were not those of DISCARD ALL: close the connection, so
+ *		that its session is never used again.  The call before the reset
+ *		keeps its outcome; the calls sent behind it fail and are retried
+ *		(if they ran, they ran in the dirty session: the fence makes the
+ *		repeat harmless).
+ */
+static void
+reset_failed(ConnCacheEntry *entry, const char *why, List **done)
+{
+	ereport(LOG,
+			(errmsg("closing a connection to the participant of foreign "
+					"server with OID %u: resetting its session failed",
+					entry->key.serverid),
+			 errdetail_internal("%s", why)));
+	fail_entry(entry, "connection closed after resetting its session "
+			   "failed", "08006", done);
+}
+
+/*
+ * reset_result
+ *		Check one result of the session reset at the head of entry's queue:
+ *		the command's, then its Sync.  false when the reset failed (the
+ *		connection is closed then).
+ */
+static bool
+reset_result(ConnCacheEntry *entry, PGresult *res, List **done)
+{
+	ExecStatusType status = PQresultStatus(res);
+
+	if (status == PGRES_COMMAND_OK && !entry->reset_ok &&
+		strcmp(PQcmdStatus(res), session_reset_sql) == 0)
+	{
+		entry->reset_ok = true;
+		return true;
+	}
+	if (status == PGRES_PIPELINE_SYNC && entry->reset_ok)
+	{
+		dequeue(entry);
+		return true;
+	}
+
+	if (status == PGRES_FATAL_ERROR &&
+		PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL)
+		reset_failed(entry, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+					 done);
+	else
+		reset_failed(entry, psprintf("unexpected result %s",
+									 PQresStatus(status)), done);
+	return false;
+}
+
+/*
+ * call_result
+ *		Take one result of the call at the head of entry's queue; at its
+ *		Sync, the call goes to *done.  false when the connection had to be
+ *		given up.
+ */
+static bool
+call_result(ConnCacheEntry *entry, TccCall *call, PGresult *res,
+			List **done)
+{
+	if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+	{
+		/* committed (or rolled back) on the participant */
+		if (!call->have_result)
+			set_call_error(call, "the participant sent no result",
+						   "08P01", false);
+		dequeue(entry);
+		add_done(done, call);
+		return true;
+	}
+	if (result_outcome(entry, call, res))
+		return true;
+
+	/* the head call keeps its own error; the others get this one */
+	dequeue(entry);
+	add_done(done, call);
+	fail_entry(entry, "connection closed after an unsupported result of "
+			   "an earlier action", "08006", done);
+	return false;
+}
+
+/*
  * collect_results
- *		Take every complete result off entry's connection, moving the calls
- *		whose Sync came back to *done.
+ *		Take every complete result off entry's connection, in the order of
+ *		its queue: calls whose Sync came back go to *done, resets are
+ *		checked.
  */
 static void
 collect_results(ConnCacheEntry *entry, List **done)
 {
 	int			nulls_in_a_row = 0;
+	bool		keep = true;
 
-	while (entry->calls != NIL && !PQisBusy(entry->conn))
+	while (keep && entry->queue != NIL && !PQisBusy(entry->conn))
 	{
-		TccCall    *call = (TccCall *) linitial(entry->calls);
+		TccCall    *head = (TccCall *) linitial(entry->queue);
 		PGresult   *volatile res = PQgetResult(entry->conn);
-		bool		keep = true;
 
 		if (res == NULL)
 		{
@@ -649,66 +875,49 @@ collect_results(ConnCacheEntry *entry, List **done)
 
 		PG_TRY();
 		{
-			if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
-			{
-				/* committed (or rolled back) on the participant */
-				if (!call->have_result)
-					set_call_error(call, "the participant sent no result",
-								   "08P01", false);
-				entry->calls = list_delete_first(entry->calls);
-				add_done(done, call);
-				if (entry->calls != NIL && tcc_call_timeout > 0)
-					((TccCall *) linitial(entry->calls))->deadline =
-						GetCurrentTimestamp() +
-						(int64) tcc_call_timeout * 1000;
-			}
+			if (head == SESSION_RESET)
+				keep = reset_result(entry, res, done);
 			else
-				keep = result_outcome(entry, call, res);
+				keep = call_result(entry, head, res, done);
 		}
 		PG_FINALLY();
 		{
 			PQclear(res);
 		}
 		PG_END_TRY();
-
-		if (!keep)
-		{
-			/* the head call keeps its own error; the others get this one */
-			entry->calls = list_delete_first(entry->calls);
-			add_done(done, call);
-			fail_entry(entry, "connection closed after an unsupported "
-					   "result of an earlier action", "08006", done);
-			return;
-		}
 	}
 
 	/* libpq gives up on a connection that lost protocol sync */
-	if (entry->calls != NIL && PQstatus(entry->conn) == CONNECTION_BAD)
+	if (keep && entry->queue != NIL &&
+		PQstatus(entry->conn) == CONNECTION_BAD)
 		fail_entry(entry, libpq_message(entry->conn, "connection lost"),
 				   "08006", done);
 }
 
 /*
  * timeout_entry
- *		The oldest call on entry has run longer than tcc.call_timeout: ask
- *		the participant to cancel it, then give up on the connection and
- *		every call on it (they are retried later).
+ *		The item at the head of entry's queue has run longer than
+ *		tcc.call_timeout: ask the participant to cancel it, without waiting
+ *		for the participant (which may hang: see cancel.c), then give up on
+ *		the connection and every call on it (they are retried later).
  */
 static void
 timeout_entry(ConnCacheEntry *entry, List **done)
 {
-	PGcancel   *cancel = PQgetCancel(entry->conn);
-	char		errbuf[256];
+	bool		in_reset = (linitial(entry->queue) == SESSION_RESET);
 
-	if (cancel != NULL)
-	{
-		(void) PQcancel(cancel, errbuf, sizeof(errbuf));
-		PQfreeCancel(cancel);
-	}
-	fail_entry(entry,
-			   psprintf("the call took longer than tcc.call_timeout (%d ms) "
-						"and was cancelled", tcc_call_timeout),
-			   "57014", done);
+	tcc_cancel_async(entry->conn);
+	if (in_reset)
+		fail_entry(entry,
+				   psprintf("connection closed after resetting its session "
+							"took longer than tcc.call_timeout (%d ms)",
+							tcc_call_timeout),
+				   "08006", done);
+	else
+		fail_entry(entry,
+				   psprintf("the call took longer than tcc.call_timeout "
+							"(%d ms) and was cancelled", tcc_call_timeout),
+				   "57014", done);
 }
 
 /*
@@ -740,7 +949,7 @@ tcc_remote_wait(long timeout_ms, List **done)
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->conn == NULL || entry->calls == NIL)
+		if (entry->conn == NULL || entry->queue == NIL)
 			continue;
 		if (!PQconsumeInput(entry->conn))
 			fail_entry(entry, libpq_message(entry->conn, "connection lost"),
@@ -754,14 +963,14 @@ tcc_remote_wait(long timeout_ms, List **done)
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->conn != NULL && entry->calls != NIL)
+		if (entry->conn != NULL && entry->queue != NIL)
 		{
-			TccCall    *head = (TccCall *) linitial(entry->calls);
+			TimestampTz deadline = head_deadline(entry);
 
 			nsockets++;
-			if (head->deadline != 0)
+			if (deadline != 0)
 				timeout_ms = Min(timeout_ms,
-								 Max((long) ((head->deadline - now + 999) /
+								 Max((long) ((deadline - now + 999) /
 											 1000), 0));
 		}
 	}
@@ -773,7 +982,7 @@ tcc_remote_wait(long timeout_ms, List **done)
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->conn != NULL && entry->calls != NIL)
+		if (entry->conn != NULL && entry->queue != NIL)
 			AddWaitEventToSet(set,
 							  WL_SOCKET_READABLE |
 							  (entry->flush_pending ? WL_SOCKET_WRITEABLE : 0),
@@ -824,14 +1033,10 @@ tcc_remote_wait(long timeout_ms, List **done)
 	{
 		if (entry->conn == NULL)
 			continue;
-		if (entry->calls != NIL)
-		{
-			TccCall    *head = (TccCall *) linitial(entry->calls);
-
-			if (head->deadline != 0 && now >= head->deadline)
-				timeout_entry(entry, done);
-		}
-		else if (entry->invalidated)
+		if (entry->queue != NIL && head_deadline(entry) != 0 &&
+			now >= head_deadline(entry))
+			timeout_entry(entry, done);
+		else if (entry->ncalls == 0 && entry->invalidated)
 			disconnect(entry);
 	}
 }
@@ -839,9 +1044,11 @@ tcc_remote_wait(long timeout_ms, List **done)
 /*
  * abandon_calls
  *		Give up on every call in flight, after an error (a query cancel) in
- *		a backend waiting for one: ask each participant to cancel, and drop
- *		the connection, whose protocol state is now unknown.  The calls'
- *		memory belongs to the aborted caller and is not touched.
+ *		a backend waiting for one: ask each participant to cancel, without
+ *		waiting for it (see cancel.c), and drop the connection, whose
+ *		protocol state is now unknown.  The calls' memory belongs to the
+ *		aborted caller and is not touched.  A connection with only a reset
+ *		pending is in a known state and is kept.
  */
 static void
 abandon_calls(void)
@@ -852,21 +1059,10 @@ abandon_calls(void)
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->calls == NIL)
+		if (entry->ncalls == 0)
 			continue;
-		if (entry->conn != NULL)
-		{
-			PGcancel   *cancel = PQgetCancel(entry->conn);
-			char		errbuf[256];
-
-			if (cancel != NULL)
-			{
-				(void) PQcancel(cancel, errbuf, sizeof(errbuf));
-				PQfreeCancel(cancel);
-			}
-		}
-		list_free(entry->calls);
-		entry->calls = NIL;
+		tcc_cancel_async(entry->conn);
+		entry->ncalls = 0;
 		disconnect(entry);
 	}
 }
@@ -881,6 +1077,10 @@ abandon_calls(void)
  * connection dropped, before the error goes on.  A terminated backend
  * only closes the connection (remote_disconnect_all): the participant may
  * still finish the call, which the fence then takes care of.
+ *
+ * It returns as soon as the call's own Sync is back; the reset of the
+ * session that follows it stays queued on the connection, and its results
+ * are read, in order, before those of the next call sent there.
  */
 void
 tcc_remote_call(TccCall *call)
@@ -926,7 +1126,7 @@ tcc_remote_in_flight(void)
 
 	hash_seq_init(&scan, conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
-		n += list_length(entry->calls);
+		n += entry->ncalls;
 	return n;
 }
 

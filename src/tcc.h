@@ -128,6 +128,10 @@ extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
 									  Oid *umid);
 extern bool tcc_mapping_password_ok(Oid owner, List *mapping);
 
+/* cancel.c (struct pg_conn is libpq's PGconn) */
+struct pg_conn;
+extern void tcc_cancel_async(struct pg_conn *conn);
+
 /* remote.c */
 extern void tcc_remote_init(bool in_worker);
 extern void tcc_remote_call(TccCall *call);

@@ -1,0 +1,365 @@
+# test/t/008_remote_sessions.pl: the worker's participant connections.
+#
+# A coordinator cluster with tcc preloaded calls a participant cluster
+# (database part, plain SQL functions, no tcc) through foreign servers.
+#
+#   1. Session reset: every call on the cached connection starts from a
+#      clean session.  A search_path, a statement_timeout, an advisory lock,
+#      a prepared statement, a temporary table, a LISTEN or a
+#      standard_conforming_strings that one confirm leaves behind is gone
+#      for the next, on the same participant backend (reset, not
+#      reconnect), also with many calls in the pipeline at once.  The
+#      server's own "options" are kept.
+#   2. A participant that hangs (postmaster and backends stopped with
+#      SIGSTOP while a call runs there): after tcc.call_timeout the
+#      worker's loop keeps running, SIGTERM ends the worker, a query cancel
+#      ends CALL tcc.try and a fast stop ends the coordinator, each before
+#      the participant is resumed.
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+# how long a step may take while the participant is stopped
+my $window = 8;
+
+# ------------------------------------------------------------------ set-up
+
+my $participant = PostgreSQL::Test::Cluster->new('participant');
+$participant->init;
+$participant->start;
+$participant->safe_psql('postgres', 'CREATE DATABASE part');
+$participant->safe_psql(
+	'part', q{
+CREATE FUNCTION ok_func() RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE TABLE observed (label text PRIMARY KEY, seen text);
+GRANT ALL ON observed TO PUBLIC;
+-- leave session state behind: a prepared statement, a temp table, LISTEN
+CREATE FUNCTION leave_leftovers() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE 'PREPARE leftover_stmt AS SELECT 1';
+	CREATE TEMP TABLE leftover_tab (i int);
+	LISTEN leftover_channel;
+	PERFORM set_config('standard_conforming_strings', 'off', false);
+	RETURN true;
+END $$;
+-- what the session looks like: each item true when left over
+CREATE FUNCTION observe(label text) RETURNS boolean LANGUAGE sql AS $$
+INSERT INTO public.observed VALUES (label,
+	format('stmt=%s tab=%s listen=%s scs=%s work_mem=%s',
+		EXISTS (SELECT FROM pg_prepared_statements
+				 WHERE name = 'leftover_stmt'),
+		to_regclass('pg_temp.leftover_tab') IS NOT NULL,
+		EXISTS (SELECT FROM pg_listening_channels() c
+				 WHERE c = 'leftover_channel'),
+		current_setting('standard_conforming_strings'),
+		current_setting('work_mem')))
+ON CONFLICT DO NOTHING
+RETURNING true
+$$;
+CREATE TABLE hang (seconds float8);
+INSERT INTO hang VALUES (60);
+CREATE FUNCTION hang_action(text, text, jsonb) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_sleep(seconds) FROM public.hang;
+	RETURN true;
+END $$;
+});
+
+my $coord = PostgreSQL::Test::Cluster->new('coordinator');
+$coord->init;
+$coord->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'tcc'
+tcc.naptime = '100ms'
+tcc.retry_base = '50ms'
+tcc.retry_max = '300ms'
+tcc.call_timeout = '1s'
+tcc.connect_timeout = '2s'
+});
+$coord->start;
+
+my $phost = $participant->host;
+my $pport = $participant->port;
+my $role = $coord->safe_psql('postgres', 'SELECT current_user');
+
+$coord->safe_psql(
+	'postgres', qq{
+CREATE EXTENSION tcc;
+CREATE SERVER p FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname 'part');
+CREATE USER MAPPING FOR CURRENT_USER SERVER p OPTIONS (user '$role');
+CREATE SERVER withopts FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname 'part',
+			 options '-c work_mem=7MB');
+CREATE USER MAPPING FOR CURRENT_USER SERVER withopts OPTIONS (user '$role');
+CREATE SERVER h FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname 'part');
+CREATE USER MAPPING FOR CURRENT_USER SERVER h OPTIONS (user '$role');
+});
+
+# ----------------------------------------------------------------- helpers
+
+# poll(node, db, sql, expected, seconds): run sql until it returns
+# expected; (true, elapsed) or (false, elapsed) after seconds
+sub poll
+{
+	my ($node, $db, $sql, $expected, $seconds) = @_;
+	my $start = time();
+	my $last = '';
+
+	for (;;)
+	{
+		my ($stdout, $stderr);
+		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
+		$last = defined $stdout ? $stdout : '';
+		return (1, time() - $start) if $last eq $expected;
+		last if time() - $start > $seconds;
+		usleep(50_000);
+	}
+	diag("waited ${seconds}s for \"$expected\" from: $sql\nlast: \"$last\"");
+	return (0, time() - $start);
+}
+
+# sql_tx(gid, server, confirm): the SQL that begins gid, registers one
+# branch with this confirm and commits
+sub sql_tx
+{
+	my ($gid, $server, $confirm) = @_;
+	$confirm =~ s/'/''/g;
+	return qq{
+SELECT tcc.begin('$gid');
+SELECT tcc.register_branch('$gid', '$server', '$confirm', 'SELECT true',
+						   NULL, 'b');
+SELECT tcc.commit('$gid');};
+}
+
+# confirmed(name, gid...): assert that each gid comes to be confirmed
+sub confirmed
+{
+	my ($name, @gids) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $list = join(',', map { "'$_'" } @gids);
+	my ($ok) = poll($coord, 'postgres',
+		"SELECT count(*) FROM tcc.transactions WHERE gid IN ($list)"
+		  . " AND status = 'confirmed'",
+		scalar(@gids), 10);
+	ok($ok, $name)
+	  or diag($coord->safe_psql('postgres',
+		"SELECT gid, status, last_error FROM tcc.branches"
+		  . " WHERE gid IN ($list)"));
+}
+
+# run_tx(name, gid, server, confirm): commit gid and see it confirmed
+sub run_tx
+{
+	my ($name, $gid, $server, $confirm) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$coord->safe_psql('postgres', sql_tx($gid, $server, $confirm));
+	confirmed($name, $gid);
+}
+
+# the worker's backends on the participant
+my $tcc_pids = q{
+SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+ WHERE datname = 'part' AND application_name = 'tcc'};
+
+# ------------------------------------------------- 1. the session is reset
+
+run_tx('reset: a confirm sets search_path to nosuch', 's1', 'p',
+	q{SELECT set_config('search_path', 'nosuch', false)});
+my $pid = $participant->safe_psql('part', $tcc_pids);
+like($pid, qr/^\d+$/, 'reset: the worker has one connection to part');
+run_tx('reset: the next confirm finds ok_func on the default search_path',
+	's2', 'p', 'SELECT ok_func()');
+
+run_tx('reset: a confirm takes advisory lock 4242', 's3', 'p',
+	'SELECT true FROM pg_advisory_lock(4242)');
+ok( ( poll($participant, 'part', 'SELECT pg_try_advisory_lock(4242)', 't',
+			5))[0],
+	'reset: the advisory lock is not held after the action');
+
+run_tx('reset: a confirm leaves a prepared statement, a temp table, LISTEN '
+	  . 'and standard_conforming_strings off',
+	's4', 'p', 'SELECT leave_leftovers()');
+run_tx('reset: the next confirm observes its session', 's5', 'p',
+	q{SELECT observe('after leftovers')});
+is( $participant->safe_psql(
+		'part', q{SELECT seen FROM observed WHERE label = 'after leftovers'}),
+	'stmt=f tab=f listen=f scs=on work_mem=4MB',
+	'reset: no prepared statement, temp table or LISTEN is left, and '
+	  . 'standard_conforming_strings is on');
+
+# many calls at once in the pipeline, alternating dirty and clean
+my $batch = '';
+my @gids;
+foreach my $i (1 .. 5)
+{
+	$batch .= sql_tx("m$i-dirty", 'p',
+		q{SELECT set_config('search_path', 'nosuch', false)});
+	$batch .= sql_tx("m$i-clean", 'p', 'SELECT ok_func()');
+	push @gids, "m$i-dirty", "m$i-clean";
+}
+$coord->safe_psql('postgres', $batch);
+confirmed('reset: ten calls in flight at once, each with a clean session',
+	@gids);
+
+is($participant->safe_psql('part', $tcc_pids),
+	$pid, 'reset: still the same participant backend (reset, not reconnect)');
+
+# a server with options of its own keeps them, with the pinned setting
+run_tx('reset: a confirm on a server with options leaves leftovers', 'o1',
+	'withopts', 'SELECT leave_leftovers()');
+run_tx('reset: the next confirm there observes its session', 'o2',
+	'withopts', q{SELECT observe('with options')});
+is( $participant->safe_psql(
+		'part', q{SELECT seen FROM observed WHERE label = 'with options'}),
+	'stmt=f tab=f listen=f scs=on work_mem=7MB',
+	'reset: the server\'s options are kept, and standard_conforming_strings '
+	  . 'is pinned on');
+
+# last, as a reset running under a tiny statement_timeout might fail (the
+# connection would be dropped then, which is allowed)
+run_tx('reset: a confirm sets statement_timeout to 20ms', 's6', 'p',
+	q{SELECT set_config('statement_timeout', '20ms', false)});
+run_tx('reset: the next confirm sleeps 0.2 s without a statement timeout',
+	's7', 'p', 'SELECT true FROM pg_sleep(0.2)');
+
+# ------------------------------------------------ 2. a participant hangs
+#
+# on server h: a connection of its own, whatever part 1 left on p's
+
+my @stopped;
+
+# stop_participant(): SIGSTOP the participant's postmaster and children
+sub stop_participant
+{
+	my $pm = $participant->{_pid};
+	my @children = split /\s+/, `pgrep -P $pm`;
+	@stopped = ($pm, grep { /^\d+$/ } @children);
+	kill 'STOP', @stopped;
+	note 'stopped participant processes ' . join(' ', @stopped);
+}
+
+# resume_participant(): SIGCONT what stop_participant stopped
+sub resume_participant
+{
+	kill 'CONT', @stopped if @stopped;
+	@stopped = ();
+}
+
+END { kill 'CONT', @stopped if @stopped; }
+
+# a hang_action that started less than 300 ms ago (so it is still well
+# before its tcc.call_timeout when the participant is stopped)
+my $hanging = q{
+SELECT count(*) > 0 FROM pg_stat_activity
+ WHERE datname = 'part' AND state = 'active' AND query LIKE '%hang_action%'
+   AND clock_timestamp() - query_start < interval '300ms'
+   AND pid <> pg_backend_pid()};
+
+# wait_until(cond, seconds): poll the sub cond until it is true; (true,
+# elapsed), or (false, elapsed) after seconds
+sub wait_until
+{
+	my ($cond, $seconds) = @_;
+	my $start = time();
+	until ($cond->())
+	{
+		return (0, time() - $start) if time() - $start > $seconds;
+		usleep(50_000);
+	}
+	return (1, time() - $start);
+}
+
+my $worker_sql =
+  q{SELECT pid FROM tcc.worker WHERE datname = 'postgres'};
+
+# (d) CALL tcc.try, cancelled while its try hangs on a stopped participant;
+# the call timeout is raised so that only the cancel ends it
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM SET tcc.call_timeout = '60s'; SELECT pg_reload_conf()});
+my ($try_out, $try_err) = ('', '');
+my $try = IPC::Run::start(
+	[
+		'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
+		'-d', $coord->connstr('postgres') . ' application_name=trier',
+		'-c', q{SELECT tcc.begin('t1')},
+		'-c', q{CALL tcc.try('t1', 'h', 'SELECT hang_action($1, $2, $3)',
+			'SELECT true', 'SELECT true')}
+	],
+	'>', \$try_out, '2>', \$try_err);
+ok((poll($participant, 'part', $hanging, 't', 30))[0],
+	'try: CALL tcc.try runs its try on the participant');
+stop_participant();
+$coord->safe_psql('postgres',
+	q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+	   WHERE application_name = 'trier'});
+my ($try_done, $try_secs) = wait_until(
+	sub { $try->pump_nb; !$try->pumpable }, $window);
+ok($try_done, 'try: the cancelled CALL returns while the participant is '
+	  . 'stopped');
+note sprintf('query cancel of CALL tcc.try took %.2f s', $try_secs);
+resume_participant();
+$try->finish;
+like($try_err, qr/canceling statement due to user request/,
+	'try: the CALL fails with the query cancel');
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM RESET tcc.call_timeout; SELECT pg_reload_conf()});
+
+# (a, b) a confirm in flight when the participant stops
+$coord->safe_psql('postgres',
+	sql_tx('h1', 'h', 'SELECT hang_action($1, $2, $3)'));
+ok((poll($participant, 'part', $hanging, 't', 30))[0],
+	'hang: the confirm runs on the participant');
+stop_participant();
+sleep 2;    # past tcc.call_timeout
+
+my $wakeup_sql =
+  q{SELECT last_wakeup FROM tcc.worker WHERE datname = 'postgres'};
+my $wakeup = $coord->safe_psql('postgres', $wakeup_sql);
+my $worker_pid = $coord->safe_psql('postgres', $worker_sql);
+ok( ( poll($coord, 'postgres',
+			"SELECT last_wakeup > '$wakeup' FROM tcc.worker"
+			  . " WHERE datname = 'postgres'",
+			't', $window))[0],
+	'hang: the worker\'s loop runs on after the call timed out');
+
+kill 'TERM', $worker_pid;
+my ($term_done, $term_secs) =
+  wait_until(sub { kill(0, $worker_pid) == 0 }, $window);
+ok($term_done, 'hang: SIGTERM ends the worker while the participant is '
+	  . 'stopped');
+note sprintf('SIGTERM of the worker took %.2f s', $term_secs);
+resume_participant();
+
+# (c) a fast stop of the coordinator, with a new worker's call hanging
+ok((poll($participant, 'part', $hanging, 't', 30))[0],
+	'stop: the restarted worker runs the confirm again');
+stop_participant();
+sleep 2;    # past tcc.call_timeout
+my $pgctl = IPC::Run::start(
+	[ 'pg_ctl', '-D', $coord->data_dir, '-m', 'fast', '-w', 'stop' ],
+	'>', \my $pgctl_out, '2>', \my $pgctl_err);
+my ($stop_done, $stop_secs) = wait_until(
+	sub { $pgctl->pump_nb; !$pgctl->pumpable }, $window);
+ok($stop_done, 'stop: a fast stop of the coordinator ends while the '
+	  . 'participant is stopped');
+note sprintf('fast stop of the coordinator took %.2f s', $stop_secs);
+resume_participant();
+$pgctl->finish;
+$coord->_update_pid(0);
+
+# after all that, the transaction completes once the confirm is quick
+$participant->safe_psql('part', 'UPDATE hang SET seconds = 0');
+$coord->start;
+confirmed('hang: the hanging confirm is confirmed once it answers', 'h1');
+
+$coord->stop;
+$participant->stop;
+done_testing();
