@@ -67,8 +67,10 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -401,12 +403,16 @@ dequeue(ConnCacheEntry *entry)
  *
  * A latch set meanwhile (a backend waking the worker) is set again on the
  * way out, so the wake-up is not lost; interrupts are served as they come.
+ * So is a reload in the worker, whose loop otherwise reloads between
+ * rounds: a participant that accepts the connection and never answers
+ * (a stopped postmaster) would hold a SIGHUP for tcc.connect_timeout.  The
+ * time limit is read again after a reload, so a shorter one applies to
+ * the connect under way.
  */
 static bool
 wait_for_connection(PGconn *conn, char **error)
 {
-	TimestampTz deadline = GetCurrentTimestamp() +
-		(int64) tcc_connect_timeout * 1000;
+	TimestampTz start = GetCurrentTimestamp();
 	bool		latch_was_set = false;
 	bool		ok = false;
 
@@ -430,7 +436,8 @@ wait_for_connection(PGconn *conn, char **error)
 
 		events = (status == PGRES_POLLING_READING) ?
 			WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
-		remaining = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		remaining = (long) ((start + (int64) tcc_connect_timeout * 1000 -
+							 GetCurrentTimestamp()) / 1000);
 		if (remaining <= 0)
 		{
 			*error = psprintf("could not connect: tcc.connect_timeout (%d ms) "
@@ -447,6 +454,11 @@ wait_for_connection(PGconn *conn, char **error)
 			ResetLatch(MyLatch);
 			latch_was_set = true;
 			CHECK_FOR_INTERRUPTS();
+			if (IsBackgroundWorker && ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
 		}
 	}
 

@@ -14,7 +14,9 @@
 #      SIGSTOP while a call runs there): after tcc.call_timeout the
 #      worker's loop keeps running, SIGTERM ends the worker, a query cancel
 #      ends CALL tcc.try and a fast stop ends the coordinator, each before
-#      the participant is resumed.
+#      the participant is resumed; and a reload is served while the worker
+#      connects to the stopped participant (a shorter tcc.connect_timeout
+#      ends that connect).
 use strict;
 use warnings;
 
@@ -359,6 +361,38 @@ $coord->_update_pid(0);
 $participant->safe_psql('part', 'UPDATE hang SET seconds = 0');
 $coord->start;
 confirmed('hang: the hanging confirm is confirmed once it answers', 'h1');
+
+# (e) a reload while the worker connects to the stopped participant: the
+# connect does not hold the SIGHUP for tcc.connect_timeout, and a shorter
+# tcc.connect_timeout ends it
+$coord->safe_psql(
+	'postgres', qq{
+CREATE SERVER h2 FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '$phost', port '$pport', dbname 'part');
+CREATE USER MAPPING FOR CURRENT_USER SERVER h2 OPTIONS (user '$role');
+ALTER SYSTEM SET tcc.connect_timeout = '10min';
+SELECT pg_reload_conf();});
+sleep 1;    # the worker has reloaded between two rounds
+stop_participant();
+$coord->safe_psql('postgres', sql_tx('h2', 'h2', 'SELECT ok_func()'));
+sleep 1;    # the worker is connecting, and waits
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM SET tcc.connect_timeout = '1s'; SELECT pg_reload_conf()});
+my ($reload_done, $reload_secs) = wait_until(
+	sub {
+		$coord->safe_psql(
+			'postgres', q{
+SELECT coalesce(last_error, '') FROM tcc.branches WHERE gid = 'h2'})
+		  =~ /tcc\.connect_timeout \(1000 ms\) expired/;
+	},
+	$window);
+ok($reload_done, 'reload: the connect under way obeys the reloaded '
+	  . 'tcc.connect_timeout while the participant is stopped');
+note sprintf('the reload ended the hung connect after %.2f s', $reload_secs);
+resume_participant();
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM RESET tcc.connect_timeout; SELECT pg_reload_conf()});
+confirmed('reload: h2 is confirmed once the participant answers', 'h2');
 
 $coord->stop;
 $participant->stop;
