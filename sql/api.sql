@@ -410,6 +410,25 @@ SELECT status, deadline = :'dl_deadline' AS deadline_unchanged
 SELECT * FROM pg_temp.gtx('api-dl-%');
 
 --
+-- a transaction that records a tcc decision cannot be prepared for
+-- two-phase commit: whoever ran COMMIT PREPARED would decide whether it is
+-- durable on the synchronous standbys, and the worker would not be woken
+--
+BEGIN;
+SELECT tcc.begin('api-prepare');
+PREPARE TRANSACTION 'tcc_api_prepare';
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS prepared_begins FROM tcc.global_transaction
+ WHERE gid = 'api-prepare';
+SELECT count(*) AS prepared_xacts FROM pg_prepared_xacts
+ WHERE gid = 'tcc_api_prepare';
+-- a transaction that only reads is not concerned
+BEGIN;
+SELECT tcc.status('api-dl-committed') AS status_read;
+PREPARE TRANSACTION 'tcc_api_prepare';
+\echo :LAST_ERROR_SQLSTATE
+
+--
 -- clean up: roll back what is still trying; what the worker would have to
 -- finish is deleted by hand (no worker runs in this suite)
 --

@@ -368,6 +368,45 @@ check_action_params(const char *sql, const char *argname)
 }
 
 /*
+ * tcc_error_is_about_text
+ *		Whether an error raised while checking action SQL is about the text,
+ *		rather than about the moment: out of memory or another resource, a
+ *		cancel or a shutdown, an internal error say nothing about it, and a
+ *		retry may succeed.
+ */
+bool
+tcc_error_is_about_text(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category != ERRCODE_INSUFFICIENT_RESOURCES &&
+		category != ERRCODE_OPERATOR_INTERVENTION &&
+		category != ERRCODE_INTERNAL_ERROR;
+}
+
+/*
+ * tcc_pin_action_settings
+ *		Enter a new GUC nest level with the settings under which action SQL
+ *		is parsed and run, here and on participants (remote.c pins the same
+ *		in their startup packet): standard_conforming_strings on.  Returns
+ *		the level, for AtEOXact_GUC.
+ *
+ * Parsed with the session's setting instead, a backslash could end a
+ * string literal here that goes on there, and text that passed here as
+ * one statement would run as two.
+ */
+int
+tcc_pin_action_settings(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("standard_conforming_strings", "on",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+/*
  * parse_action
  *		Parse sql, an action's text, into raw statements.
  *
@@ -397,10 +436,8 @@ parse_action(const char *sql, const char *argname)
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
 		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category == ERRCODE_INSUFFICIENT_RESOURCES ||
-			category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
-			category == ERRCODE_OPERATOR_INTERVENTION ||
-			category == ERRCODE_INTERNAL_ERROR)
+		if (!tcc_error_is_about_text(edata->sqlerrcode) ||
+			category == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
 			PG_RE_THROW();
 		FlushErrorState();
 
@@ -480,23 +517,14 @@ check_action_stmts(List *stmts, const char *argname)
  *		it.
  *
  * Only the grammar is checked: the objects it names live in the
- * participant's database, not here.
- *
- * The text is parsed as it will run: with standard_conforming_strings on,
- * which the worker pins on its participant connections and for its local
- * actions.  Parsed with the session's setting instead, a backslash could
- * end a string literal here that goes on there, and text that passed here
- * as one statement would run as two.  The setting reverts on the way out
- * (and at the abort of an error).
+ * participant's database, not here.  The text is parsed as it will run
+ * (tcc_pin_action_settings); the settings revert on the way out, and at
+ * the abort of an error.
  */
 void
 tcc_check_action_sql(const char *sql, const char *argname)
 {
-	int			nestlevel = NewGUCNestLevel();
-
-	(void) set_config_option("standard_conforming_strings", "on",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	int			nestlevel = tcc_pin_action_settings();
 
 	check_action_stmts(parse_action(sql, argname), argname);
 	check_action_params(sql, argname);

@@ -30,7 +30,9 @@
  * the worker cannot act on a decision before it is durable either.
  *
  * A transaction that records nothing writes no commit record and pays
- * nothing.  PREPARE TRANSACTION is left alone: COMMIT PREPARED flushes.
+ * nothing.  One that records a decision cannot be prepared for two-phase
+ * commit: COMMIT PREPARED would wait for the standbys only if the session
+ * that runs it says so, and the worker would not be woken by it either.
  *
  * src/durable.c
  *
@@ -50,8 +52,8 @@ static bool callback_registered = false;
 /*
  * durable_xact_callback
  *		At pre-commit of a transaction that asked for it, raise
- *		synchronous_commit to at least "on" for the commit; forget the
- *		request when the transaction ends either way.
+ *		synchronous_commit to at least "on" for the commit; refuse to
+ *		prepare it; forget the request when the transaction ends.
  *
  * Pre-commit still runs inside the transaction, so setting a GUC is
  * allowed; an error here aborts the transaction, which is what should
@@ -68,6 +70,17 @@ durable_xact_callback(XactEvent event, void *arg)
 				(void) set_config_option("synchronous_commit", "on",
 										 PGC_USERSET, PGC_S_SESSION,
 										 GUC_ACTION_LOCAL, true, 0, false);
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (durable_at_commit)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has "
+								"recorded a tcc decision"),
+						 errdetail("A decision of tcc must be durable, on "
+								   "the synchronous standbys too, when it "
+								   "commits, whoever commits it."),
+						 errhint("Commit the transaction instead.")));
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:

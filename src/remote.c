@@ -99,8 +99,8 @@ static const char session_reset_sql[] = "DISCARD ALL";
 
 /*
  * Settings every participant connection starts with, added to the
- * server's "options".  Action SQL is checked at registration with
- * standard_conforming_strings on, so it must run so.  Set in the startup
+ * server's "options": those of tcc_pin_action_settings, under which action
+ * SQL is checked at registration.  Set in the startup
  * packet, they are also the values RESET ALL (and so DISCARD ALL) goes
  * back to, whatever an action sets.
  */
@@ -468,6 +468,46 @@ wait_for_connection(PGconn *conn, char **error)
 }
 
 /*
+ * add_no_borrowed_credentials
+ *		Append to the n connection options in keywords and values those
+ *		that keep libpq from using credentials of the server's OS account
+ *		for an owner that is not a superuser; returns the new count (at
+ *		most n + 3).
+ *
+ * The password is settled already (a non-empty one from the mapping, so
+ * libpq reads no password file, PGPASSWORD or service file for it).  But
+ * libpq also sends a client certificate of its own finding when the
+ * participant asks for one: PGSSLCERT and PGSSLKEY, a service file, or
+ * ~/.postgresql/postgresql.crt of the server's OS account.  A participant
+ * that wants a password and a certificate (clientcert=verify-ca) would
+ * take the server's certificate as the second factor.  So, unless a
+ * superuser put sslcert and sslkey on the mapping, they name a file that
+ * cannot exist (a path under /dev/null, which libpq takes as "no
+ * certificate"); and GSSAPI encryption, which would use the server's
+ * Kerberos credentials, is off.
+ */
+static int
+add_no_borrowed_credentials(List *mapping, const char **keywords,
+							const char **values, int n)
+{
+	static const char *const no_file = "/dev/null/tcc-no-client-certificate";
+
+	if (tcc_option_named(mapping, "sslcert") == NULL)
+	{
+		keywords[n] = "sslcert";
+		values[n++] = no_file;
+	}
+	if (tcc_option_named(mapping, "sslkey") == NULL)
+	{
+		keywords[n] = "sslkey";
+		values[n++] = no_file;
+	}
+	keywords[n] = "gssencmode";
+	values[n++] = "disable";
+	return n;
+}
+
+/*
  * connect_participant
  *		Open entry's connection for call: server options plus the owner's
  *		user mapping.  On failure the call's outcome is set and false is
@@ -513,9 +553,9 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	}
 
 	keywords = palloc((list_length(server->options) +
-					   list_length(mapping) + 4) * sizeof(char *));
+					   list_length(mapping) + 7) * sizeof(char *));
 	values = palloc((list_length(server->options) +
-					 list_length(mapping) + 4) * sizeof(char *));
+					 list_length(mapping) + 7) * sizeof(char *));
 	foreach(lc, server->options)
 	{
 		DefElem    *def = (DefElem *) lfirst(lc);
@@ -542,6 +582,8 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 		keywords[n] = "options";
 		values[n++] = PINNED_OPTIONS;
 	}
+	if (!is_superuser)
+		n = add_no_borrowed_credentials(mapping, keywords, values, n);
 	keywords[n] = "fallback_application_name";
 	values[n++] = "tcc";
 	keywords[n] = "client_encoding";

@@ -104,6 +104,8 @@ extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 
 /* coordinator.c */
 extern void tcc_check_action_sql(const char *sql, const char *argname);
+extern bool tcc_error_is_about_text(int sqlerrcode);
+extern int	tcc_pin_action_settings(void);
 extern char *tcc_try_register(FunctionCallInfo fcinfo, Oid *owner);
 extern void tcc_try_record(TccCall *call);
 

@@ -221,8 +221,9 @@ said_false(void)
  * every statement of a string, so text that the two read differently
  * could otherwise run as two statements.  A text that fails the check now
  * (rows from before the check existed, say) can never succeed, and the
- * call says so in call->permanent.  Settings the action itself makes are
- * left to the caller, which knows whose session this is.
+ * call says so in call->permanent (tcc_spi_action_failed takes that back
+ * for an error that is not about the text).  Settings the action itself
+ * makes are left to the caller, which knows whose session this is.
  */
 void
 tcc_spi_run_action(TccCall *call)
@@ -237,10 +238,7 @@ tcc_spi_run_action(TccCall *call)
 	tcc_check_action_sql(call->sql, "the action");
 	call->permanent = false;
 
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("standard_conforming_strings", "on",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	nestlevel = tcc_pin_action_settings();
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
@@ -285,6 +283,8 @@ tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
 	CurrentResourceOwner = oldowner;
 
 	call->outcome = TCC_CALL_ERROR;
+	if (call->permanent && !tcc_error_is_about_text(edata->sqlerrcode))
+		call->permanent = false;
 	call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
 									  edata->message);
 	strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
