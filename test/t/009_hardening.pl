@@ -786,6 +786,7 @@ SELECT t.status <> 'confirming' OR b.last_error IS NOT NULL
 SELECT b.status || '|' || coalesce(b.last_error, '')
   FROM tcc.branches b WHERE gid = 'c-1'}),
 		2);
+	note "cert: c-1's branch: $c1_status: $c1_error";
 	isnt($c1_status, 'confirmed',
 		'cert: tenant_c\'s branch is not confirmed with the server\'s certificate');
 	like($c1_error, qr/certificate|could not connect/,
