@@ -39,7 +39,14 @@
 #     found (a trying transaction is not cancelled again).  Last, a
 #     primary with synchronous_standby_names = '*' and synchronous_commit =
 #     off does not acknowledge tcc.begin while its standby is down, and does
-#     once the standby is back.
+#     once the standby is back;
+#  5. client certificate (SPEC 6): against a participant that wants app's
+#     password and a client certificate (hostssl, clientcert=verify-ca), a
+#     coordinator started with PGSSLCERT / PGSSLKEY naming one does not
+#     lend it to the non-superuser tenant_c, who knows only the password
+#     (its branch is not confirmed, the participant table stays empty),
+#     while a superuser's branch is confirmed with it (skipped without the
+#     openssl command line or SSL support).
 use strict;
 use warnings;
 
@@ -600,5 +607,209 @@ is($$sout, "s-1\n",
 	'sync standby: tcc.begin is acknowledged once the standby is back');
 is($primary->safe_psql('postgres', q{SELECT tcc.status('s-1')}),
 	'trying', 'sync standby: s-1 is trying');
+
+# ======================================================================
+# 5. No borrowed client certificate
+# ======================================================================
+
+# A participant that wants a password and a client certificate signed by its
+# CA (hostssl ... scram-sha-256 clientcert=verify-ca), and a coordinator
+# started with PGSSLCERT / PGSSLKEY naming such a certificate: libpq inside
+# its processes would send that certificate by itself.  tenant_c knows the
+# password of the participant's role app, not its certificate: its branch
+# must not be confirmed with the server's.  A superuser may use it.
+SKIP:
+{
+	my $openssl = `which openssl 2>/dev/null`;
+	chomp $openssl;
+	skip 'cert: no openssl command line to make the certificates with', 1
+	  unless $openssl ne '' && -x $openssl;
+	skip 'cert: PostgreSQL was built without SSL support', 1
+	  unless $coord->config_data('--configure') =~ /--with-(openssl|ssl=openssl)/;
+
+	my $cdir = "$tmp/cert";
+	mkdir($cdir) or die "could not create $cdir: $!";
+
+	# a minimal configuration, so that the system's openssl.cnf does not
+	# decide what the certificates are
+	my $cnf = "$cdir/openssl.cnf";
+	open(my $cfh, '>', $cnf) or die "could not write $cnf: $!";
+	print $cfh q{[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[v3_leaf]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+};
+	close($cfh);
+
+	# openssl(args...): run the openssl command line, die with its output
+	# if it fails
+	my $run_openssl = sub {
+		my ($out, $err) = ('', '');
+		IPC::Run::run([ $openssl, @_ ], '<', \undef, '>', \$out, '2>', \$err)
+		  or die "openssl @_ failed: $out$err";
+	};
+
+	# the CA
+	$run_openssl->(
+		'req', '-config', $cnf, '-new', '-x509', '-extensions', 'v3_ca',
+		'-newkey', 'rsa:2048', '-nodes', '-days', '3650',
+		'-subj', '/CN=tcc test CA',
+		'-keyout', "$cdir/ca.key", '-out', "$cdir/ca.crt");
+
+	# cert_for(name, cn, serial): a key and a certificate signed by the CA
+	my $cert_for = sub {
+		my ($name, $cn, $serial) = @_;
+		$run_openssl->(
+			'req', '-config', $cnf, '-new', '-newkey', 'rsa:2048', '-nodes',
+			'-subj', "/CN=$cn",
+			'-keyout', "$cdir/$name.key", '-out', "$cdir/$name.csr");
+		$run_openssl->(
+			'x509', '-req', '-in', "$cdir/$name.csr",
+			'-CA', "$cdir/ca.crt", '-CAkey', "$cdir/ca.key",
+			'-set_serial', $serial, '-days', '3650',
+			'-extfile', $cnf, '-extensions', 'v3_leaf',
+			'-out', "$cdir/$name.crt");
+	};
+	$cert_for->('server', '127.0.0.1', 1);
+	$cert_for->('client', 'app', 2);
+
+	# the server and libpq both refuse a key others may read
+	foreach my $key ('ca', 'server', 'client')
+	{
+		chmod(0600, "$cdir/$key.key")
+		  or die "could not chmod $cdir/$key.key: $!";
+	}
+
+	# --- the participant
+	my $cpart = PostgreSQL::Test::Cluster->new('cert_participant');
+	$cpart->init;
+	$cpart->append_conf(
+		'postgresql.conf', qq{
+listen_addresses = '127.0.0.1'
+ssl = on
+ssl_cert_file = '$cdir/server.crt'
+ssl_key_file = '$cdir/server.key'
+ssl_ca_file = '$cdir/ca.crt'
+});
+
+	# app over TCP: SSL, its password and a certificate signed by the CA;
+	# no other TCP connection as app (so that no non-SSL retry of libpq
+	# finds the harness's trust line); the harness's own lines after these
+	my $chba = $cpart->data_dir . '/pg_hba.conf';
+	my $chba_text = slurp_file($chba);
+	open(my $hfh, '>', $chba) or die "could not write $chba: $!";
+	print $hfh "hostssl all app 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n"
+	  . "host all app 127.0.0.1/32 reject\n"
+	  . $chba_text;
+	close($hfh);
+	$cpart->start;
+	my $cport = $cpart->port;
+	$cpart->safe_psql(
+		'postgres', q{
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE app LOGIN PASSWORD 'app-pw';
+CREATE TABLE cert_t (x int);
+GRANT INSERT, SELECT ON cert_t TO app;});
+
+	# premises: the password alone is not enough, the certificate matters
+	my $app = "host=127.0.0.1 port=$cport dbname=postgres user=app "
+	  . "sslmode=require";
+	$cpart->connect_fails(
+		"$app password=app-pw sslcert=/nonexistent sslkey=/nonexistent",
+		'cert: premise: the participant refuses app\'s password without a certificate',
+		expected_stderr => qr/certificate/);
+	$cpart->connect_fails(
+		"$app password=wrong-pw sslcert='$cdir/client.crt' sslkey='$cdir/client.key'",
+		'cert: premise: the participant refuses the certificate with a wrong password',
+		expected_stderr => qr/password authentication failed/);
+	$cpart->connect_ok(
+		"$app password=app-pw sslcert='$cdir/client.crt' sslkey='$cdir/client.key'",
+		'cert: premise: the participant accepts app\'s password with the certificate');
+
+	# --- the coordinator, whose processes find the certificate by themselves
+	my $ccoord = PostgreSQL::Test::Cluster->new('cert_coordinator');
+	$ccoord->init;
+	$ccoord->append_conf(
+		'postgresql.conf', q{
+shared_preload_libraries = 'tcc'
+tcc.naptime = '100ms'
+tcc.retry_base = '50ms'
+tcc.retry_max = '200ms'
+tcc.max_attempts = 2
+});
+	$ENV{PGSSLCERT} = "$cdir/client.crt";
+	$ENV{PGSSLKEY} = "$cdir/client.key";
+	$ccoord->start;
+	delete $ENV{PGSSLCERT};
+	delete $ENV{PGSSLKEY};
+
+	$ccoord->safe_psql(
+		'postgres', qq{
+CREATE EXTENSION tcc;
+CREATE SERVER certsrv FOREIGN DATA WRAPPER tcc_fdw
+	OPTIONS (host '127.0.0.1', port '$cport', dbname 'postgres',
+			 sslmode 'require');
+CREATE ROLE tenant_c LOGIN;
+GRANT USAGE ON FOREIGN SERVER certsrv TO tenant_c;
+CREATE USER MAPPING FOR tenant_c SERVER certsrv
+	OPTIONS (user 'app', password 'app-pw');
+CREATE USER MAPPING FOR CURRENT_USER SERVER certsrv
+	OPTIONS (user 'app', password 'app-pw');});
+
+	# tenant_c, with app's right password and no certificate of its own
+	is( run_as(
+			$ccoord, 'postgres', 'tenant_c', q{
+SELECT tcc.begin('c-1', '1 h');
+SELECT tcc.register_branch('c-1', 'certsrv',
+	'INSERT INTO cert_t VALUES (1)', 'SELECT 1', NULL, 'b');
+SELECT tcc.commit('c-1');}),
+		"c-1\nb\nconfirming",
+		'cert: tenant_c registers its branch on certsrv and commits c-1');
+	ok( $ccoord->poll_query_until(
+			'postgres', q{
+SELECT t.status <> 'confirming' OR b.last_error IS NOT NULL
+  FROM tcc.transactions t JOIN tcc.branches b USING (gid)
+ WHERE gid = 'c-1'}),
+		'cert: the worker acted on c-1 (an error, or phase two over)');
+	my ($c1_status, $c1_error) = split(
+		/\|/,
+		$ccoord->safe_psql(
+			'postgres', q{
+SELECT b.status || '|' || coalesce(b.last_error, '')
+  FROM tcc.branches b WHERE gid = 'c-1'}),
+		2);
+	note "cert: c-1's branch: $c1_status: $c1_error";
+	isnt($c1_status, 'confirmed',
+		'cert: tenant_c\'s branch is not confirmed with the server\'s certificate');
+	like($c1_error, qr/certificate|could not connect/,
+		'cert: its error is the participant refusing the connection');
+	is($cpart->safe_psql('postgres', 'SELECT count(*) FROM cert_t'),
+		'0', 'cert: the participant table stays empty');
+	is( run_as(
+			$ccoord, 'postgres', 'tenant_c', q{SELECT tcc.wait('c-1', '60 s')}),
+		'failed', 'cert: c-1 fails once its attempts are spent');
+
+	# positive control: a superuser may use the server's certificate
+	is( $ccoord->safe_psql(
+			'postgres', q{
+SELECT tcc.begin('c-su', '1 h');
+SELECT tcc.register_branch('c-su', 'certsrv',
+	'INSERT INTO cert_t VALUES (2)', 'SELECT 1', NULL, 'b');
+SELECT tcc.commit('c-su');
+SELECT tcc.wait('c-su', '60 s');}),
+		"c-su\nb\nconfirming\nconfirmed",
+		'cert: a superuser\'s branch on certsrv is confirmed with the server\'s certificate');
+	is( $cpart->safe_psql(
+			'postgres', 'SELECT string_agg(x::text, \',\') FROM cert_t'),
+		'2', 'cert: and only the superuser\'s confirm wrote to the participant');
+}
 
 done_testing();
