@@ -38,8 +38,8 @@ GRANT USAGE ON SCHEMA tcc TO PUBLIC;
 /*
  * One row per global transaction.  owner is a regrole so that pg_dump writes
  * the role's name, not an OID that may mean another role after a restore.
- * status moves only along the edges of
- * SPEC section 3, always by one UPDATE made while holding the row lock.
+ * status moves only along the edges of doc/design.md, States, always by one
+ * UPDATE made while holding the row lock.
  * branch_count doubles as the sequence for registration order and as the
  * reason every registration updates (and so locks) this row: that is what
  * serialises a registration against a commit of the same transaction.

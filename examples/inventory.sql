@@ -1,5 +1,5 @@
 -- examples/inventory.sql: the inventory participant of the reference scenario
--- (SPEC section 9), written the way a participant uses the tcc fence.
+-- (doc/design.md, The reference scenario), written the way a participant uses the tcc fence.
 --
 -- Each action takes the three values every tcc action gets: $1 gid, $2 branch
 -- id, $3 payload ({"product": 1, "qty": 2}).  The fence call and the business

@@ -1,5 +1,5 @@
 -- examples/orders.sql: the order participant of the reference scenario
--- (SPEC section 9).  The try creates the order as pending; confirm completes
+-- (doc/design.md, The reference scenario).  The try creates the order as pending; confirm completes
 -- it; cancel cancels it.  Same fence pattern as examples/inventory.sql.
 
 CREATE EXTENSION IF NOT EXISTS tcc;

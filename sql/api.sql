@@ -1,5 +1,5 @@
 --
--- api: every coordinator function in its normal use (SPEC sections 2 and 3).
+-- api: every coordinator function in its normal use (README, The API in brief; doc/design.md, States).
 --
 -- No background worker runs in this suite (test/tcc.conf does not preload
 -- tcc), so statuses move only through the SQL

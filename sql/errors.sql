@@ -1,10 +1,10 @@
 --
--- errors: every wrong call of SPEC section 8, and more.
+-- errors: every wrong call of doc/design.md, Bad input,, and more.
 --
 -- Each case runs through pg_temp.try(label, sql), which prints
 --   label: SQLSTATE | message | detail | hint | tables unchanged?
 -- and records the error in the temporary table cases; the queries at the
--- end check what SPEC section 8 asks of every one of them: a fitting
+-- end check what doc/design.md, Bad input, asks of every one of them: a fitting
 -- SQLSTATE (never XX000), a lowercase message, a detail or hint saying what
 -- to do, a hint that can be followed, and tcc's tables left as they were.
 --
@@ -479,7 +479,7 @@ SELECT pg_temp.try(label, sql)
 --
 -- action SQL refused for other reasons than its syntax or its parameters,
 -- which the parser finds too: an invalid string literal, a statement not
--- implemented.  Their wording is not shown, only what SPEC section 8 asks
+-- implemented.  Their wording is not shown, only what doc/design.md, Bad input, asks
 -- of it: the message names the argument, a detail or hint says what to do,
 -- and the tables are unchanged (the checks at the end look at them too).
 --
@@ -737,7 +737,7 @@ SELECT CASE WHEN current_setting('server_encoding') = 'UTF8'
 \pset tuples_only off
 
 --
--- what SPEC section 8 asks of every case above: each list must be empty
+-- what doc/design.md, Bad input, asks of every case above: each list must be empty
 --
 SELECT count(*) > 150 AS enough_cases FROM cases;
 -- calls that did not fail

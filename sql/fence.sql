@@ -1,5 +1,5 @@
 --
--- fence.sql: the participant fence (SPEC sections 2 and 9)
+-- fence.sql: the participant fence (doc/design.md, Concurrency and The reference scenario)
 --
 -- An inventory participant in the textbook shape: a product with stock 100;
 -- a try freezes (stock -= n, frozen += n), a confirm sells (frozen -= n,

@@ -1,6 +1,6 @@
 --
 -- modes: saga and msg transactions as the SQL API assembles them,
--- CALL tcc.try and tcc.wait (SPEC sections 2 and 3).
+-- CALL tcc.try and tcc.wait (README, The API in brief; doc/design.md, States).
 --
 -- No background worker runs in this suite (test/tcc.conf), so a submitted
 -- saga or msg stays confirming here; the worker's side (steps in order,

@@ -1,5 +1,5 @@
 --
--- ownership.sql: who may act on and see a global transaction (SPEC 2, 6)
+-- ownership.sql: who may act on and see a global transaction (doc/design.md, Security)
 --
 -- alice begins transactions; bob, an unrelated role, may neither act on nor
 -- see them; carol, a member of alice, may do everything alice may; so may a

@@ -23,7 +23,7 @@
  * statement's result and the Sync leaves the outcome unknown, and the call
  * is retried; the participant's fence makes the repeat harmless.
  *
- * Every call starts from a clean session (SPEC section 4): after each
+ * Every call starts from a clean session (doc/design.md, Running an action): after each
  * action's Sync, DISCARD ALL goes down the same pipeline with a Sync of
  * its own (it refuses to run in a transaction block, so it cannot share
  * the action's).  It drops whatever the action left behind: settings,

@@ -20,10 +20,14 @@
  *	launched or running -> (worker stopped) -> requested again, after a
  *								pause, unless the database is absent
  *
- * The launcher is the only process that allocates a slot or registers a
- * worker for it, so two workers can never be started for one database: a
- * backend that finds no running worker only marks the slot requested and
- * wakes the launcher.  A worker writes its own slot's state and counters.
+ * A slot is allocated (marked requested) by the launcher, for a database
+ * it found, or by a backend that finds no running worker for its database;
+ * both do it under the lock held exclusively, after looking for the
+ * database's slot under that same lock, so a database never gets two
+ * slots.  The launcher is the only process that registers a worker for a
+ * slot, so two workers can never be started for one database: a backend
+ * only marks the slot requested and wakes the launcher.  A worker writes
+ * its own slot's state and counters.
  * Everything is protected by one LWLock; readers take it shared, so a row of
  * tcc.worker is one consistent snapshot of a slot.
  *
@@ -143,6 +147,8 @@ find_slot(Oid dboid)
 {
 	int			i;
 
+	Assert(LWLockHeldByMe(tcc_shared->lock));
+
 	for (i = 0; i < TCC_MAX_WORKERS; i++)
 	{
 		if (tcc_shared->slots[i].state != TCC_SLOT_FREE &&
@@ -161,9 +167,11 @@ find_slot(Oid dboid)
 static bool
 request_slot(Oid dboid, TimestampTz not_before)
 {
-	TccWorkerSlot *slot = find_slot(dboid);
+	TccWorkerSlot *slot;
 	int			i;
 
+	Assert(LWLockHeldByMeInMode(tcc_shared->lock, LW_EXCLUSIVE));
+	slot = find_slot(dboid);
 	if (slot != NULL)
 	{
 		if (slot->state == TCC_SLOT_ABSENT)

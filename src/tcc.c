@@ -31,7 +31,7 @@
 
 PG_MODULE_MAGIC;
 
-/* the settings of SPEC section 7; see the README for each one's meaning */
+/* the settings; the README's Settings says what each one means */
 int			tcc_default_timeout = 60;
 int			tcc_naptime = 1000;
 int			tcc_retry_base = 1000;

@@ -22,7 +22,7 @@
 /* Most bytes of a user's input quoted in a message (see tcc_clip) */
 #define TCC_CLIP_LEN		32
 
-/* settings, defined in tcc.c (SPEC section 7) */
+/* settings, defined in tcc.c (see the README, Settings) */
 extern int	tcc_default_timeout;	/* seconds */
 extern int	tcc_naptime;			/* milliseconds */
 extern int	tcc_retry_base;			/* milliseconds */

@@ -191,7 +191,7 @@ tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql, int nargs,
 /*
  * said_false
  *		Whether the statement just run returned a single boolean false, an
- *		action's way to say "not done" (SPEC section 4).
+ *		action's way to say "not done" (doc/design.md, Running an action).
  */
 static bool
 said_false(void)

@@ -28,7 +28,7 @@
  * does wait for the row lock, which a user holds only for the length of
  * one of the API's calls on a transaction in phase two (a repeated commit).
  *
- * What an outcome does depends on the mode (SPEC sections 3 and 4).  A TCC
+ * What an outcome does depends on the mode (doc/design.md, States and Running an action).  A TCC
  * transaction's confirms (or cancels) are all due at once, and it ends when
  * the last one succeeds.  Saga and msg steps run one at a time, in order.
  * A saga's forward step that fails for good stops the saga: its completed
@@ -179,7 +179,7 @@ tcc_sqlstate_is_permanent(const char *sqlstate)
 /*
  * sqlstate_is_transient
  *		Whether an error of a saga's forward step may go away by itself, so
- *		that the step is tried again rather than failing (SPEC section 4).
+ *		that the step is tried again rather than failing (doc/design.md, Running an action).
  *
  * These are the errors that say nothing about the step itself: the
  * connection was lost (class 08) or the call took longer than
@@ -461,7 +461,7 @@ abort_saga(TccCall *call, bool outcome_unknown)
  * record_failure
  *		The action of call's branch failed (or returned false): schedule the
  *		next attempt, fail the branch and its transaction, or, for a saga's
- *		forward step, start compensating (SPEC section 4).
+ *		forward step, start compensating (doc/design.md, Running an action).
  *
  * An error that can never succeed fails the transaction at once, whatever
  * the action: a human must fix the action or the set-up, then tcc.retry.

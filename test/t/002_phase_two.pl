@@ -2,7 +2,7 @@
 #
 # Two clusters, both with tcc preloaded: "coordinator", whose database
 # postgres holds the global transactions, and "participant", holding the
-# two participant databases of the reference scenario (SPEC section 9),
+# two participant databases of the reference scenario (doc/design.md, The reference scenario),
 # inventory and orders, loaded from examples/.  The coordinator reaches them
 # through the foreign servers inventory and orders (tcc_fdw).  A purchase of
 # 2 widgets registers one branch on each, runs both tries directly on the
@@ -190,8 +190,8 @@ sub join_sorted
 	return join(',', map { "$_:" . $f->($h->{$_}) } sort keys %$h);
 }
 
-# check_invariants(label): wait for the end of phase two, then section 9's
-# invariants and every status, on both sides
+# check_invariants(label): wait for the end of phase two, then the reference
+# scenario's invariants and every status, on both sides
 sub check_invariants
 {
 	my ($label) = @_;

@@ -2,9 +2,9 @@
 # and as whom.
 #
 # One participant cluster holds the inventory database of the reference
-# scenario (examples/inventory.sql, SPEC section 9); coordinator clusters
-# with tcc preloaded and short timings call it through a tcc_fdw server and
-# user mappings.  Every purchase is the textbook one: begin and register the
+# scenario (examples/inventory.sql; doc/design.md, The reference
+# scenario); coordinator clusters with tcc preloaded and short timings
+# call it through a tcc_fdw server and user mappings.  Every purchase is the textbook one: begin and register the
 # branch on the coordinator, run the try on the participant, then commit or
 # roll back and let the worker confirm or cancel.  Covered:
 #
@@ -28,8 +28,8 @@
 #     ones are not), and a participant database's own worker purges its
 #     fence rows.
 #
-# After each part the participant must satisfy the invariants of SPEC
-# section 9: stock + frozen + sold = 100, frozen = 0 once everything that
+# After each part the participant must satisfy the invariants of the
+# reference scenario (doc/design.md): stock + frozen + sold = 100, frozen = 0 once everything that
 # was tried is terminal, and sold = 2 * the confirmed purchases.
 use strict;
 use warnings;
@@ -144,7 +144,8 @@ $participant->safe_psql('inventory', slurp_file('examples/inventory.sql'));
 
 my $su = $participant->safe_psql('postgres', 'SELECT current_user');
 
-# check_invariants(label): SPEC section 9, everything tried being terminal
+# check_invariants(label): the reference scenario's invariants
+# (doc/design.md), everything tried being terminal
 sub check_invariants
 {
 	my ($label) = @_;

@@ -1,5 +1,5 @@
 # test/t/004_timeout_race.pl: a commit racing the worker's timeout cancel
-# has exactly one winner (SPEC section 3), with the real worker.
+# has exactly one winner (doc/design.md, Concurrency), with the real worker.
 #
 # 1. The commit wins: a session commits before the deadline but keeps its
 #    SQL transaction open past it.  The worker's timeout scan must skip the

@@ -2,7 +2,7 @@
 #
 # Two clusters, both with tcc preloaded, as in 002_phase_two.pl: the
 # "coordinator" (database postgres) and the "participant" with the
-# reference scenario's databases inventory and orders (SPEC section 9),
+# reference scenario's databases inventory and orders (doc/design.md, The reference scenario),
 # loaded from examples/ and reached through the foreign servers inventory
 # and orders.  Every try here runs through CALL tcc.try, from SQL only:
 #

@@ -7,9 +7,9 @@
 # writer that sleeps 10 s, autovacuum and timed checkpoints out of the way)
 # is started with PGPASSFILE naming a file that holds that superuser's
 # password, so libpq inside the coordinator's processes would find it by
-# itself.  SPEC sections 4, 5a and 6.  Covered:
+# itself.  doc/design.md, Running an action, Durability and Security.  Covered:
 #
-#  1. credentials (SPEC 6): for the non-superuser tenant_b, a user mapping
+#  1. credentials (doc/design.md, Security): for the non-superuser tenant_b, a user mapping
 #     with an empty password is refused by register_branch and by CALL
 #     tcc.try (2F003, nothing registered, the superuser-only table never
 #     read), and, when the password becomes empty after registration, by
@@ -17,14 +17,14 @@
 #     victim never written); a non-superuser may not set sslcert / sslkey
 #     on a user mapping (42501), a superuser may; a superuser's
 #     password-less mapping keeps working (it may use the password file);
-#  3. local actions leave no session state in the worker (SPEC 4): an
+#  3. local actions leave no session state in the worker (doc/design.md, Running an action): an
 #     advisory lock taken by a local confirm is free once the transaction is
 #     confirmed (PREPARE, LISTEN and temporary tables are refused to a local
 #     action already: it runs in a security-restricted operation); action
 #     text that is two statements, or a COPY to the client, written into
 #     tcc.branch behind registration's back, fails its branch at once
 #     (22023) and runs nothing;
-#  4. durability (SPEC 5a): every acknowledged decision (begin, register,
+#  4. durability (doc/design.md, Durability): every acknowledged decision (begin, register,
 #     commit, commit in a block that then sets synchronous_commit = off
 #     locally, rollback, retry), a participant's fence row, and the
 #     worker's own timeout cancel,
@@ -40,7 +40,7 @@
 #     primary with synchronous_standby_names = '*' and synchronous_commit =
 #     off does not acknowledge tcc.begin while its standby is down, and does
 #     once the standby is back;
-#  5. client certificate (SPEC 6): against a participant that wants app's
+#  5. client certificate (doc/design.md, Security): against a participant that wants app's
 #     password and a client certificate (hostssl, clientcert=verify-ca), a
 #     coordinator started with PGSSLCERT / PGSSLKEY naming one does not
 #     lend it to the non-superuser tenant_c, who knows only the password
