@@ -11,10 +11,10 @@ OBJS = \
 	src/cancel.o \
 	src/coordinator.o \
 	src/durable.o \
-	src/fdw.o \
 	src/fence.o \
 	src/install.o \
 	src/launcher.o \
+	src/participant.o \
 	src/remote.o \
 	src/shmem.o \
 	src/tcc.o \

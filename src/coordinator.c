@@ -533,124 +533,6 @@ tcc_check_action_sql(const char *sql, const char *argname)
 }
 
 /*
- * lookup_participant
- *		Foreign server name, after checking that it is a tcc_fdw server;
- *		NULL for NULL (this database).
- */
-static ForeignServer *
-lookup_participant(text *name)
-{
-	ForeignServer *server;
-
-	if (name == NULL)
-		return NULL;
-
-	server = GetForeignServerByName(text_to_cstring(name), true);
-	if (server == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("server \"%s\" does not exist",
-						tcc_clip(text_to_cstring(name))),
-				 errhint("Create the participant with CREATE SERVER ... "
-						 "FOREIGN DATA WRAPPER tcc_fdw, or pass NULL to run "
-						 "the action in this database.")));
-
-	if (server->fdwid != get_foreign_data_wrapper_oid("tcc_fdw", false))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("server \"%s\" is not a tcc participant",
-						server->servername),
-				 errdetail("It uses foreign-data wrapper \"%s\".",
-						   GetForeignDataWrapper(server->fdwid)->fdwname),
-				 errhint("Create participants with CREATE SERVER ... "
-						 "FOREIGN DATA WRAPPER tcc_fdw.")));
-
-	return server;
-}
-
-/*
- * check_participant_usage
- *		Check that tx's owner has USAGE on server.
- *
- * The owner, not the caller, is the one that matters: phase two connects
- * with the owner's user mapping, and a member of the owner's role that
- * registers a branch must not lend the owner a server only the member may
- * use.  The caller has the owner's privileges, so checking the owner covers
- * the caller too.
- */
-static void
-check_participant_usage(GlobalTx *tx, ForeignServer *server)
-{
-	if (pg_foreign_server_aclcheck(server->serverid, tx->owner,
-								   ACL_USAGE) != ACLCHECK_OK)
-	{
-		char	   *owner = GetUserNameFromId(tx->owner, false);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for foreign server %s",
-						server->servername),
-				 errdetail("Role %s, which owns global transaction \"%s\", "
-						   "has no USAGE on it.", owner, tx->gid),
-				 errhint("The server's owner can GRANT USAGE ON FOREIGN "
-						 "SERVER %s TO %s.", server->servername, owner)));
-	}
-}
-
-/*
- * check_user_mapping
- *		Check that tx's owner has a user mapping (its own or PUBLIC's) on
- *		server, which the worker needs to connect for phase two, and that
- *		the mapping has a non-empty password unless the owner is a
- *		superuser (tcc_mapping_password_ok; see fdw.c for why).
- *
- * The worker refuses a non-superuser's connection without a password (see
- * remote.c); refusing the registration as well reports the mistake to
- * whoever makes it rather than in phase two.  The worker checks again,
- * since the mapping may change in between.
- */
-static void
-check_user_mapping(GlobalTx *tx, ForeignServer *server)
-{
-	Oid			umid;
-	List	   *options;
-
-	options = tcc_user_mapping_options(tx->owner, server->serverid, &umid);
-	if (!OidIsValid(umid))
-	{
-		char	   *owner = GetUserNameFromId(tx->owner, false);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("user mapping for \"%s\" on server \"%s\" does not "
-						"exist", owner, server->servername),
-				 errdetail("The worker connects to the participant as role "
-						   "%s, which owns global transaction \"%s\".",
-						   owner, tx->gid),
-				 errhint("Create it with CREATE USER MAPPING FOR %s SERVER "
-						 "%s OPTIONS (user '...', password '...').",
-						 owner, server->servername)));
-	}
-
-	if (!tcc_mapping_password_ok(tx->owner, options))
-	{
-		char	   *owner = GetUserNameFromId(tx->owner, false);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
-				 errmsg("password is required for role %s on server \"%s\"",
-						owner, server->servername),
-				 errdetail("Role %s, which owns global transaction \"%s\", "
-						   "is not a superuser, and its user mapping has no "
-						   "password, or an empty one.", owner, tx->gid),
-				 errhint("Give it one with ALTER USER MAPPING FOR %s SERVER "
-						 "%s OPTIONS (ADD password '...'), or SET for an "
-						 "empty one; the participant must ask for it.",
-						 owner, server->servername)));
-	}
-}
-
-/*
  * add_branch
  *		The common body of tcc.register_branch, tcc.add_step and the
  *		registration of CALL tcc.try (function names the caller, for
@@ -676,7 +558,8 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 	char	   *branch_id = NULL;
 	text	   *action_sql;
 	text	   *undo_sql = NULL;
-	ForeignServer *server;
+	ForeignServer *server = NULL;
+	TccRefusal	refusal;
 	Oid			argtypes[7] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
 		TEXTOID, JSONBOID};
 	Datum		values[7];
@@ -701,7 +584,10 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 	if (!PG_ARGISNULL(5))
 		branch_id = tcc_check_id(PG_GETARG_TEXT_PP(5), id_arg, true);
 
-	server = lookup_participant(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
+	if (!PG_ARGISNULL(1) &&
+		!tcc_participant_server(text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								&server, &refusal))
+		tcc_refuse(&refusal);
 
 	tcc_spi_begin(&session);
 	tcc_commit_durably();
@@ -719,8 +605,14 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 	check_not_expired(&tx);
 	if (server != NULL)
 	{
-		check_participant_usage(&tx, server);
-		check_user_mapping(&tx, server);
+		List	   *mapping;
+		Oid			umid;
+
+		/* phase two checks the mapping again: it may change meanwhile */
+		if (!tcc_participant_usage(tx.owner, gid, server, &refusal) ||
+			!tcc_participant_mapping(tx.owner, gid, server, &mapping, &umid,
+									 &refusal))
+			tcc_refuse(&refusal);
 	}
 	if (undo_sql != NULL && strcmp(tx.mode, "msg") == 0)
 		ereport(ERROR,

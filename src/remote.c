@@ -519,6 +519,7 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	ForeignServer *server = GetForeignServer(call->serverid);
 	List	   *mapping;
 	Oid			umid;
+	TccRefusal	refusal;
 	const char **keywords;
 	const char **values;
 	ListCell   *lc;
@@ -528,27 +529,11 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	char	   *error = NULL;
 	bool		is_superuser = superuser_arg(call->owner);
 
-	mapping = tcc_user_mapping_options(call->owner, call->serverid, &umid);
-	if (!OidIsValid(umid))
+	/* the mapping may have changed since the registration checked it */
+	if (!tcc_participant_mapping(call->owner, call->gid, server, &mapping,
+								 &umid, &refusal))
 	{
-		set_call_error(call,
-					   psprintf("user mapping for role with OID %u on server "
-								"\"%s\" does not exist", call->owner,
-								server->servername),
-					   "42704", true);
-		return false;
-	}
-
-	/* see the file header */
-	if (!tcc_mapping_password_ok(call->owner, mapping))
-	{
-		set_call_error(call,
-					   psprintf("password is required to connect to server "
-								"\"%s\": the owner of the global transaction "
-								"is not a superuser and its user mapping has "
-								"no password, or an empty one",
-								server->servername),
-					   "2F003", true);
+		set_call_error(call, refusal.message, refusal.sqlstate, true);
 		return false;
 	}
 
@@ -606,12 +591,9 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 			Assert(error != NULL);
 		else if (!is_superuser && !PQconnectionUsedPassword(conn))
 		{
-			set_call_error(call,
-						   psprintf("password is required to connect to "
-									"server \"%s\": the participant did not "
-									"ask for the password of the user "
-									"mapping", server->servername),
-						   "2F003", true);
+			(void) tcc_participant_password_unused(call->owner, call->gid,
+												   server, &refusal);
+			set_call_error(call, refusal.message, refusal.sqlstate, true);
 			PQfinish(conn);
 			conn = NULL;
 		}

@@ -12,6 +12,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "foreign/foreign.h"
 #include "storage/condition_variable.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -124,11 +125,35 @@ extern char *tcc_clip(const char *str);
 extern TimestampTz tcc_add_interval(TimestampTz start, Interval *interval,
 									bool subtract, const char *argname);
 
-/* fdw.c */
+/*
+ * Why a participant cannot be reached for a transaction's owner, worded
+ * once for registration (raised with tcc_refuse) and for phase two
+ * (recorded on the branch).  See participant.c.
+ */
+typedef struct TccRefusal
+{
+	const char *sqlstate;		/* five characters */
+	char	   *message;
+	char	   *detail;			/* or NULL */
+	char	   *hint;			/* or NULL */
+} TccRefusal;
+
+/* participant.c */
 extern DefElem *tcc_option_named(List *options, const char *name);
 extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
 									  Oid *umid);
 extern bool tcc_mapping_password_ok(Oid owner, List *mapping);
+extern bool tcc_participant_server(const char *name,
+								   ForeignServer **server, TccRefusal *r);
+extern bool tcc_participant_usage(Oid owner, const char *gid,
+								  ForeignServer *server, TccRefusal *r);
+extern bool tcc_participant_mapping(Oid owner, const char *gid,
+									ForeignServer *server, List **mapping,
+									Oid *umid, TccRefusal *r);
+extern bool tcc_participant_password_unused(Oid owner, const char *gid,
+											ForeignServer *server,
+											TccRefusal *r);
+extern void tcc_refuse(TccRefusal *r);
 
 /* cancel.c (struct pg_conn is libpq's PGconn) */
 struct pg_conn;

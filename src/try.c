@@ -150,7 +150,6 @@ tcc_try(PG_FUNCTION_ARGS)
 {
 	CallContext *callcontext = (CallContext *) fcinfo->context;
 	MemoryContext callcxt = CurrentMemoryContext;
-	MemoryContext oldcontext;
 	TccCall    *call;
 	char	   *try_sql;
 	char	   *branch_id;
@@ -212,17 +211,16 @@ tcc_try(PG_FUNCTION_ARGS)
 		run_local_try(call);
 	else
 	{
-		ForeignServer *server = GetForeignServerByName(call->server, true);
+		ForeignServer *server;
+		TccRefusal	refusal;
 
-		/* dropped since the registration */
-		if (server == NULL)
+		/* dropped or replaced since the registration */
+		if (!tcc_participant_server(call->server, &server, &refusal))
 		{
 			call->outcome = TCC_CALL_ERROR;
-			oldcontext = MemoryContextSwitchTo(callcxt);
-			call->error = psprintf("server \"%s\" does not exist",
-								   call->server);
-			MemoryContextSwitchTo(oldcontext);
-			strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+			call->error = MemoryContextStrdup(callcxt, refusal.message);
+			strlcpy(call->sqlstate, refusal.sqlstate,
+					sizeof(call->sqlstate));
 		}
 		else
 		{

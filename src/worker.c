@@ -1119,16 +1119,17 @@ dispatch(List **done, TimestampTz *next_due)
 				add_call(&local, call);
 			else
 			{
-				ForeignServer *server =
-					GetForeignServerByName(call->server, true);
+				ForeignServer *server;
+				TccRefusal	refusal;
 
-				if (server == NULL)
+				/* dropped or replaced since the registration */
+				if (!tcc_participant_server(call->server, &server, &refusal))
 				{
 					call->outcome = TCC_CALL_ERROR;
 					call->error = MemoryContextStrdup(calls_context,
-													  psprintf("server \"%s\" does not exist",
-															   call->server));
-					strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+													  refusal.message);
+					strlcpy(call->sqlstate, refusal.sqlstate,
+							sizeof(call->sqlstate));
 					call->permanent = true;
 					add_call(done, call);
 				}

@@ -1,8 +1,18 @@
 /*-------------------------------------------------------------------------
  *
- * fdw.c
- *	  Participants as foreign servers: the tcc_fdw validator and the user
- *	  mapping lookup.
+ * participant.c
+ *	  Participants as foreign servers: the tcc_fdw validator, and every
+ *	  check that a transaction's owner may reach a participant (the server,
+ *	  USAGE on it, the owner's user mapping, the password rule).
+ *
+ * The checks are made when a branch is registered (coordinator.c, also for
+ * CALL tcc.try), again when the worker or CALL tcc.try connects
+ * (remote.c), and when a due branch's server is looked up (worker.c,
+ * try.c): the server or the mapping may change in between.  Each check
+ * fills in a TccRefusal instead of raising an error, because phase two
+ * records a refusal on the branch rather than raising it; registration
+ * raises it with tcc_refuse.  So each failure has one SQLSTATE and one
+ * wording wherever it is found.
  *
  * A participant is CREATE SERVER ... FOREIGN DATA WRAPPER tcc_fdw with the
  * libpq options that say where it is (host, port, dbname, sslmode ...),
@@ -27,7 +37,7 @@
  * files that the server reads with its own OS rights, so only superusers
  * may put them on a user mapping, as with postgres_fdw.
  *
- * src/fdw.c
+ * src/participant.c
  *
  *-------------------------------------------------------------------------
  */
@@ -335,4 +345,177 @@ tcc_mapping_password_ok(Oid owner, List *mapping)
 		return true;
 	password = tcc_option_named(mapping, "password");
 	return password != NULL && defGetString(password)[0] != '\0';
+}
+
+/*
+ * refusal
+ *		Fill in *r; the texts are palloc'd by the caller's format calls.
+ */
+static bool
+refusal(TccRefusal *r, const char *sqlstate, char *message, char *detail,
+		char *hint)
+{
+	r->sqlstate = sqlstate;
+	r->message = message;
+	r->detail = detail;
+	r->hint = hint;
+	return false;
+}
+
+/*
+ * owner_name
+ *		The name of role owner for messages, or a description of it when it
+ *		has been dropped.
+ */
+static char *
+owner_name(Oid owner)
+{
+	char	   *name = GetUserNameFromId(owner, true);
+
+	return name ? name : psprintf("with OID %u", owner);
+}
+
+/*
+ * tcc_participant_server
+ *		Look up participant server name into *server: it must exist and be
+ *		a tcc_fdw server.  false, with *r filled in, when it is not.
+ */
+bool
+tcc_participant_server(const char *name, ForeignServer **server,
+					   TccRefusal *r)
+{
+	*server = GetForeignServerByName(name, true);
+	if (*server == NULL)
+		return refusal(r, "42704",
+					   psprintf("server \"%s\" does not exist",
+								tcc_clip(name)),
+					   NULL,
+					   pstrdup("Create the participant with CREATE SERVER "
+							   "... FOREIGN DATA WRAPPER tcc_fdw, or pass "
+							   "NULL to run the action in this database."));
+
+	if ((*server)->fdwid != get_foreign_data_wrapper_oid("tcc_fdw", false))
+		return refusal(r, "42809",
+					   psprintf("server \"%s\" is not a tcc participant",
+								(*server)->servername),
+					   psprintf("It uses foreign-data wrapper \"%s\".",
+								GetForeignDataWrapper((*server)->fdwid)->fdwname),
+					   pstrdup("Create participants with CREATE SERVER ... "
+							   "FOREIGN DATA WRAPPER tcc_fdw."));
+	return true;
+}
+
+/*
+ * tcc_participant_usage
+ *		Whether owner, which owns global transaction gid, has USAGE on
+ *		server; false, with *r filled in, when not.
+ *
+ * The owner, not the caller, is the one that matters: phase two connects
+ * with the owner's user mapping, and a member of the owner's role that
+ * registers a branch must not lend the owner a server only the member may
+ * use.  The caller has the owner's privileges, so checking the owner covers
+ * the caller too.
+ */
+bool
+tcc_participant_usage(Oid owner, const char *gid, ForeignServer *server,
+					  TccRefusal *r)
+{
+	char	   *name;
+
+	if (pg_foreign_server_aclcheck(server->serverid, owner,
+								   ACL_USAGE) == ACLCHECK_OK)
+		return true;
+
+	name = owner_name(owner);
+	return refusal(r, "42501",
+				   psprintf("permission denied for foreign server %s",
+							server->servername),
+				   psprintf("Role %s, which owns global transaction \"%s\", "
+							"has no USAGE on it.", name, gid),
+				   psprintf("The server's owner can GRANT USAGE ON FOREIGN "
+							"SERVER %s TO %s.", server->servername, name));
+}
+
+/*
+ * tcc_participant_mapping
+ *		The options of the user mapping that owner, which owns global
+ *		transaction gid, connects to server with (its own, else PUBLIC's),
+ *		in *mapping and its OID in *umid; false, with *r filled in, when
+ *		there is none, or when the owner is not a superuser and the mapping
+ *		has no password (tcc_mapping_password_ok; see the file header).
+ */
+bool
+tcc_participant_mapping(Oid owner, const char *gid, ForeignServer *server,
+						List **mapping, Oid *umid, TccRefusal *r)
+{
+	char	   *name;
+
+	*mapping = tcc_user_mapping_options(owner, server->serverid, umid);
+	if (OidIsValid(*umid) && tcc_mapping_password_ok(owner, *mapping))
+		return true;
+
+	name = owner_name(owner);
+	if (!OidIsValid(*umid))
+		return refusal(r, "42704",
+					   psprintf("user mapping for \"%s\" on server \"%s\" "
+								"does not exist", name, server->servername),
+					   psprintf("The worker connects to the participant as "
+								"role %s, which owns global transaction "
+								"\"%s\".", name, gid),
+					   psprintf("Create it with CREATE USER MAPPING FOR %s "
+								"SERVER %s OPTIONS (user '...', password "
+								"'...').", name, server->servername));
+
+	return refusal(r, "2F003",
+				   psprintf("password is required for role %s on server "
+							"\"%s\"", name, server->servername),
+				   psprintf("Role %s, which owns global transaction \"%s\", "
+							"is not a superuser, and its user mapping has no "
+							"password, or an empty one.", name, gid),
+				   psprintf("Give it one with ALTER USER MAPPING FOR %s SERVER "
+							"%s OPTIONS (ADD password '...'), or SET for an "
+							"empty one; the participant must ask for it.",
+							name, server->servername));
+}
+
+/*
+ * tcc_participant_password_unused
+ *		Fill in *r for a connection of owner, which owns global transaction
+ *		gid, to server that the participant let in without asking for the
+ *		mapping's password (trust or peer authentication): for a
+ *		non-superuser owner that is borrowing the server's own standing.
+ *		Returns false.
+ */
+bool
+tcc_participant_password_unused(Oid owner, const char *gid,
+								ForeignServer *server, TccRefusal *r)
+{
+	char	   *name = owner_name(owner);
+
+	return refusal(r, "2F003",
+				   psprintf("server \"%s\" did not ask for the password of "
+							"role %s", server->servername, name),
+				   psprintf("Role %s, which owns global transaction \"%s\", "
+							"is not a superuser; the participant let the "
+							"connection in without asking for the password "
+							"of its user mapping.", name, gid),
+				   pstrdup("Have the participant ask for a password "
+						   "(scram-sha-256 in pg_hba.conf) for the mapping's "
+						   "user."));
+}
+
+/*
+ * tcc_refuse
+ *		Raise refusal *r as an error.
+ */
+void
+tcc_refuse(TccRefusal *r)
+{
+	ereport(ERROR,
+			(errcode(MAKE_SQLSTATE(r->sqlstate[0], r->sqlstate[1],
+								   r->sqlstate[2], r->sqlstate[3],
+								   r->sqlstate[4])),
+			 errmsg_internal("%s", r->message),
+			 r->detail ? errdetail_internal("%s", r->detail) : 0,
+			 r->hint ? errhint("%s", r->hint) : 0));
 }
