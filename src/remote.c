@@ -60,6 +60,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "foreign/foreign.h"
@@ -529,6 +530,8 @@ connect_participant(ConnCacheEntry *entry, TccCall *call)
 	char	   *error = NULL;
 	bool		is_superuser = superuser_arg(call->owner);
 
+	Assert(IsTransactionState());
+
 	/* the mapping may have changed since the registration checked it */
 	if (!tcc_participant_mapping(call->owner, call->gid, server, &mapping,
 								 &umid, &refusal))
@@ -648,6 +651,8 @@ tcc_remote_send(TccCall *call, List **done)
 	bool		found;
 	const char *values[3];
 	int			rc;
+
+	Assert(IsTransactionState());
 
 	memset(&key, 0, sizeof(key));
 	key.serverid = call->serverid;

@@ -579,6 +579,7 @@ record_outcome(TccCall *call)
 {
 	char	   *status;
 
+	Assert(IsTransactionState());
 	switch (lock_global(call->gid, &status))
 	{
 		case GLOBAL_BUSY:
