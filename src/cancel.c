@@ -21,8 +21,14 @@
  * a copy of all it needs (the connection itself may be closed at once).
  * The thread never touches PostgreSQL's state (no palloc, no elog), and
  * it runs with every signal blocked, so that PostgreSQL's signal handlers
- * only ever run in the main thread.  A thread still waiting when the
- * process exits simply ends with it.
+ * only ever run in the main thread.
+ *
+ * A thread ends with its process.  So that a request is not lost to a
+ * process that exits right after making it (a backend whose client leaves
+ * once its CALL tcc.try was cancelled, a worker told to stop just after a
+ * call timed out), the process waits at exit for its cancel threads, but
+ * for at most TCC_CANCEL_EXIT_WAIT ms: a participant that answers takes a
+ * millisecond, and one that hangs must not hold a shutdown.
  *
  * src/cancel.c
  *
@@ -34,7 +40,9 @@
 #include <signal.h>
 
 #include "libpq-fe.h"
+#include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/ipc.h"
 
 #include "tcc.h"
 
@@ -45,6 +53,9 @@
  * the process pile them up.
  */
 #define TCC_MAX_CANCEL_THREADS	16
+
+/* longest wait at process exit for the cancel threads, in milliseconds */
+#define TCC_CANCEL_EXIT_WAIT	500
 
 /* cancel threads not yet finished (only this process's) */
 static pg_atomic_uint32 cancel_threads;
@@ -65,6 +76,25 @@ cancel_thread_main(void *arg)
 	PQfreeCancel(cancel);
 	pg_atomic_fetch_sub_u32(&cancel_threads, 1);
 	return NULL;
+}
+
+/*
+ * wait_for_cancel_threads
+ *		At process exit: give the cancel threads still running up to
+ *		TCC_CANCEL_EXIT_WAIT ms to send their requests (see the file
+ *		header).
+ */
+static void
+wait_for_cancel_threads(int code, Datum arg)
+{
+	int			waited;
+
+	for (waited = 0; waited < TCC_CANCEL_EXIT_WAIT; waited += 5)
+	{
+		if (pg_atomic_read_u32(&cancel_threads) == 0)
+			break;
+		pg_usleep(5000L);
+	}
 }
 
 /*
@@ -96,6 +126,7 @@ tcc_cancel_async(PGconn *conn)
 	if (!cancel_threads_initialized)
 	{
 		pg_atomic_init_u32(&cancel_threads, 0);
+		on_proc_exit(wait_for_cancel_threads, (Datum) 0);
 		cancel_threads_initialized = true;
 	}
 

@@ -917,9 +917,10 @@ tcc_try_record(TccCall *call)
 	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
 	GlobalTx	tx;
-	Oid			argtypes[5] = {TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', 'n', 'n'};
+	Oid			argtypes[8] = {TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', 'n', 'n', 'n', 'n', 'n'};
 	bool		tried = (call->outcome == TCC_CALL_DONE);
 
 	tcc_spi_begin(&session);
@@ -931,13 +932,11 @@ tcc_try_record(TccCall *call)
 	values[2] = BoolGetDatum(tried);
 	if (!tried)
 	{
-		values[3] = CStringGetTextDatum(call->error ? call->error :
-										"the try returned false");
-		nulls[3] = ' ';
-		if (call->sqlstate[0] != '\0')
+		tcc_error_params(call, &values[3], &nulls[3]);
+		if (call->error == NULL)
 		{
-			values[4] = CStringGetTextDatum(call->sqlstate);
-			nulls[4] = ' ';
+			values[3] = CStringGetTextDatum("the try returned false");
+			nulls[3] = ' ';
 		}
 	}
 
@@ -946,12 +945,13 @@ tcc_try_record(TccCall *call)
 				 "   SET status = CASE WHEN $3 THEN 'tried'"
 				 "                ELSE 'try_failed' END,"
 				 "       last_attempt_at = now(),"
-				 "       last_error = $4,"
-				 "       last_sqlstate = $5,"
+				 "       last_error = $4, last_sqlstate = $5,"
+				 "       last_detail = $6, last_hint = $7,"
+				 "       last_context = $8,"
 				 "       updated_at = now()"
 				 " WHERE gid = $1 AND branch_id = $2"
 				 "   AND status = 'registered'",
-				 5, argtypes, values, nulls, false, 0);
+				 8, argtypes, values, nulls, false, 0);
 
 	tcc_spi_end(&session);
 }

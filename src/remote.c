@@ -242,6 +242,38 @@ add_done(List **done, TccCall *call)
 }
 
 /*
+ * copy_field
+ *		Replace *field, in context, by field fieldcode of res (NULL: none).
+ */
+static void
+copy_field(char **field, const PGresult *res, int fieldcode,
+		   MemoryContext context)
+{
+	const char *value = res ? PQresultErrorField(res, fieldcode) : NULL;
+
+	if (*field)
+		pfree(*field);
+	*field = value ? MemoryContextStrdup(context, value) : NULL;
+}
+
+/*
+ * set_call_diag
+ *		Keep the DETAIL, HINT and CONTEXT of the participant's error res
+ *		with call's error (none when res is NULL), as postgres_fdw's
+ *		pgfdw_report_error passes them on: they are recorded on the branch
+ *		next to the message, and CALL tcc.try raises them again.
+ */
+static void
+set_call_diag(TccCall *call, const PGresult *res)
+{
+	MemoryContext context = GetMemoryChunkContext(call);
+
+	copy_field(&call->detail, res, PG_DIAG_MESSAGE_DETAIL, context);
+	copy_field(&call->hint, res, PG_DIAG_MESSAGE_HINT, context);
+	copy_field(&call->context, res, PG_DIAG_CONTEXT, context);
+}
+
+/*
  * set_call_error
  *		Make call's outcome an error with this message and SQLSTATE.
  */
@@ -255,6 +287,7 @@ set_call_error(TccCall *call, const char *message, const char *sqlstate,
 		pfree(call->error);
 	call->outcome = TCC_CALL_ERROR;
 	call->error = MemoryContextStrdup(context, message);
+	set_call_diag(call, NULL);
 	strlcpy(call->sqlstate, sqlstate ? sqlstate : "", sizeof(call->sqlstate));
 	call->permanent = permanent;
 }
@@ -780,7 +813,10 @@ result_outcome(ConnCacheEntry *entry, TccCall *call, PGresult *res)
 
 				call->have_result = true;
 				if (primary != NULL)
+				{
 					set_call_error(call, primary, sqlstate, false);
+					set_call_diag(call, res);
+				}
 				else
 				{
 					char	   *msg = libpq_message(entry->conn,

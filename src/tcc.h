@@ -70,6 +70,9 @@ typedef struct TccCall
 	/* the outcome */
 	TccCallOutcome outcome;
 	char	   *error;			/* message, when TCC_CALL_ERROR */
+	char	   *detail;			/* ... its DETAIL, HINT and CONTEXT, or NULL */
+	char	   *hint;
+	char	   *context;
 	char		sqlstate[6];	/* SQLSTATE of the error, "" if none */
 	bool		permanent;		/* the error can never go away by itself */
 } TccCall;
@@ -99,6 +102,7 @@ extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 extern void tcc_spi_run_action(TccCall *call);
 extern void tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
 								  ResourceOwner oldowner);
+extern void tcc_error_params(TccCall *call, Datum *values, char *nulls);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);

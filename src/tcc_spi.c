@@ -287,9 +287,42 @@ tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
 		call->permanent = false;
 	call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
 									  edata->message);
+	call->detail = edata->detail ?
+		MemoryContextStrdup(GetMemoryChunkContext(call), edata->detail) :
+		NULL;
+	call->hint = edata->hint ?
+		MemoryContextStrdup(GetMemoryChunkContext(call), edata->hint) : NULL;
+	call->context = edata->context ?
+		MemoryContextStrdup(GetMemoryChunkContext(call), edata->context) :
+		NULL;
 	strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
 			sizeof(call->sqlstate));
 	FreeErrorData(edata);
+}
+
+/*
+ * tcc_error_params
+ *		Fill values[0..4] and nulls[0..4], all text, with call's error the
+ *		way tcc.branch records it: message, SQLSTATE, detail, hint and
+ *		context, NULL where there is none.  One place for every statement
+ *		that records an error.
+ */
+void
+tcc_error_params(TccCall *call, Datum *values, char *nulls)
+{
+	const char *fields[5];
+	int			i;
+
+	fields[0] = call->error;
+	fields[1] = call->sqlstate[0] != '\0' ? call->sqlstate : NULL;
+	fields[2] = call->detail;
+	fields[3] = call->hint;
+	fields[4] = call->context;
+	for (i = 0; i < 5; i++)
+	{
+		values[i] = fields[i] ? CStringGetTextDatum(fields[i]) : (Datum) 0;
+		nulls[i] = fields[i] ? ' ' : 'n';
+	}
 }
 
 /*

@@ -87,7 +87,9 @@ run_local_try(TccCall *call)
 /*
  * report_failed_try
  *		Raise the error of call's failed try to the caller: the
- *		participant's own message and SQLSTATE, with where it happened.
+ *		participant's own message, SQLSTATE, detail, hint (else ours: roll
+ *		back) and context, with where it happened, as postgres_fdw's
+ *		pgfdw_report_error passes a remote error on.
  */
 static void
 report_failed_try(TccCall *call)
@@ -111,7 +113,10 @@ report_failed_try(TccCall *call)
 								   call->sqlstate[2], call->sqlstate[3],
 								   call->sqlstate[4])),
 			 errmsg_internal("%s", call->error),
+			 call->detail ? errdetail_internal("%s", call->detail) : 0,
+			 call->hint ? errhint("%s", call->hint) :
 			 errhint("Roll the global transaction back with tcc.rollback."),
+			 call->context ? errcontext("%s", call->context) : 0,
 			 errcontext("try of branch \"%s\" of global transaction \"%s\" "
 						"on %s", call->branch_id, call->gid,
 						call->server ?

@@ -154,6 +154,12 @@ free_call(TccCall *call)
 		pfree(call->payload);
 	if (call->error)
 		pfree(call->error);
+	if (call->detail)
+		pfree(call->detail);
+	if (call->hint)
+		pfree(call->hint);
+	if (call->context)
+		pfree(call->context);
 	pfree(call);
 }
 
@@ -411,32 +417,32 @@ abort_saga(TccCall *call, bool outcome_unknown)
 	static SPIPlanPtr step_plan = NULL;
 	static SPIPlanPtr skip_plan = NULL;
 	static SPIPlanPtr global_plan = NULL;
-	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
-	values[2] = CStringGetTextDatum(call->error);
-	values[3] = CStringGetTextDatum(call->sqlstate);
-	nulls[3] = call->sqlstate[0] ? ' ' : 'n';
-	values[4] = BoolGetDatum(outcome_unknown);
+	tcc_error_params(call, &values[2], &nulls[2]);
+	values[7] = BoolGetDatum(outcome_unknown);
 
 	/* a compensation gets attempts of its own */
 	if (tcc_spi_exec(&step_plan,
 					 "UPDATE tcc.branch"
-					 "   SET status = CASE WHEN $5 THEN 'cancelling'"
+					 "   SET status = CASE WHEN $8 THEN 'cancelling'"
 					 "                ELSE 'aborted' END,"
-					 "       attempts = CASE WHEN $5 THEN 0"
+					 "       attempts = CASE WHEN $8 THEN 0"
 					 "                  ELSE attempts + 1 END,"
 					 "       last_attempt_at = now(),"
-					 "       next_attempt_at = CASE WHEN $5 THEN now() END,"
-					 "       last_error = $3,"
-					 "       last_sqlstate = $4,"
+					 "       next_attempt_at = CASE WHEN $8 THEN now() END,"
+					 "       last_error = $3, last_sqlstate = $4,"
+					 "       last_detail = $5, last_hint = $6,"
+					 "       last_context = $7,"
 					 "       updated_at = now()"
 					 " WHERE gid = $1 AND branch_id = $2"
 					 "   AND status = 'confirming'",
-					 5, argtypes, values, nulls, false, 0) == 0)
+					 8, argtypes, values, nulls, false, 0) == 0)
 		return;
 
 	(void) tcc_spi_exec(&skip_plan,
@@ -476,10 +482,10 @@ record_failure(TccCall *call, const char *status)
 {
 	static SPIPlanPtr branch_plan = NULL;
 	static SPIPlanPtr global_plan = NULL;
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		BOOLOID, FLOAT8OID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		saga_step;
 	bool		out_of_attempts;
 	bool		give_up;
@@ -520,33 +526,33 @@ record_failure(TccCall *call, const char *status)
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
 	values[2] = CStringGetTextDatum(call->phase);
-	values[3] = CStringGetTextDatum(call->error);
-	values[4] = CStringGetTextDatum(call->sqlstate);
-	nulls[4] = call->sqlstate[0] ? ' ' : 'n';
-	values[5] = BoolGetDatum(give_up);
-	values[6] = Float8GetDatum(give_up ? 0.0 :
+	tcc_error_params(call, &values[3], &nulls[3]);
+	values[8] = BoolGetDatum(give_up);
+	values[9] = Float8GetDatum(give_up ? 0.0 :
 							   retry_delay_ms(call->attempts + 1));
 
 	if (tcc_spi_exec(&branch_plan,
 					 "UPDATE tcc.branch"
-					 "   SET status = CASE WHEN $6 THEN 'failed'"
+					 "   SET status = CASE WHEN $9 THEN 'failed'"
 					 "                ELSE status END,"
 					 "       attempts = attempts + 1,"
 					 "       last_attempt_at = now(),"
-					 "       next_attempt_at = CASE WHEN $6 THEN NULL"
-					 "           ELSE now() + $7 * interval '1 millisecond'"
+					 "       next_attempt_at = CASE WHEN $9 THEN NULL"
+					 "           ELSE now() + $10 * interval '1 millisecond'"
 					 "           END,"
-					 "       last_error = $4,"
-					 "       last_sqlstate = $5,"
+					 "       last_error = $4, last_sqlstate = $5,"
+					 "       last_detail = $6, last_hint = $7,"
+					 "       last_context = $8,"
 					 "       updated_at = now()"
 					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
-					 7, argtypes, values, nulls, false, 0) == 0)
+					 10, argtypes, values, nulls, false, 0) == 0)
 		return;
 
 	if (give_up && strcmp(status, call->phase) == 0)
 	{
 		/* $5 is the mode here, which words the error */
 		values[4] = CStringGetTextDatum(call->mode);
+		nulls[4] = ' ';
 		if (tcc_spi_exec(&global_plan,
 						 "UPDATE tcc.global_transaction"
 						 "   SET status = 'failed', failed_phase = $3,"

@@ -10,8 +10,9 @@
 #      one with a given one) leave both branches tried; commit, tcc.wait
 #      returns confirmed; the stock is sold and the order completed;
 #   2. a participant error (the stock CHECK): the CALL fails with the
-#      participant's SQLSTATE and message, a hint to roll back and a context
-#      naming the branch, gid and server; the branch is try_failed, commit
+#      participant's SQLSTATE, message, DETAIL and CONTEXT, a hint to roll
+#      back and a context line naming the branch, gid and server; the branch
+#      is try_failed and keeps the DETAIL and CONTEXT, commit
 #      is refused, rollback cancels the other (tried) branch;
 #   3. a try that returns false (its cancel arrived first, an empty
 #      rollback): 55000 "returned false", the branch try_failed;
@@ -365,8 +366,24 @@ like(
 	'2: the error hints at tcc.rollback');
 like(
 	$err,
-	qr/^CONTEXT:  try of branch "inv" of global transaction "p2-error" on server "inventory"$/m,
+	qr/^try of branch "inv" of global transaction "p2-error" on server "inventory"$/m,
 	'2: the error\'s context names the branch, gid and server');
+like(
+	$err,
+	qr/^DETAIL:  Failing row contains /m,
+	'2: the participant\'s DETAIL comes with the error');
+like(
+	$err,
+	qr/^CONTEXT:  SQL statement "UPDATE product.*\n(?:.*\n)*PL\/pgSQL function inventory_try\(text,text,jsonb\)/m,
+	'2: the participant\'s CONTEXT comes first in the error\'s context');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT (last_detail LIKE 'Failing row contains %') || ':'
+	   || (last_hint IS NULL) || ':'
+	   || (last_context LIKE '%PL/pgSQL function inventory_try(text,text,jsonb)%')
+  FROM tcc.branches WHERE gid = 'p2-error' AND branch_id = 'inv'}),
+	'true:true:true',
+	'2: the branch keeps the participant\'s DETAIL and CONTEXT next to its error');
 is( $coord->safe_psql(
 		'postgres', q{
 SELECT string_agg(branch_id || ':' || status || ':'
