@@ -372,6 +372,24 @@ SELECT string_agg(branch_id || ':' || status || ':' || last_sqlstate || ':'
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM l_t'),
 	'0', 'local: neither statement of the two-statement action ran');
 
+# a TCC confirm that keeps returning false fails its transaction, which
+# names it as the confirm it is (the mode words the error)
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM SET tcc.max_attempts = 2; SELECT pg_reload_conf()});
+$coord->safe_psql(
+	'postgres', q{
+SELECT tcc.begin('l-3', '1 h');
+SELECT tcc.register_branch('l-3', NULL, 'SELECT false', 'SELECT 1', NULL, 'b');
+SELECT tcc.commit('l-3');});
+is($coord->safe_psql('postgres', q{SELECT tcc.wait('l-3', '60 s')}),
+	'failed', 'local: l-3, whose confirm returns false, fails');
+is( $coord->safe_psql(
+		'postgres', q{SELECT last_error FROM tcc.transactions WHERE gid = 'l-3'}),
+	'confirm of branch b: the action returned false',
+	'local: its error names the confirm of branch b');
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM RESET tcc.max_attempts; SELECT pg_reload_conf()});
+
 # ======================================================================
 # 4. Acknowledged decisions survive a crash at synchronous_commit = off
 # ======================================================================
