@@ -552,7 +552,6 @@ record_failure(TccCall *call, const char *status)
 	{
 		/* $5 is the mode here, which words the error */
 		values[4] = CStringGetTextDatum(call->mode);
-		nulls[4] = ' ';
 		if (tcc_spi_exec(&global_plan,
 						 "UPDATE tcc.global_transaction"
 						 "   SET status = 'failed', failed_phase = $3,"
