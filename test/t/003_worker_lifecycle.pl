@@ -302,11 +302,7 @@ check_invariants('databases', %ends, sold => 2 * $confirmed,
 
 # On the participant, app must give its password (scram) on the local
 # socket the worker uses; app2 is trusted without one.
-my $hba = $participant->data_dir . '/pg_hba.conf';
-my $hba_text = slurp_file($hba);
-open(my $fh, '>', $hba) or die "could not write $hba: $!";
-print $fh "local all app scram-sha-256\n$hba_text";
-close($fh);
+prepend_hba($participant, "local all app scram-sha-256\n");
 $participant->safe_psql(
 	'inventory', q{
 SET password_encryption = 'scram-sha-256';

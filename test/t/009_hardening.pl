@@ -72,11 +72,7 @@ my $pport = $participant->port;
 
 # the harness connects over the unix socket (trust); every TCP connection,
 # which is what tcc's server inv makes, must give a scram password
-my $hba = $participant->data_dir . '/pg_hba.conf';
-my $hba_text = slurp_file($hba);
-open(my $fh, '>', $hba) or die "could not write $hba: $!";
-print $fh "host all all 127.0.0.1/32 scram-sha-256\n$hba_text";
-close($fh);
+prepend_hba($participant, "host all all 127.0.0.1/32 scram-sha-256\n");
 $participant->safe_psql(
 	'postgres', qq{
 SET password_encryption = 'scram-sha-256';
@@ -92,7 +88,7 @@ $participant->reload;
 
 # the password file the coordinator's processes inherit
 my $passfile = "$tmp/pgpass";
-open($fh, '>', $passfile) or die "could not write $passfile: $!";
+open(my $fh, '>', $passfile) or die "could not write $passfile: $!";
 print $fh "127.0.0.1:$pport:*:$psu:su-secret\n";
 close($fh);
 chmod(0600, $passfile) or die "could not chmod $passfile: $!";
@@ -634,13 +630,9 @@ ssl_ca_file = '$cdir/ca.crt'
 	# app over TCP: SSL, its password and a certificate signed by the CA;
 	# no other TCP connection as app (so that no non-SSL retry of libpq
 	# finds the harness's trust line); the harness's own lines after these
-	my $chba = $cpart->data_dir . '/pg_hba.conf';
-	my $chba_text = slurp_file($chba);
-	open(my $hfh, '>', $chba) or die "could not write $chba: $!";
-	print $hfh "hostssl all app 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n"
-	  . "host all app 127.0.0.1/32 reject\n"
-	  . $chba_text;
-	close($hfh);
+	prepend_hba($cpart,
+		"hostssl all app 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n"
+		  . "host all app 127.0.0.1/32 reject\n");
 	$cpart->start;
 	my $cport = $cpart->port;
 	$cpart->safe_psql(

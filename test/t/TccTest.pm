@@ -37,6 +37,7 @@ our @EXPORT = qw(
   examples_dir
   check_examples
   reference_participant
+  prepend_hba
   create_server
   reference_servers
   set_conf
@@ -123,6 +124,19 @@ sub reference_participant
 		$node->safe_psql($db, slurp_file(examples_dir() . "/$db.sql"));
 	}
 	return $node;
+}
+
+# prepend_hba(node, lines): put lines (text, each ending in a newline)
+# before the existing ones of node's pg_hba.conf, which take effect at its
+# next reload or start
+sub prepend_hba
+{
+	my ($node, $lines) = @_;
+	my $hba = $node->data_dir . '/pg_hba.conf';
+	my $text = slurp_file($hba);
+	open(my $fh, '>', $hba) or die "could not write $hba: $!";
+	print $fh $lines . $text;
+	close($fh);
 }
 
 # create_server(coord, participant, name, dbname, %opt): in coordinator
