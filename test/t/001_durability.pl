@@ -19,11 +19,12 @@
 use strict;
 use warnings;
 
-use Cwd qw(realpath);
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('coordinator');
 $node->init;
@@ -162,20 +163,6 @@ SELECT 'fence', f::text
 ORDER BY 1, 2});
 }
 
-# sqlstate_of(db, sql): the SQLSTATE the statement fails with, or 'none'
-sub sqlstate_of
-{
-	my ($db, $sql) = @_;
-	my ($stdout, $stderr);
-	my $rc = $node->psql(
-		$db, $sql,
-		stdout => \$stdout,
-		stderr => \$stderr,
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	return 'none' if $rc == 0;
-	return $stderr =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "no SQLSTATE in: $stderr";
-}
-
 # open_uncommitted(gid): a session that creates gid, a branch and a fence
 # row inside a transaction it never commits
 sub open_uncommitted
@@ -191,30 +178,10 @@ SELECT tcc.fence_try('$gid', 'u1');
 SELECT tcc.status('$gid');}),
 		"$gid\nu1\nt\ntrying",
 		"$gid is trying inside its own open transaction");
-	is(sqlstate_of('postgres', "SELECT tcc.status('$gid')"),
+	is(sqlstate_of($node, 'postgres', undef,
+		"SELECT tcc.status('$gid')"),
 		'42704', "$gid is invisible to other sessions before the crash");
 	return $session;
-}
-
-# server_processes_gone(pid): true once the postmaster pid has exited and
-# been reaped (a new postmaster refuses to start while the pid in
-# postmaster.pid exists, even as a zombie) and no process runs in the data
-# directory any more (the children of a killed postmaster exit when they
-# notice); false after 3 minutes
-sub server_processes_gone
-{
-	my ($pid) = @_;
-	my $datadir = realpath($node->data_dir);
-	foreach (1 .. 1800)
-	{
-		my @left = grep {
-			my $cwd = readlink("$_/cwd");
-			defined $cwd && $cwd eq $datadir
-		} glob('/proc/[0-9]*');
-		return 1 unless @left || kill(0, $pid);
-		usleep(100_000);
-	}
-	return 0;
 }
 
 # check_state(label): the committed state is exactly the one before the
@@ -255,7 +222,8 @@ sub check_state
 			"$label: $db has no trace of the uncommitted transactions");
 	}
 
-	is(sqlstate_of('postgres', "SELECT tcc.status('g-uncommitted-$label')"),
+	is(sqlstate_of($node, 'postgres', undef,
+		"SELECT tcc.status('g-uncommitted-$label')"),
 		'42704', "$label: the uncommitted transaction does not exist");
 	is( $node->safe_psql(
 			'postgres',
@@ -276,11 +244,14 @@ SELECT tcc.fence_try('g-commit', 'b1'),
 		"$label: the fence refuses duplicates and the hanging try");
 	# and it still refuses to cross a decision: a cancel after the confirm,
 	# a confirm after the cancel or after an empty rollback (55000)
-	is(sqlstate_of('postgres', "SELECT tcc.fence_cancel('g-commit', 'b1')"),
+	is(sqlstate_of($node, 'postgres', undef,
+		"SELECT tcc.fence_cancel('g-commit', 'b1')"),
 		'55000', "$label: the fence refuses to cancel a confirmed branch");
-	is(sqlstate_of('postgres', "SELECT tcc.fence_confirm('g-rollback', 'r1')"),
+	is(sqlstate_of($node, 'postgres', undef,
+		"SELECT tcc.fence_confirm('g-rollback', 'r1')"),
 		'55000', "$label: the fence refuses to confirm a cancelled branch");
-	is(sqlstate_of('postgres', "SELECT tcc.fence_confirm('g-rollback', 'r2')"),
+	is(sqlstate_of($node, 'postgres', undef,
+		"SELECT tcc.fence_confirm('g-rollback', 'r2')"),
 		'55000',
 		"$label: the fence refuses to confirm a branch whose try never ran");
 	is($node->safe_psql('second', q{SELECT tcc.fence_try('g-commit', 'other')}),
@@ -294,7 +265,8 @@ ROLLBACK;}),
 		"$label: second database's fence is independent of the first");
 
 	# the same gid is still taken; new transactions work
-	is(sqlstate_of('postgres', "SELECT tcc.begin('g-commit')"),
+	is(sqlstate_of($node, 'postgres', undef,
+		"SELECT tcc.begin('g-commit')"),
 		'42710', "$label: a committed gid cannot be begun again");
 	is( $node->safe_psql(
 			'postgres', qq{
@@ -326,7 +298,7 @@ sub crash_and_restart
 	my $pid = $node->{_pid};
 
 	$how->($pid);
-	ok(server_processes_gone($pid), "$label: every server process has exited");
+	ok(server_processes_gone($node, $pid), "$label: every server process has exited");
 	eval { $session->quit; };    # its server is gone
 
 	$node->start;

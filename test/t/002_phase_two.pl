@@ -34,69 +34,27 @@
 use strict;
 use warnings;
 
-use Cwd qw(realpath);
-use File::Basename qw(dirname);
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
 
-# examples/ relative to this file, else to the current directory (make
-# installcheck runs prove from the top of the source tree)
-my $examples = dirname(__FILE__) . '/../../examples';
-$examples = 'examples' unless -f "$examples/inventory.sql";
-ok(-f "$examples/inventory.sql" && -f "$examples/orders.sql",
-	'the reference participants are found in examples/');
+check_examples();
 
 # ------------------------------------------------------------------ set-up
 
-my $participant = PostgreSQL::Test::Cluster->new('participant');
-$participant->init;
-$participant->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-});
-$participant->start;
-
-foreach my $db ('inventory', 'orders')
-{
-	$participant->safe_psql('postgres', "CREATE DATABASE $db");
-	$participant->safe_psql($db, slurp_file("$examples/$db.sql"));
-}
-
-my $coord = PostgreSQL::Test::Cluster->new('coordinator');
-$coord->init;
-$coord->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '500ms'
-tcc.call_timeout = '3s'
-tcc.connect_timeout = '2s'
-});
-$coord->start;
-
-my $phost = $participant->host;
-my $pport = $participant->port;
-my $role = $coord->safe_psql('postgres', 'SELECT current_user');
-
-# create_server(name, dbname): a participant server and this role's mapping
-sub create_server
-{
-	my ($name, $dbname) = @_;
-	$coord->safe_psql(
-		'postgres', qq{
-CREATE SERVER $name FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname '$dbname');
-CREATE USER MAPPING FOR CURRENT_USER SERVER $name OPTIONS (user '$role');
-});
-}
-
-$coord->safe_psql('postgres', 'CREATE EXTENSION tcc');
-create_server('inventory', 'inventory');
-create_server('orders', 'orders');
+my $participant = reference_participant();
+my $coord = tcc_cluster(
+	'coordinator',
+	[
+		FAST_WORKER,
+		'tcc.call_timeout' => '3s',
+		'tcc.connect_timeout' => '2s'
+	]);
+reference_servers($coord, $participant);
 
 # ----------------------------------------------------------------- helpers
 
@@ -106,6 +64,13 @@ my $payload = '{"product": 1, "qty": 2}';
 # have an order and fence rows on the participants) and the others
 my %purchase;
 my %other;
+
+# check_invariants' arguments: the clusters and those expectations
+my %ends = (
+	participant => $participant,
+	coord => $coord,
+	purchases => \%purchase,
+	others => \%other);
 
 # prepare_purchase(gid [, timeout]): begin, register both branches (before
 # the tries, so that a try that ran is always cancelled), run both tries
@@ -155,121 +120,26 @@ sub purchase
 	decide($gid, $outcome);
 }
 
-sub inventory_row
-{
-	return $participant->safe_psql('inventory',
-		'SELECT stock + frozen + sold, frozen, sold FROM product WHERE id = 1'
-	);
-}
-
 # check_total(label): stock + frozen + sold = 100, whatever is going on
 sub check_total
 {
 	my ($label) = @_;
-	my ($total) = split /\|/, inventory_row();
+	my ($total) = split /\|/, inventory_row($participant);
 	is($total, '100', "$label: stock + frozen + sold = 100");
-}
-
-# wait_terminal(label): until every global transaction is confirmed or
-# cancelled
-sub wait_terminal
-{
-	my ($label) = @_;
-	ok( $coord->poll_query_until(
-			'postgres', q{
-SELECT count(*) = 0 FROM tcc.transactions
- WHERE status NOT IN ('confirmed', 'cancelled')}),
-		"$label: every global transaction is terminal");
-}
-
-# join_sorted(hash, map): "key:value,..." sorted by key, as ORDER BY
-# COLLATE "C" sorts
-sub join_sorted
-{
-	my ($h, $f) = @_;
-	return join(',', map { "$_:" . $f->($h->{$_}) } sort keys %$h);
-}
-
-# check_invariants(label): wait for the end of phase two, then the reference
-# scenario's invariants and every status, on both sides
-sub check_invariants
-{
-	my ($label) = @_;
-
-	wait_terminal($label);
-
-	my $confirmed = grep { $_ eq 'confirmed' } values %purchase;
-	is(inventory_row(), '100|0|' . (2 * $confirmed),
-		"$label: stock + frozen + sold = 100, frozen = 0, sold = 2 * $confirmed"
-	);
-
-	is( $coord->safe_psql(
-			'postgres', q{
-SELECT string_agg(gid || ':' || status, ',' ORDER BY gid COLLATE "C")
-  FROM tcc.transactions}),
-		join_sorted({ %purchase, %other }, sub { $_[0] }),
-		"$label: every global transaction has its expected status");
-
-	is( $coord->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM tcc.branches b JOIN tcc.transactions t USING (gid)
- WHERE b.status <> t.status OR b.next_attempt_at IS NOT NULL}),
-		'0',
-		"$label: every branch is terminal, as its transaction");
-
-	is( $participant->safe_psql(
-			'orders', q{
-SELECT string_agg(gid || ':' || status, ',' ORDER BY gid COLLATE "C")
-  FROM orders}),
-		join_sorted(
-			\%purchase, sub { $_[0] eq 'confirmed' ? 'completed' : 'cancelled' }
-		),
-		"$label: each order is completed or cancelled as its purchase");
-
-	foreach my $db ('inventory', 'orders')
-	{
-		my $branch = $db eq 'inventory' ? 'inv' : 'ord';
-		is( $participant->safe_psql(
-				$db, qq{
-SELECT string_agg(gid || ':' || state, ',' ORDER BY gid COLLATE "C")
-  FROM tcc.fence WHERE branch_id = '$branch'}),
-			join_sorted(\%purchase, sub { $_[0] }),
-			"$label: $db fence rows are in the final states");
-	}
-}
-
-# server_processes_gone(node, pid): true once the postmaster pid has exited
-# and no process runs in the data directory any more (a new postmaster
-# refuses the old shared memory while a child of the killed one is
-# attached); false after 3 minutes
-sub server_processes_gone
-{
-	my ($node, $pid) = @_;
-	my $datadir = realpath($node->data_dir);
-	foreach (1 .. 1800)
-	{
-		my @left = grep {
-			my $cwd = readlink("$_/cwd");
-			defined $cwd && $cwd eq $datadir
-		} glob('/proc/[0-9]*');
-		return 1 unless @left || kill(0, $pid);
-		usleep(100_000);
-	}
-	return 0;
 }
 
 # ------------------------------------------ 1. confirmed, cancelled purchase
 
 prepare_purchase('p1-confirmed');
 prepare_purchase('p2-cancelled');
-is(inventory_row(), '100|4|0', 'after two tries: 4 frozen, total 100');
+is(inventory_row($participant), '100|4|0', 'after two tries: 4 frozen, total 100');
 decide('p1-confirmed', 'confirmed');
 decide('p2-cancelled', 'cancelled');
 check_total('1, decided');
 ok( $coord->poll_query_until(
 		'postgres', q{SELECT tcc.status('p1-confirmed')}, 'confirmed'),
 	'1: the commit reaches confirmed without further client action');
-check_invariants('1');
+check_invariants('1', %ends);
 
 # --------------------------------------------- 2. abandoned purchase: timeout
 
@@ -281,7 +151,7 @@ ok( $coord->poll_query_until(
 SELECT status || '|' || reason FROM tcc.transactions
  WHERE gid = 'p3-abandoned'}, 'cancelled|timeout'),
 	'2: the worker cancels the abandoned purchase with reason timeout');
-check_invariants('2');
+check_invariants('2', %ends);
 
 # ----------------------------------- 3. participant down during phase two
 
@@ -313,7 +183,7 @@ SELECT status, retry_backlog >= 2 FROM tcc.transactions, tcc.stats
 	'confirming|t',
 	'3: still confirming, the branches counted in the retry backlog');
 $participant->start;
-check_invariants('3');
+check_invariants('3', %ends);
 is( $coord->safe_psql(
 		'postgres', q{
 SELECT bool_and(attempts > 1) FROM tcc.branches
@@ -345,15 +215,7 @@ SELECT count(*) > 0 FROM pg_stat_activity
 	'4: the inventory confirm is in flight, waiting for the row lock');
 check_total('4, confirm in flight');
 
-my $log_offset = -s $coord->logfile;
-my $pid = $coord->{_pid};
-$coord->kill9;
-ok(server_processes_gone($coord, $pid),
-	'4: every coordinator process has exited');
-$coord->start;
-ok($coord->log_contains(qr/database system was not properly shut down/,
-		$log_offset),
-	'4: the coordinator restarted with crash recovery');
+kill9_and_restart($coord, '4');
 
 # the orphaned confirm still waits; the restarted worker sends it again
 ok( $participant->poll_query_until(
@@ -368,7 +230,7 @@ check_total('4, after the restart');
 
 $locker->query_safe('COMMIT;');
 $locker->quit;
-check_invariants('4');
+check_invariants('4', %ends);
 
 # ------------------------- 5. a hanging confirm and a fast shutdown
 
@@ -385,7 +247,7 @@ BEGIN
 	RETURN true;
 END $$;
 });
-create_server('slow', 'inventory');
+create_server($coord, $participant, 'slow', 'inventory');
 
 is( $coord->safe_psql(
 		'postgres', q{
@@ -411,7 +273,7 @@ cmp_ok($stop_seconds, '<', 20,
 	'5: a fast shutdown does not wait for the hanging call');
 note sprintf('fast shutdown took %.2f s', $stop_seconds);
 
-$log_offset = -s $participant->logfile;
+my $log_offset = -s $participant->logfile;
 $coord->start;
 ok( $coord->poll_query_until(
 		'postgres', q{
@@ -433,7 +295,7 @@ is($coord->safe_psql('postgres', q{SELECT tcc.status('h6-hanging-confirm')}),
 
 # the participant answers again: the next attempt confirms
 $participant->safe_psql('inventory', 'UPDATE hang SET seconds = 0');
-check_invariants('5');
+check_invariants('5', %ends);
 
 # ------------------------- 6. a confirm that fails until failed, then retry
 
@@ -475,7 +337,7 @@ is( $participant->safe_psql(
 		'orders', q{SELECT status FROM orders WHERE gid = 'p7-failing-confirm'}),
 	'pending',
 	'6: the order is still pending');
-is(inventory_row(),
+is(inventory_row($participant),
 	'100|0|' . (2 * grep { $_ eq 'confirmed' } values %purchase),
 	'6: while failed: total 100, nothing frozen, the inventory sold');
 
@@ -484,7 +346,7 @@ $participant->safe_psql('orders',
 	'ALTER TABLE orders DROP CONSTRAINT no_completion');
 is($coord->safe_psql('postgres', q{SELECT tcc.retry('p7-failing-confirm')}),
 	'confirming', '6: tcc.retry resumes confirming');
-check_invariants('6');
+check_invariants('6', %ends);
 is( $coord->safe_psql(
 		'postgres', q{
 SELECT t.failed_phase IS NULL, b.status, b.attempts
@@ -498,7 +360,7 @@ $coord->safe_psql('postgres',
 
 # a last purchase after all that
 purchase('p8-confirmed', 'confirmed');
-check_invariants('6, one more purchase');
+check_invariants('6, one more purchase', %ends);
 
 # ------------------------------------------------------------ 7. tcc.worker
 

@@ -34,19 +34,16 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
 use Time::HiRes qw(usleep gettimeofday tv_interval);
 
-# the settings every cluster of this test runs with: tcc preloaded, and
-# short naptime and backoff so that nothing here waits for long
-my $tcc_conf = q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '500ms'
-};
+# every cluster of this test runs with tcc preloaded and FAST_WORKER's
+# short naptime and backoff, so that nothing here waits for long
 
 my $payload = '{"product": 1, "qty": 2}';
 
@@ -54,74 +51,6 @@ my $payload = '{"product": 1, "qty": 2}';
 my $confirmed = 0;
 
 # ----------------------------------------------------------------- helpers
-
-# run_as(node, db, role, sql): safe_psql as role (undef: the superuser)
-sub run_as
-{
-	my ($node, $db, $role, $sql) = @_;
-	return $node->safe_psql($db, $sql,
-		extra_params => [ defined $role ? ('-U', $role) : () ]);
-}
-
-# sqlstate_of(node, db, role, sql): the SQLSTATE the statement fails with,
-# or 'none'
-sub sqlstate_of
-{
-	my ($node, $db, $role, $sql) = @_;
-	my ($stdout, $stderr);
-	my $rc = $node->psql(
-		$db, $sql,
-		stdout => \$stdout,
-		stderr => \$stderr,
-		extra_params => [
-			'-v', 'VERBOSITY=verbose', defined $role ? ('-U', $role) : ()
-		]);
-	return 'none' if $rc == 0;
-	return $stderr =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "no SQLSTATE in: $stderr";
-}
-
-# poll_until(node, db, sql, expected, seconds): run sql until it returns
-# expected; (true, elapsed seconds), or (false, elapsed) after the timeout.
-# Errors (a server still starting, or being promoted) count as "not yet".
-sub poll_until
-{
-	my ($node, $db, $sql, $expected, $seconds) = @_;
-	my $start = [gettimeofday];
-	my $last = '';
-
-	for (;;)
-	{
-		my ($stdout, $stderr);
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		$last = defined $stdout ? $stdout : '';
-		return (1, tv_interval($start)) if $last eq $expected;
-		last if tv_interval($start) > $seconds;
-		usleep(50_000);
-	}
-	diag("timed out after ${seconds}s waiting for \"$expected\" from: $sql\n"
-		  . "last result: \"$last\"");
-	return (0, tv_interval($start));
-}
-
-# polled_is(node, db, sql, expected, seconds, name): the assertion that sql
-# comes to return expected within seconds; returns the time it took
-sub polled_is
-{
-	my ($node, $db, $sql, $expected, $seconds, $name) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my ($ok, $elapsed) = poll_until($node, $db, $sql, $expected, $seconds);
-	ok($ok, $name);
-	return $elapsed;
-}
-
-# statuses(gids...): a query for "gid:status,..." in gid order
-sub statuses
-{
-	my (@gids) = @_;
-	my $list = join(',', map { "'$_'" } @gids);
-	return "SELECT string_agg(gid || ':' || status, ',' ORDER BY gid)"
-	  . " FROM tcc.transactions WHERE gid IN ($list)";
-}
 
 # workers_sql(): "datname,..." of the running tcc workers (the view exists
 # only in a database with the extension)
@@ -133,45 +62,25 @@ sub workers_sql
 
 # ------------------------------------------------------------ participant
 
-my $participant = PostgreSQL::Test::Cluster->new('participant');
-$participant->init;
 # preloaded too: its inventory database has the extension (for the fence),
 # so it gets a worker of its own, which purges the fence rows (part 5)
-$participant->append_conf('postgresql.conf', $tcc_conf);
-$participant->start;
-$participant->safe_psql('postgres', 'CREATE DATABASE inventory');
-$participant->safe_psql('inventory', slurp_file('examples/inventory.sql'));
+my $participant = reference_participant([FAST_WORKER], ['inventory']);
 
 my $su = $participant->safe_psql('postgres', 'SELECT current_user');
 
-# check_invariants(label): the reference scenario's invariants
-# (doc/design.md), everything tried being terminal
-sub check_invariants
-{
-	my ($label) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	is( $participant->safe_psql(
-			'inventory',
-			'SELECT stock + frozen + sold, frozen, sold FROM product WHERE id = 1'
-		),
-		'100|0|' . (2 * $confirmed),
-		"$label: stock + frozen + sold = 100, frozen = 0, sold = 2 * $confirmed confirmed"
-	);
-}
+# check_invariants' arguments but the quantity sold: the reference
+# scenario's invariants (doc/design.md), everything tried being terminal,
+# are checked on the participant only
+my %ends = (participant => $participant);
 
 # add_participant(node, db): the extension, server inv and the superuser's
 # user mapping in coordinator database db
 sub add_participant
 {
 	my ($node, $db) = @_;
-	my $host = $participant->host;
-	my $port = $participant->port;
-	$node->safe_psql(
-		$db, qq{
-CREATE EXTENSION IF NOT EXISTS tcc;
-CREATE SERVER inv FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$host', port '$port', dbname 'inventory');
-CREATE USER MAPPING FOR CURRENT_USER SERVER inv OPTIONS (user '$su');});
+	$node->safe_psql($db, 'CREATE EXTENSION IF NOT EXISTS tcc');
+	create_server($node, $participant, 'inv', 'inventory',
+		db => $db, user => $su);
 }
 
 # purchase_try(node, db, gid[, role]): begin gid on the coordinator as role,
@@ -199,11 +108,9 @@ SELECT tcc.register_branch('$gid', 'inv',
 # 1. A standby runs no worker; promoted, it finishes its primary's work
 # ======================================================================
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
 # unlimited attempts: the participant is down for a while on purpose
-$primary->append_conf('postgresql.conf', $tcc_conf . "tcc.max_attempts = 0\n");
-$primary->start;
+my $primary = tcc_cluster('primary', [ FAST_WORKER, 'tcc.max_attempts' => 0 ],
+	init => [ allows_streaming => 1 ]);
 $primary->safe_psql('postgres', 'CREATE DATABASE shop');
 add_participant($primary, 'shop');
 
@@ -234,7 +141,7 @@ SELECT count(*) FROM tcc.branches
 	'3', 30,
 	'standby: replays the primary worker\'s failed attempts to reach the participant'
 );
-is($standby->safe_psql('shop', statuses(qw(s1 s2 s3))),
+is($standby->safe_psql('shop', status_sql(qw(s1 s2 s3))),
 	's1:confirming,s2:cancelling,s3:confirming',
 	'standby: sees the phase-two statuses');
 
@@ -299,7 +206,7 @@ no_worker_on_standby('with the participant back');
 $standby->promote;
 polled_is($standby, 'shop', workers_sql(), 'shop', 30,
 	'promoted: a worker serves shop');
-polled_is($standby, 'shop', statuses(qw(s1 s2 s3)),
+polled_is($standby, 'shop', status_sql(qw(s1 s2 s3)),
 	's1:confirmed,s2:cancelled,s3:confirmed', 30,
 	'promoted: its worker finished the primary\'s phase two');
 is( $standby->safe_psql(
@@ -309,17 +216,15 @@ SELECT count(*) FROM pg_stat_activity
 	'1',
 	'promoted: the worker shows in pg_stat_activity');
 $confirmed += 2;
-check_invariants('promoted');
+check_invariants('promoted', %ends, sold => 2 * $confirmed,
+	sold_as => "2 * $confirmed confirmed");
 $standby->stop;
 
 # ======================================================================
 # 2. Every database with the extension is served, each by its own worker
 # ======================================================================
 
-my $coord = PostgreSQL::Test::Cluster->new('coordinator');
-$coord->init;
-$coord->append_conf('postgresql.conf', $tcc_conf);
-$coord->start;
+my $coord = tcc_cluster('coordinator', [FAST_WORKER]);
 $coord->safe_psql('postgres', "CREATE DATABASE $_")
   for qw(orders_a orders_b plain);
 add_participant($coord, $_) for qw(orders_a orders_b);
@@ -348,9 +253,9 @@ purchase_try($coord, 'orders_a', 'a1');
 purchase_try($coord, 'orders_b', 'b1');
 $coord->safe_psql('orders_a', "SELECT tcc.commit('a1')");
 $coord->safe_psql('orders_b', "SELECT tcc.commit('b1')");
-polled_is($coord, 'orders_a', statuses('a1'),
+polled_is($coord, 'orders_a', status_sql('a1'),
 	'a1:confirmed', 15, 'databases: orders_a\'s transaction is confirmed');
-polled_is($coord, 'orders_b', statuses('b1'),
+polled_is($coord, 'orders_b', status_sql('b1'),
 	'b1:confirmed', 15, 'databases: orders_b\'s transaction is confirmed');
 $confirmed += 2;
 # (the counters are published a moment after the outcome is recorded)
@@ -370,7 +275,7 @@ add_participant($coord, 'late');
 my $t0 = [gettimeofday];
 purchase_try($coord, 'late', 'late1');
 $coord->safe_psql('late', "SELECT tcc.commit('late1')");
-polled_is($coord, 'late', statuses('late1'),
+polled_is($coord, 'late', status_sql('late1'),
 	'late1:confirmed', 15,
 	'late database: its first transaction is confirmed');
 my $late_elapsed = tv_interval($t0);
@@ -388,7 +293,8 @@ SELECT count(*) FROM pg_stat_activity
  WHERE backend_type = 'tcc worker' AND datname IN ('plain', 'postgres')}),
 	'0',
 	'databases: no worker process in a database without the extension');
-check_invariants('databases');
+check_invariants('databases', %ends, sold => 2 * $confirmed,
+	sold_as => "2 * $confirmed confirmed");
 
 # ======================================================================
 # 3. Security: user mappings, passwords, USAGE, local actions as the owner
@@ -396,11 +302,7 @@ check_invariants('databases');
 
 # On the participant, app must give its password (scram) on the local
 # socket the worker uses; app2 is trusted without one.
-my $hba = $participant->data_dir . '/pg_hba.conf';
-my $hba_text = slurp_file($hba);
-open(my $fh, '>', $hba) or die "could not write $hba: $!";
-print $fh "local all app scram-sha-256\n$hba_text";
-close($fh);
+prepend_hba($participant, "local all app scram-sha-256\n");
 $participant->safe_psql(
 	'inventory', q{
 SET password_encryption = 'scram-sha-256';
@@ -457,7 +359,7 @@ $coord->safe_psql('orders_a',
 	q{ALTER USER MAPPING FOR app SERVER inv OPTIONS (DROP password)});
 is(run_as($coord, 'orders_a', 'app', "SELECT tcc.commit('sec1')"),
 	'confirming', 'security: app commits sec1');
-polled_is($coord, 'orders_a', statuses('sec1'),
+polled_is($coord, 'orders_a', status_sql('sec1'),
 	'sec1:failed', 15,
 	'security: sec1 fails: app\'s user mapping has no password');
 my ($st, $attempts, $sqlstate, $error) = split(
@@ -486,7 +388,7 @@ $coord->safe_psql('orders_a',
 	q{ALTER USER MAPPING FOR app SERVER inv OPTIONS (ADD password 'app-secret')});
 is(run_as($coord, 'orders_a', 'app', "SELECT tcc.retry('sec1')"),
 	'confirming', 'security: app retries sec1');
-polled_is($coord, 'orders_a', statuses('sec1'),
+polled_is($coord, 'orders_a', status_sql('sec1'),
 	'sec1:confirmed', 15,
 	'security: sec1 is confirmed with the password in the mapping');
 is( $participant->safe_psql(
@@ -496,7 +398,8 @@ SELECT count(*) FROM pg_stat_activity
 	'1',
 	'security: the worker is connected to the participant as app');
 $confirmed++;
-check_invariants('security');
+check_invariants('security', %ends, sold => 2 * $confirmed,
+	sold_as => "2 * $confirmed confirmed");
 
 # app2's mapping has a password, but the participant trusts app2 and never
 # asks for it: refused too (nobody borrows the participant's trust).  No
@@ -523,7 +426,7 @@ like(
 		'orders_a', "SELECT last_error FROM tcc.branches WHERE gid = 'sec2'"),
 	qr/did not ask for the password/,
 	'security: sec2\'s error says the password was not asked for');
-is($coord->safe_psql('orders_a', statuses('sec2')),
+is($coord->safe_psql('orders_a', status_sql('sec2')),
 	'sec2:failed', 'security: sec2 is failed');
 
 # register_branch checks the owner's user mapping and USAGE
@@ -560,7 +463,7 @@ SELECT tcc.register_branch('loc1', NULL,
 SELECT tcc.commit('loc1');}),
 	"loc1\nl1\nconfirming",
 	'local: app commits a local confirm');
-polled_is($coord, 'orders_a', statuses('loc1'),
+polled_is($coord, 'orders_a', status_sql('loc1'),
 	'loc1:confirmed', 15, 'local: loc1 is confirmed');
 is($coord->safe_psql('orders_a', 'SELECT string_agg(name, \',\') FROM who'),
 	'app', 'local: the confirm ran as app, the owner');
@@ -673,15 +576,16 @@ SELECT count(*) FROM tcc.worker
 my $restart_elapsed = tv_interval($t0);
 cmp_ok($restart_elapsed, '<', 10, 'kill: the new worker runs within 10 s');
 note(sprintf('worker back after %.2f s', $restart_elapsed));
-polled_is($coord, 'orders_b', statuses('k1'),
+polled_is($coord, 'orders_b', status_sql('k1'),
 	'k1:confirmed', 15, 'kill: the new worker confirms k1');
 $confirmed++;
 purchase_try($coord, 'orders_b', 'k2');
 $coord->safe_psql('orders_b', "SELECT tcc.commit('k2')");
-polled_is($coord, 'orders_b', statuses('k2'),
+polled_is($coord, 'orders_b', status_sql('k2'),
 	'k2:confirmed', 15, 'kill: and serves the next transaction');
 $confirmed++;
-check_invariants('kill');
+check_invariants('kill', %ends, sold => 2 * $confirmed,
+	sold_as => "2 * $confirmed confirmed");
 
 # ======================================================================
 # 5. Retention
@@ -736,7 +640,8 @@ $participant->safe_psql('postgres',
 	"ALTER SYSTEM SET tcc.fence_retention = '1s'; SELECT pg_reload_conf()");
 polled_is($participant, 'inventory', 'SELECT count(*) FROM tcc.fence',
 	'0', 20, 'fence retention: the participant\'s worker purged the fence');
-check_invariants('end');
+check_invariants('end', %ends, sold => 2 * $confirmed,
+	sold_as => "2 * $confirmed confirmed");
 
 $coord->stop;
 $participant->stop;

@@ -14,18 +14,14 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
-use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('coordinator');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '50ms'
-});
-$node->start;
+my $node = tcc_cluster('coordinator', [ 'tcc.naptime' => '50ms' ]);
 $node->safe_psql('postgres', q{
 CREATE EXTENSION tcc;
 CREATE TABLE done (gid text, what text);

@@ -41,57 +41,17 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
 use Time::HiRes qw(usleep gettimeofday tv_interval);
 
 # ----------------------------------------------------------------- helpers
 
 my $node;
-
-# poll_until(db, sql, expected, seconds): run sql until it returns
-# expected; (true, elapsed seconds), or (false, elapsed) after the timeout.
-# Errors count as "not yet".
-sub poll_until
-{
-	my ($db, $sql, $expected, $seconds) = @_;
-	my $start = [gettimeofday];
-	my $last = '';
-
-	for (;;)
-	{
-		my ($stdout, $stderr);
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		$last = defined $stdout ? $stdout : '';
-		return (1, tv_interval($start)) if $last eq $expected;
-		last if tv_interval($start) > $seconds;
-		usleep(50_000);
-	}
-	diag("timed out after ${seconds}s waiting for \"$expected\" from: $sql\n"
-		  . "last result: \"$last\"");
-	return (0, tv_interval($start));
-}
-
-# polled_is(db, sql, expected, seconds, name): the assertion that sql comes
-# to return expected within seconds; returns the time it took
-sub polled_is
-{
-	my ($db, $sql, $expected, $seconds, $name) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my ($ok, $elapsed) = poll_until($db, $sql, $expected, $seconds);
-	ok($ok, $name);
-	return $elapsed;
-}
-
-# status_sql(gids...): a query for "gid:status,..." in gid order
-sub status_sql
-{
-	my (@gids) = @_;
-	my $list = join(',', map { "'$_'" } @gids);
-	return "SELECT string_agg(gid || ':' || status, ',' ORDER BY gid)"
-	  . " FROM tcc.transactions WHERE gid IN ($list)";
-}
 
 # local_tx(gid, confirm, cancel[, db[, prefix]]): begin gid, register one
 # local branch b with these actions, and commit; returns psql's output
@@ -123,7 +83,7 @@ sub confirmed_once
 			'SELECT true', $db, $prefix),
 		"$gid\nb\nconfirming",
 		"$label: $gid is committed");
-	polled_is($db, status_sql($gid), "$gid:confirmed", 15,
+	polled_is($node, $db, status_sql($gid), "$gid:confirmed", 15,
 		"$label: $gid is confirmed");
 	is($node->safe_psql($db, "SELECT count(*) FROM log WHERE gid = '$gid'"),
 		'1', "$label: $gid\'s confirm ran once");
@@ -184,19 +144,9 @@ sub log_within
 
 # ------------------------------------------------------------------ set-up
 
-$node = PostgreSQL::Test::Cluster->new('coordinator');
-$node->init;
 # unlimited attempts: the actions of part 2 return false on purpose until
 # they are let through, and must not fail meanwhile on a slow machine
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '500ms'
-tcc.max_attempts = 0
-});
-$node->start;
+$node = tcc_cluster('coordinator', [ FAST_WORKER, 'tcc.max_attempts' => 0 ]);
 
 # coord belongs to alice, who may rename databases; mallory owns nothing
 $node->safe_psql(
@@ -211,7 +161,7 @@ CREATE TABLE log (gid text, note text);
 CREATE TABLE gate (name text PRIMARY KEY, open boolean NOT NULL);
 CREATE TABLE nap (seconds float8 NOT NULL);});
 
-polled_is('coord', "SELECT count(*) FROM tcc.worker WHERE datname = 'coord'",
+polled_is($node, 'coord', "SELECT count(*) FROM tcc.worker WHERE datname = 'coord'",
 	'1', 15, 'set-up: coord has a worker');
 
 # ======================================================================
@@ -229,7 +179,7 @@ like($worker_pid, qr/^\d+$/, 'launcher: coord\'s worker runs');
 terminate($launcher_pid, 'launcher: it is sent SIGTERM');
 my $t0 = [gettimeofday];
 polled_is(
-	'postgres', qq{
+	$node, 'postgres', qq{
 SELECT count(*) FILTER (WHERE pid = $launcher_pid) || ','
        || count(*) FILTER (WHERE pid <> $launcher_pid)
   FROM pg_stat_activity WHERE backend_type = 'tcc launcher'},
@@ -244,7 +194,7 @@ is(worker_pid(), $worker_pid,
 terminate($worker_pid, 'launcher: then coord\'s worker is sent SIGTERM');
 $t0 = [gettimeofday];
 polled_is(
-	'coord', qq{
+	$node, 'coord', qq{
 SELECT count(*) FROM tcc.worker
  WHERE datname = 'coord' AND pid <> $worker_pid},
 	'1', 15,
@@ -278,7 +228,7 @@ SELECT tcc.register_branch('held-cm', NULL,
 	'b');
 SELECT tcc.commit('held-cm');});
 polled_is(
-	'coord', q{
+	$node, 'coord', q{
 SELECT string_agg(gid || ':' || status || ':' || (attempts >= 1) || ':'
                   || last_error, ',' ORDER BY gid)
   FROM tcc.branches WHERE gid IN ('held-cm', 'held-rb')},
@@ -308,7 +258,7 @@ is($node->safe_psql('coord', status_sql(qw(held-cm held-rb))),
 	'lock: the worker left the locked transactions alone');
 
 $s->query_safe('COMMIT');
-polled_is('coord', status_sql(qw(held-cm held-rb)),
+polled_is($node, 'coord', status_sql(qw(held-cm held-rb)),
 	'held-cm:confirmed,held-rb:cancelled', 15,
 	'lock: once the session commits, the held transactions complete');
 $s->quit;
@@ -329,7 +279,7 @@ is( local_tx(
 		'SELECT true'),
 	"pwn\nb\nconfirming",
 	'settings: pwn, whose confirm sets application_name, is committed');
-polled_is('coord', status_sql('pwn'), 'pwn:confirmed', 15,
+polled_is($node, 'coord', status_sql('pwn'), 'pwn:confirmed', 15,
 	'settings: the confirm succeeds and pwn is confirmed');
 is($node->safe_psql('postgres', $appname_sql),
 	$appname,
@@ -342,7 +292,7 @@ is( local_tx(
 		'SELECT true'),
 	"pwn-ro\nb\nconfirming",
 	'settings: pwn-ro, whose confirm makes transactions read-only, is committed');
-polled_is('coord', status_sql('pwn-ro'), 'pwn-ro:confirmed', 15,
+polled_is($node, 'coord', status_sql('pwn-ro'), 'pwn-ro:confirmed', 15,
 	'settings: pwn-ro is confirmed');
 confirmed_once('after-pwn', 'settings');
 is( $node->safe_psql('coord',
@@ -358,7 +308,7 @@ is(worker_pid(), $worker_pid,
 
 $node->safe_psql('postgres',
 	q{ALTER SYSTEM SET tcc.call_timeout = '1s'; SELECT pg_reload_conf()});
-polled_is('coord', 'SHOW tcc.call_timeout', '1s', 10,
+polled_is($node, 'coord', 'SHOW tcc.call_timeout', '1s', 10,
 	'call timeout: tcc.call_timeout is 1s');
 
 $node->safe_psql('coord', 'INSERT INTO nap VALUES (30)');
@@ -367,7 +317,7 @@ is( local_tx('slow', 'SELECT pg_sleep(seconds) FROM nap', 'SELECT true'),
 	"slow\nb\nconfirming",
 	'call timeout: slow, whose confirm sleeps 30 s, is committed');
 polled_is(
-	'coord', q{
+	$node, 'coord', q{
 SELECT attempts >= 1 AND status = 'confirming' AND last_sqlstate = '57014'
   FROM tcc.branches WHERE gid = 'slow'},
 	't', 10,
@@ -383,12 +333,12 @@ like(
 	'call timeout: the error is the statement timeout');
 
 $node->safe_psql('coord', 'UPDATE nap SET seconds = 0');
-polled_is('coord', status_sql('slow'), 'slow:confirmed', 15,
+polled_is($node, 'coord', status_sql('slow'), 'slow:confirmed', 15,
 	'call timeout: once the confirm is fast, slow is confirmed');
 
 $node->safe_psql('postgres',
 	q{ALTER SYSTEM RESET tcc.call_timeout; SELECT pg_reload_conf()});
-polled_is('coord', 'SHOW tcc.call_timeout', '30s', 10,
+polled_is($node, 'coord', 'SHOW tcc.call_timeout', '30s', 10,
 	'call timeout: tcc.call_timeout is back to its default');
 
 # ======================================================================
@@ -418,7 +368,7 @@ is($node->safe_psql('postgres', $template_workers_sql),
 # the launcher's next listing of the databases (every 10 s) finds the new
 # database, which has the extension from its template
 $t0 = [gettimeofday];
-polled_is('coord',
+polled_is($node, 'coord',
 	"SELECT count(*) FROM tcc.worker WHERE datname = 'fromtemplate'",
 	'1', 15, 'template: fromtemplate gets a worker without anybody asking');
 note(sprintf('fromtemplate served after %.2f s', tv_interval($t0)));
@@ -534,7 +484,7 @@ like($ro_err, qr/cannot execute INSERT in a read-only transaction/,
 $worker_pid = worker_pid();
 terminate($worker_pid, 'read-only: coord\'s worker is sent SIGTERM');
 polled_is(
-	'coord', qq{
+	$node, 'coord', qq{
 SELECT count(*) FROM tcc.worker
  WHERE datname = 'coord' AND pid <> $worker_pid},
 	'1', 15,
@@ -556,7 +506,7 @@ SELECT tcc.rollback('read-only-rb');};
 is($node->safe_psql('coord', $ro_tx_sql),
 	"read-only-rb\nb\ncancelling",
 	'read-only: read-only-rb is rolled back');
-polled_is('coord', status_sql('read-only-rb'),
+polled_is($node, 'coord', status_sql('read-only-rb'),
 	'read-only-rb:cancelled', 15,
 	'read-only: and the new worker cancels it');
 

@@ -38,22 +38,17 @@
 use strict;
 use warnings;
 
-use Cwd qw(realpath);
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
 # ------------------------------------------------------------------ set-up
 
-my $participant = PostgreSQL::Test::Cluster->new('participant');
-$participant->init;
-$participant->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-});
-$participant->start;
+my $participant = tcc_cluster('participant', [ 'tcc.naptime' => '100ms' ]);
 
 $participant->safe_psql('postgres', 'CREATE DATABASE svc');
 $participant->safe_psql(
@@ -139,32 +134,18 @@ BEGIN
 END $$;
 });
 
-my $coord = PostgreSQL::Test::Cluster->new('coordinator');
-$coord->init;
-$coord->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '500ms'
-tcc.call_timeout = '10s'
-tcc.connect_timeout = '2s'
-});
-$coord->start;
-
-my $phost = $participant->host;
-my $pport = $participant->port;
-my $role = $coord->safe_psql('postgres', 'SELECT current_user');
-
-$coord->safe_psql(
-	'postgres', qq{
-CREATE EXTENSION tcc;
-CREATE SERVER svc FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname 'svc');
-CREATE USER MAPPING FOR CURRENT_USER SERVER svc OPTIONS (user '$role');
--- the application's own table, for the msg scenarios
-CREATE TABLE orders (id integer PRIMARY KEY, gid text NOT NULL);
-});
+my $coord = tcc_cluster(
+	'coordinator',
+	[
+		FAST_WORKER,
+		'tcc.call_timeout' => '10s',
+		'tcc.connect_timeout' => '2s'
+	]);
+$coord->safe_psql('postgres', 'CREATE EXTENSION tcc');
+create_server($coord, $participant, 'svc', 'svc');
+# the application's own table, for the msg scenarios
+$coord->safe_psql('postgres',
+	'CREATE TABLE orders (id integer PRIMARY KEY, gid text NOT NULL)');
 
 # ----------------------------------------------------------------- helpers
 
@@ -253,53 +234,12 @@ SELECT string_agg(branch_id || ':' || state, ',' ORDER BY branch_id)
   FROM tcc.fence WHERE gid = '$gid'});
 }
 
-# the coordinator's steps of gid: "step:status,..." in step order
-sub branches_of
-{
-	my ($gid) = @_;
-	return $coord->safe_psql(
-		'postgres', qq{
-SELECT string_agg(branch_id || ':' || status, ',' ORDER BY seq)
-  FROM tcc.branches WHERE gid = '$gid'});
-}
-
 # wait_for(gid, status): tcc.wait returns status
 sub wait_for
 {
 	my ($gid, $status) = @_;
 	is($coord->safe_psql('postgres', "SELECT tcc.wait('$gid', '60 s')"),
 		$status, "$gid: tcc.wait returns $status");
-}
-
-# set_coord(name, value): ALTER SYSTEM on the coordinator, in force when
-# this returns (value undef: RESET)
-sub set_coord
-{
-	my ($name, $value, $shown) = @_;
-	$coord->safe_psql('postgres',
-		defined $value
-		? "ALTER SYSTEM SET $name = '$value'; SELECT pg_reload_conf();"
-		: "ALTER SYSTEM RESET $name; SELECT pg_reload_conf();");
-	ok($coord->poll_query_until('postgres', "SHOW $name", $shown),
-		"$name = $shown is in force");
-}
-
-# server_processes_gone(node, pid): true once the postmaster pid has exited
-# and no process runs in the data directory any more; false after 3 minutes
-sub server_processes_gone
-{
-	my ($node, $pid) = @_;
-	my $datadir = realpath($node->data_dir);
-	foreach (1 .. 1800)
-	{
-		my @left = grep {
-			my $cwd = readlink("$_/cwd");
-			defined $cwd && $cwd eq $datadir
-		} glob('/proc/[0-9]*');
-		return 1 unless @left || kill(0, $pid);
-		usleep(100_000);
-	}
-	return 0;
 }
 
 my $check_error = 'new row for relation "log" violates check constraint '
@@ -323,7 +263,7 @@ is(calls('c1_undo1'), '1', '1: step 1\'s compensation was called once');
 is(calls('c1_act3'), '0', '1: step 3\'s action was never called');
 is(fences_of('saga-1'), '1:cancelled',
 	'1: fence: step 1 cancelled, no row for steps 2 and 3');
-is(branches_of('saga-1'), '1:cancelled,2:aborted,3:skipped',
+is(branches_of($coord, 'saga-1'), '1:cancelled,2:aborted,3:skipped',
 	'1: steps: 1 cancelled, 2 aborted, 3 skipped');
 is( $coord->safe_psql(
 		'postgres', q{
@@ -437,7 +377,8 @@ SELECT status, reason, failed_phase IS NULL FROM tcc.transactions
 
 # ------------------------- 4. transient errors until tcc.max_attempts
 
-set_coord('tcc.max_attempts', '3', '3');
+ok(set_conf($coord, 'tcc.max_attempts', '3', '3'),
+	'tcc.max_attempts = 3 is in force');
 
 counter('c4_act2');
 counter('c4_undo2');
@@ -474,7 +415,8 @@ SELECT status || '|' || reason FROM tcc.transactions WHERE gid = 'saga-4'}),
 	qr/^cancelled\|step 2 failed: could not serialize access \(call 3\)$/,
 	'4: cancelled, reason names step 2 and its last error');
 
-set_coord('tcc.max_attempts', undef, '50');
+ok(set_conf($coord, 'tcc.max_attempts', undef, '50'),
+	'tcc.max_attempts = 50 is in force');
 
 # ---------------------------- 5. a permanent error, then tcc.retry
 
@@ -647,16 +589,7 @@ is( $coord->safe_psql(
 	'confirming',
 	'7: the worker could not record the delivery while the row is held');
 
-my $log_offset = -s $coord->logfile;
-my $pid = $coord->{_pid};
-$coord->kill9;
-ok(server_processes_gone($coord, $pid),
-	'7: every coordinator process has exited');
-eval { $holder->quit; };
-$coord->start;
-ok($coord->log_contains(qr/database system was not properly shut down/,
-		$log_offset),
-	'7: the coordinator restarted with crash recovery');
+kill9_and_restart($coord, '7', sub { eval { $holder->quit; }; });
 
 wait_for('msg-7', 'confirmed');
 is(calls('c7'), '2', '7: after the restart the worker delivered again');
@@ -672,7 +605,8 @@ SELECT b.status, t.branches_confirmed, o.id
 
 # ------------------------------ 8. tcc.wait is woken, does not poll
 
-set_coord('tcc.naptime', '5s', '5s');
+ok(set_conf($coord, 'tcc.naptime', '5s', '5s'),
+	'tcc.naptime = 5s is in force');
 
 saga(
 	'saga-8',
@@ -691,7 +625,8 @@ cmp_ok($elapsed, '<', 3,
 note sprintf('tcc.wait took %.2f s', $elapsed);
 is(log_of('saga-8'), '1:do,2:do', '8: both steps ran');
 
-set_coord('tcc.naptime', undef, '100ms');
+ok(set_conf($coord, 'tcc.naptime', undef, '100ms'),
+	'tcc.naptime = 100ms is in force');
 
 # ------------------------------------------------------------- all done
 

@@ -41,35 +41,19 @@
 use strict;
 use warnings;
 
-use Cwd qw(realpath);
-use File::Basename qw(dirname);
-use IPC::Run;
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
 
-my $examples = dirname(__FILE__) . '/../../examples';
-$examples = 'examples' unless -f "$examples/inventory.sql";
-ok(-f "$examples/inventory.sql" && -f "$examples/orders.sql",
-	'the reference participants are found in examples/');
+check_examples();
 
 # ------------------------------------------------------------------ set-up
 
-my $participant = PostgreSQL::Test::Cluster->new('participant');
-$participant->init;
-$participant->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-});
-$participant->start;
-
-foreach my $db ('inventory', 'orders')
-{
-	$participant->safe_psql('postgres', "CREATE DATABASE $db");
-	$participant->safe_psql($db, slurp_file("$examples/$db.sql"));
-}
+my $participant = reference_participant();
 
 # a try that sleeps (payload's "sleep" seconds) before it freezes the stock,
 # and a confirm that takes the product's row lock, then refuses while the
@@ -97,45 +81,34 @@ END $$;
 
 # wal_writer_delay: an asynchronous commit stays unflushed for a while, so
 # that only tcc.try's own flush makes the registration survive a SIGKILL
-my $coord = PostgreSQL::Test::Cluster->new('coordinator');
-$coord->init;
-$coord->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '500ms'
-tcc.call_timeout = '10s'
-tcc.connect_timeout = '2s'
-wal_writer_delay = '10s'
-});
-$coord->start;
-
-my $phost = $participant->host;
-my $pport = $participant->port;
-my $role = $coord->safe_psql('postgres', 'SELECT current_user');
-
-$coord->safe_psql('postgres', 'CREATE EXTENSION tcc');
-foreach my $db ('inventory', 'orders')
-{
-	$coord->safe_psql(
-		'postgres', qq{
-CREATE SERVER $db FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname '$db');
-CREATE USER MAPPING FOR CURRENT_USER SERVER $db OPTIONS (user '$role');
-});
-}
+my $coord = tcc_cluster(
+	'coordinator',
+	[
+		FAST_WORKER,
+		'tcc.call_timeout' => '10s',
+		'tcc.connect_timeout' => '2s',
+		'wal_writer_delay' => '10s'
+	]);
+reference_servers($coord, $participant);
 
 # ----------------------------------------------------------------- helpers
 
 my $payload = '{"product": 1, "qty": 2}';
-my $tmp = PostgreSQL::Test::Utils::tempdir;
 
 # what the end must look like: each global transaction's status, each
 # order's status, each fence row's state per participant database, and the
 # quantity sold
 my (%status, %order, %fence);
 my $sold = 0;
+
+# check_invariants' arguments but the quantity sold: the clusters and
+# those expectations
+my %ends = (
+	participant => $participant,
+	coord => $coord,
+	status => \%status,
+	order => \%order,
+	fence => \%fence);
 
 # try_call(gid, db, branch_id [, payload [, try function]]): the CALL of a
 # try of the reference participant db (inventory or orders), with its
@@ -164,33 +137,6 @@ sub psql_fails
 		stderr => \$err,
 		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 	return $rc == 0 ? "unexpected success: $out" : $err;
-}
-
-# start_psql(node, name, sql): run sql in a psql of its own, in the
-# background, under application_name name; returns the harness and
-# references to stdout and stderr (verbose errors)
-sub start_psql
-{
-	my ($node, $name, $sql) = @_;
-	my ($out, $err) = ('', '');
-	my $file = "$tmp/$name.sql";
-
-	# from a file: IPC::Run would feed a string only while pumped
-	open(my $fh, '>', $file) or die "could not write $file: $!";
-	print $fh $sql;
-	close($fh);
-	my $h = IPC::Run::start(
-		[
-			$node->installed_command('psql'), '-XAtq',
-			'-v', 'ON_ERROR_STOP=1',
-			'-v', 'VERBOSITY=verbose',
-			'-d', $node->connstr('postgres') . " application_name=$name"
-		],
-		'<', $file,
-		'>', \$out,
-		'2>', \$err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return ($h, \$out, \$err);
 }
 
 # waiting_query(name): the condition "session name waits in an extension"
@@ -224,102 +170,6 @@ SELECT count(*) = 0 FROM pg_stat_activity
  WHERE datname = 'inventory' AND application_name = 'tcc'
    AND state = 'active' AND query LIKE '%slow_try%'};
 
-sub inventory_row
-{
-	return $participant->safe_psql('inventory',
-		'SELECT stock + frozen + sold, frozen, sold FROM product WHERE id = 1'
-	);
-}
-
-sub branches_of
-{
-	my ($gid) = @_;
-	return $coord->safe_psql(
-		'postgres', qq{
-SELECT string_agg(branch_id || ':' || status, ',' ORDER BY seq)
-  FROM tcc.branches WHERE gid = '$gid'});
-}
-
-# join_sorted(hash): "key:value,..." sorted by key, as COLLATE "C" sorts
-sub join_sorted
-{
-	my ($h) = @_;
-	return join(',', map { "$_:$h->{$_}" } sort keys %$h);
-}
-
-# check_invariants(label): once every global transaction has ended, the
-# reference invariants and every expected status, on both sides
-sub check_invariants
-{
-	my ($label) = @_;
-
-	ok( $coord->poll_query_until(
-			'postgres', q{
-SELECT count(*) = 0 FROM tcc.transactions
- WHERE status NOT IN ('confirmed', 'cancelled', 'failed')}),
-		"$label: every global transaction has ended");
-	is(inventory_row(), "100|0|$sold",
-		"$label: stock + frozen + sold = 100, frozen = 0, sold = $sold");
-	is( $coord->safe_psql(
-			'postgres', q{
-SELECT string_agg(gid || ':' || status, ',' ORDER BY gid COLLATE "C")
-  FROM tcc.transactions}),
-		join_sorted(\%status),
-		"$label: every global transaction has its expected status");
-	is( $coord->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM tcc.branches b JOIN tcc.transactions t USING (gid)
- WHERE t.status IN ('confirmed', 'cancelled')
-   AND (b.status <> t.status OR b.next_attempt_at IS NOT NULL)}),
-		'0',
-		"$label: the branches of ended transactions ended as they did");
-	is( $participant->safe_psql(
-			'orders', q{
-SELECT string_agg(gid || ':' || status, ',' ORDER BY gid COLLATE "C")
-  FROM orders}),
-		join_sorted(\%order),
-		"$label: each order is in its expected status");
-	foreach my $db ('inventory', 'orders')
-	{
-		is( $participant->safe_psql(
-				$db, q{
-SELECT string_agg(gid || ':' || branch_id || ':' || state, ','
-                  ORDER BY gid COLLATE "C")
-  FROM tcc.fence}),
-			join_sorted($fence{$db} // {}),
-			"$label: $db fence rows are in their expected states");
-	}
-}
-
-# server_processes_gone(node, pid): as in 002_phase_two.pl, true once the
-# killed postmaster and every process in its data directory have exited
-sub server_processes_gone
-{
-	my ($node, $pid) = @_;
-	my $datadir = realpath($node->data_dir);
-	foreach (1 .. 1800)
-	{
-		my @left = grep {
-			my $cwd = readlink("$_/cwd");
-			defined $cwd && $cwd eq $datadir
-		} glob('/proc/[0-9]*');
-		return 1 unless @left || kill(0, $pid);
-		usleep(100_000);
-	}
-	return 0;
-}
-
-# set_coord(name, value, shown): ALTER SYSTEM SET (value undef: RESET) on
-# the coordinator and reload; true once new sessions SHOW shown
-sub set_coord
-{
-	my ($name, $value, $shown) = @_;
-	my $set = defined $value ? "SET $name = '$value'" : "RESET $name";
-	$coord->safe_psql('postgres',
-		"ALTER SYSTEM $set; SELECT pg_reload_conf();");
-	return $coord->poll_query_until('postgres', "SHOW $name", $shown);
-}
-
 # ------------------------------------------ 1. the reference purchase, by SQL
 
 is( $coord->safe_psql(
@@ -328,8 +178,8 @@ is( $coord->safe_psql(
 		  . try_call('p1-purchase', 'orders', 'ord')),
 	"p1-purchase\n1\nord",
 	'1: each CALL returns its branch id, generated (1) or given (ord)');
-is(branches_of('p1-purchase'), '1:tried,ord:tried', '1: both branches tried');
-is(inventory_row(), '100|2|0', '1: the try froze 2');
+is(branches_of($coord, 'p1-purchase'), '1:tried,ord:tried', '1: both branches tried');
+is(inventory_row($participant), '100|2|0', '1: the try froze 2');
 is( $participant->safe_psql(
 		'orders', q{SELECT status FROM orders WHERE gid = 'p1-purchase'}),
 	'pending', '1: the order was created pending');
@@ -339,14 +189,14 @@ SELECT tcc.commit('p1-purchase');
 SELECT tcc.wait('p1-purchase', '30 s');}),
 	"confirming\nconfirmed",
 	'1: commit, then tcc.wait returns confirmed');
-is(branches_of('p1-purchase'), '1:confirmed,ord:confirmed',
+is(branches_of($coord, 'p1-purchase'), '1:confirmed,ord:confirmed',
 	'1: both branches confirmed');
 $status{'p1-purchase'} = 'confirmed';
 $order{'p1-purchase'} = 'completed';
 $fence{inventory}{'p1-purchase'} = '1:confirmed';
 $fence{orders}{'p1-purchase'} = 'ord:confirmed';
 $sold += 2;
-check_invariants('1');
+check_invariants('1', %ends, sold => $sold);
 
 # ------------------------------------------------- 2. a participant's error
 
@@ -393,7 +243,7 @@ SELECT string_agg(branch_id || ':' || status || ':'
   FROM tcc.branches WHERE gid = 'p2-error'}),
 	'ord:tried:-:false,inv:try_failed:23514:true',
 	'2: the inventory branch is try_failed with the participant\'s error');
-is(inventory_row(), '100|0|2', '2: the failed try froze nothing');
+is(inventory_row($participant), '100|0|2', '2: the failed try froze nothing');
 like(
 	psql_fails($coord, 'postgres', q{SELECT tcc.commit('p2-error')}),
 	qr/ERROR:  55000: cannot commit global transaction "p2-error" because the try of branch "inv" failed/m,
@@ -406,13 +256,13 @@ SELECT tcc.rollback('p2-error');
 SELECT tcc.wait('p2-error', '30 s');}),
 	"cancelling\ncancelled",
 	'2: rollback, then tcc.wait returns cancelled');
-is(branches_of('p2-error'), 'ord:cancelled,inv:cancelled',
+is(branches_of($coord, 'p2-error'), 'ord:cancelled,inv:cancelled',
 	'2: both branches cancelled');
 $status{'p2-error'} = 'cancelled';
 $order{'p2-error'} = 'cancelled';
 $fence{inventory}{'p2-error'} = 'inv:cancelled_early';
 $fence{orders}{'p2-error'} = 'ord:cancelled';
-check_invariants('2');
+check_invariants('2', %ends, sold => $sold);
 
 # ------------------------------------------------- 3. a try returning false
 
@@ -433,7 +283,7 @@ SELECT status || ':' || coalesce(last_error, '-') FROM tcc.branches
  WHERE gid = 'p3-false'}),
 	'try_failed:the try returned false',
 	'3: the branch is try_failed');
-is(inventory_row(), '100|0|2', '3: the refused try froze nothing');
+is(inventory_row($participant), '100|0|2', '3: the refused try froze nothing');
 is( $coord->safe_psql(
 		'postgres', q{
 SELECT tcc.rollback('p3-false');
@@ -442,7 +292,7 @@ SELECT tcc.wait('p3-false', '30 s');}),
 	'3: rollback, then tcc.wait returns cancelled');
 $status{'p3-false'} = 'cancelled';
 $fence{inventory}{'p3-false'} = 'inv:cancelled_early';
-check_invariants('3');
+check_invariants('3', %ends, sold => $sold);
 
 # ------------------------------------- 4. refused inside a transaction block
 
@@ -479,9 +329,9 @@ $status{'p4-block'} = 'cancelled';
 my $slow_payload = '{"product": 1, "qty": 2, "sleep": 4}';
 $coord->safe_psql('postgres',
 	q{SELECT tcc.begin('p5-kill9', timeout => '3 s')});
-my ($h5, $out5, $err5) = start_psql($coord, 'try_kill9',
+my ($h5, $out5, $err5) = start_psql($coord, 'postgres', 'try_kill9',
 	"SET synchronous_commit = off;\n"
-	  . try_call('p5-kill9', 'inventory', 'inv', $slow_payload, 'slow_try'));
+	  . try_call('p5-kill9', 'inventory', 'inv', $slow_payload, 'slow_try'), 1);
 ok( $coord->poll_query_until(
 		'postgres', q{
 SELECT status FROM tcc.branches WHERE gid = 'p5-kill9'}, 'registered'),
@@ -489,18 +339,13 @@ SELECT status FROM tcc.branches WHERE gid = 'p5-kill9'}, 'registered'),
 ok($participant->poll_query_until('inventory', $slow_running),
 	'5: the slow try runs on the participant');
 
-my $log_offset = -s $coord->logfile;
-my $pid = $coord->{_pid};
-$coord->kill9;
-ok(server_processes_gone($coord, $pid),
-	'5: every coordinator process has exited');
-$h5->finish;
-like($$err5, qr/server closed the connection|connection to server/,
-	'5: the CALL lost its connection');
-$coord->start;
-ok($coord->log_contains(qr/database system was not properly shut down/,
-		$log_offset),
-	'5: the coordinator restarted with crash recovery');
+kill9_and_restart(
+	$coord, '5',
+	sub {
+		$h5->finish;
+		like($$err5, qr/server closed the connection|connection to server/,
+			'5: the CALL lost its connection');
+	});
 like(
 	$coord->safe_psql(
 		'postgres', q{
@@ -523,14 +368,14 @@ note "5: the orphaned try "
   . ($fence5 eq 'cancelled' ? 'ran before the cancel' : 'was refused');
 $status{'p5-kill9'} = 'cancelled';
 $fence{inventory}{'p5-kill9'} = "inv:$fence5";
-check_invariants('5');
+check_invariants('5', %ends, sold => $sold);
 
 # ------------------------------------- 6. query cancel during a slow try
 
 $slow_payload = '{"product": 1, "qty": 2, "sleep": 60}';
 $coord->safe_psql('postgres', q{SELECT tcc.begin('p6-cancel')});
-my ($h6, $out6, $err6) = start_psql($coord, 'try_cancel',
-	try_call('p6-cancel', 'inventory', 'inv', $slow_payload, 'slow_try'));
+my ($h6, $out6, $err6) = start_psql($coord, 'postgres', 'try_cancel',
+	try_call('p6-cancel', 'inventory', 'inv', $slow_payload, 'slow_try'), 1);
 ok($participant->poll_query_until('inventory', $slow_running),
 	'6: the slow try runs on the participant');
 ok($coord->poll_query_until('postgres', waiting_query('try_cancel')),
@@ -547,7 +392,7 @@ cmp_ok($elapsed, '<', 20,
 	'6: the participant\'s query was cancelled, long before its sleep ends');
 note sprintf('6: the participant\'s query ended %.2f s after the cancel',
 	$elapsed);
-is(branches_of('p6-cancel'), 'inv:registered',
+is(branches_of($coord, 'p6-cancel'), 'inv:registered',
 	'6: the branch stays registered');
 is($participant->safe_psql('inventory', 'SELECT frozen FROM product'),
 	'0', '6: the cancelled try froze nothing');
@@ -559,7 +404,7 @@ SELECT tcc.wait('p6-cancel', '30 s');}),
 	'6: rollback, then tcc.wait returns cancelled');
 $status{'p6-cancel'} = 'cancelled';
 $fence{inventory}{'p6-cancel'} = 'inv:cancelled_early';
-check_invariants('6');
+check_invariants('6', %ends, sold => $sold);
 
 # ----------------------------------------- 7. tcc.call_timeout and the try
 
@@ -567,7 +412,7 @@ is( $coord->safe_psql(
 		'postgres', q{
 SELECT context FROM pg_settings WHERE name = 'tcc.call_timeout'}),
 	'sighup', '7: tcc.call_timeout is set in the configuration');
-ok(set_coord('tcc.call_timeout', '1s', '1s'),
+ok(set_conf($coord, 'tcc.call_timeout', '1s', '1s'),
 	'7: tcc.call_timeout = 1s in force');
 $coord->safe_psql('postgres', q{SELECT tcc.begin('p7-call-timeout')});
 $t0 = time();
@@ -586,7 +431,7 @@ SELECT status || ':' || last_sqlstate FROM tcc.branches
 	'7: the branch is try_failed with 57014');
 ok($participant->poll_query_until('inventory', $slow_gone),
 	'7: the timed-out try was cancelled on the participant');
-ok(set_coord('tcc.call_timeout', undef, '10s'), '7: tcc.call_timeout reset');
+ok(set_conf($coord, 'tcc.call_timeout', undef, '10s'), '7: tcc.call_timeout reset');
 is( $coord->safe_psql(
 		'postgres', q{
 SELECT tcc.rollback('p7-call-timeout');
@@ -595,11 +440,11 @@ SELECT tcc.wait('p7-call-timeout', '30 s');}),
 	'7: rollback, then tcc.wait returns cancelled');
 $status{'p7-call-timeout'} = 'cancelled';
 $fence{inventory}{'p7-call-timeout'} = 'inv:cancelled_early';
-check_invariants('7');
+check_invariants('7', %ends, sold => $sold);
 
 # ------------------------------------------------------------- 8. tcc.wait
 
-ok(set_coord('tcc.naptime', '5s', '5s'), '8: tcc.naptime = 5s in force');
+ok(set_conf($coord, 'tcc.naptime', '5s', '5s'), '8: tcc.naptime = 5s in force');
 
 # (a) + (c): a purchase whose inventory confirm waits for a row lock
 is( $coord->safe_psql(
@@ -619,8 +464,8 @@ SELECT string_agg(branch_id || ':' || status, ',' ORDER BY seq)
   FROM tcc.branches WHERE gid = 'p8a-wakeup'},
 		'inv:confirming,ord:confirmed'),
 	'8a: the inventory confirm is held up by the row lock');
-my ($h8a, $out8a, $err8a) = start_psql($coord, 'wait_wakeup',
-	q{SELECT tcc.wait('p8a-wakeup', '60 s');});
+my ($h8a, $out8a, $err8a) = start_psql($coord, 'postgres', 'wait_wakeup',
+	q{SELECT tcc.wait('p8a-wakeup', '60 s');}, 1);
 ok($coord->poll_query_until('postgres', waiting_query('wait_wakeup')),
 	'8c: the waiting session shows wait_event_type Extension');
 is($coord->safe_psql('postgres', q{SELECT tcc.status('p8a-wakeup')}),
@@ -654,8 +499,8 @@ cmp_ok($secs8b, '<', 3.5, '8b: nor long after it');
 note "8b: tcc.wait returned after $secs8b s";
 
 # (c) + (d): a wait cancelled
-my ($h8d, $out8d, $err8d) = start_psql($coord, 'wait_cancel',
-	q{SELECT tcc.wait('p8b-trying', '60 s');});
+my ($h8d, $out8d, $err8d) = start_psql($coord, 'postgres', 'wait_cancel',
+	q{SELECT tcc.wait('p8b-trying', '60 s');}, 1);
 ok($coord->poll_query_until('postgres', waiting_query('wait_cancel')),
 	'8c: a waiting session shows wait_event_type Extension');
 is(cancel('wait_cancel'), 't', '8d: the wait is cancelled');
@@ -667,10 +512,10 @@ is($coord->safe_psql('postgres', q{SELECT tcc.rollback('p8b-trying')}),
 	'cancelled', '8b: rolled back');
 $status{'p8b-trying'} = 'cancelled';
 
-ok(set_coord('tcc.naptime', undef, '100ms'), '8: tcc.naptime = 100ms again');
+ok(set_conf($coord, 'tcc.naptime', undef, '100ms'), '8: tcc.naptime = 100ms again');
 
 # (e): a confirm that keeps refusing, tcc.max_attempts = 2
-ok(set_coord('tcc.max_attempts', '2', '2'),
+ok(set_conf($coord, 'tcc.max_attempts', '2', '2'),
 	'8e: tcc.max_attempts = 2 in force');
 $locker = $participant->background_psql('inventory');
 $locker->query_safe(
@@ -683,8 +528,8 @@ SELECT tcc.register_branch('p8e-failed', 'inventory',
 SELECT tcc.commit('p8e-failed');}),
 	"p8e-failed\nref\nconfirming",
 	'8e: a transaction whose confirm refuses is committed');
-my ($h8e, $out8e, $err8e) = start_psql($coord, 'wait_failed',
-	q{SELECT tcc.wait('p8e-failed', '60 s');});
+my ($h8e, $out8e, $err8e) = start_psql($coord, 'postgres', 'wait_failed',
+	q{SELECT tcc.wait('p8e-failed', '60 s');}, 1);
 ok($coord->poll_query_until('postgres', waiting_query('wait_failed')),
 	'8e: tcc.wait waits');
 $t0 = time();
@@ -704,7 +549,7 @@ SELECT b.status || ':' || b.attempts || ':' || b.last_sqlstate || ':'
  WHERE gid = 'p8e-failed'}),
 	'failed:2:P0001:confirming',
 	'8e: the branch failed after 2 attempts');
-ok(set_coord('tcc.max_attempts', undef, '50'), '8e: tcc.max_attempts reset');
+ok(set_conf($coord, 'tcc.max_attempts', undef, '50'), '8e: tcc.max_attempts reset');
 $participant->safe_psql('inventory', 'DELETE FROM refuse');
 is( $coord->safe_psql(
 		'postgres', q{
@@ -754,7 +599,7 @@ $order{'p8f-repeatable-read'} = 'completed';
 $fence{inventory}{'p8f-repeatable-read'} = 'inv:confirmed';
 $fence{orders}{'p8f-repeatable-read'} = 'ord:confirmed';
 $sold += 2;
-check_invariants('8');
+check_invariants('8', %ends, sold => $sold);
 
 $coord->stop;
 $participant->stop;

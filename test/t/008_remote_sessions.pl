@@ -20,11 +20,13 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
 # how long a step may take while the participant is stopped
 my $window = 8;
@@ -73,60 +75,23 @@ BEGIN
 END $$;
 });
 
-my $coord = PostgreSQL::Test::Cluster->new('coordinator');
-$coord->init;
-$coord->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '300ms'
-tcc.call_timeout = '1s'
-tcc.connect_timeout = '2s'
-});
-$coord->start;
+my $coord = tcc_cluster(
+	'coordinator',
+	[
+		'tcc.naptime' => '100ms',
+		'tcc.retry_base' => '50ms',
+		'tcc.retry_max' => '300ms',
+		'tcc.call_timeout' => '1s',
+		'tcc.connect_timeout' => '2s'
+	]);
 
-my $phost = $participant->host;
-my $pport = $participant->port;
-my $role = $coord->safe_psql('postgres', 'SELECT current_user');
-
-$coord->safe_psql(
-	'postgres', qq{
-CREATE EXTENSION tcc;
-CREATE SERVER p FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname 'part');
-CREATE USER MAPPING FOR CURRENT_USER SERVER p OPTIONS (user '$role');
-CREATE SERVER withopts FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname 'part',
-			 options '-c work_mem=7MB');
-CREATE USER MAPPING FOR CURRENT_USER SERVER withopts OPTIONS (user '$role');
-CREATE SERVER h FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname 'part');
-CREATE USER MAPPING FOR CURRENT_USER SERVER h OPTIONS (user '$role');
-});
+$coord->safe_psql('postgres', 'CREATE EXTENSION tcc');
+create_server($coord, $participant, 'p', 'part');
+create_server($coord, $participant, 'withopts', 'part',
+	options => "options '-c work_mem=7MB'");
+create_server($coord, $participant, 'h', 'part');
 
 # ----------------------------------------------------------------- helpers
-
-# poll(node, db, sql, expected, seconds): run sql until it returns
-# expected; (true, elapsed) or (false, elapsed) after seconds
-sub poll
-{
-	my ($node, $db, $sql, $expected, $seconds) = @_;
-	my $start = time();
-	my $last = '';
-
-	for (;;)
-	{
-		my ($stdout, $stderr);
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		$last = defined $stdout ? $stdout : '';
-		return (1, time() - $start) if $last eq $expected;
-		last if time() - $start > $seconds;
-		usleep(50_000);
-	}
-	diag("waited ${seconds}s for \"$expected\" from: $sql\nlast: \"$last\"");
-	return (0, time() - $start);
-}
 
 # sql_tx(gid, server, confirm): the SQL that begins gid, registers one
 # branch with this confirm and commits
@@ -147,7 +112,7 @@ sub confirmed
 	my ($name, @gids) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	my $list = join(',', map { "'$_'" } @gids);
-	my ($ok) = poll($coord, 'postgres',
+	my ($ok) = poll_until($coord, 'postgres',
 		"SELECT count(*) FROM tcc.transactions WHERE gid IN ($list)"
 		  . " AND status = 'confirmed'",
 		scalar(@gids), 10);
@@ -182,7 +147,7 @@ run_tx('reset: the next confirm finds ok_func on the default search_path',
 
 run_tx('reset: a confirm takes advisory lock 4242', 's3', 'p',
 	'SELECT true FROM pg_advisory_lock(4242)');
-ok( ( poll($participant, 'part', 'SELECT pg_try_advisory_lock(4242)', 't',
+ok( ( poll_until($participant, 'part', 'SELECT pg_try_advisory_lock(4242)', 't',
 			5))[0],
 	'reset: the advisory lock is not held after the action');
 
@@ -265,20 +230,6 @@ SELECT count(*) > 0 FROM pg_stat_activity
    AND clock_timestamp() - query_start < interval '300ms'
    AND pid <> pg_backend_pid()};
 
-# wait_until(cond, seconds): poll the sub cond until it is true; (true,
-# elapsed), or (false, elapsed) after seconds
-sub wait_until
-{
-	my ($cond, $seconds) = @_;
-	my $start = time();
-	until ($cond->())
-	{
-		return (0, time() - $start) if time() - $start > $seconds;
-		usleep(50_000);
-	}
-	return (1, time() - $start);
-}
-
 my $worker_sql =
   q{SELECT pid FROM tcc.worker WHERE datname = 'postgres'};
 
@@ -296,7 +247,7 @@ my $try = IPC::Run::start(
 			'SELECT true', 'SELECT true')}
 	],
 	'>', \$try_out, '2>', \$try_err);
-ok((poll($participant, 'part', $hanging, 't', 30))[0],
+ok((poll_until($participant, 'part', $hanging, 't', 30))[0],
 	'try: CALL tcc.try runs its try on the participant');
 stop_participant();
 $coord->safe_psql('postgres',
@@ -317,7 +268,7 @@ $coord->safe_psql('postgres',
 # (a, b) a confirm in flight when the participant stops
 $coord->safe_psql('postgres',
 	sql_tx('h1', 'h', 'SELECT hang_action($1, $2, $3)'));
-ok((poll($participant, 'part', $hanging, 't', 30))[0],
+ok((poll_until($participant, 'part', $hanging, 't', 30))[0],
 	'hang: the confirm runs on the participant');
 stop_participant();
 sleep 2;    # past tcc.call_timeout
@@ -326,7 +277,7 @@ my $wakeup_sql =
   q{SELECT last_wakeup FROM tcc.worker WHERE datname = 'postgres'};
 my $wakeup = $coord->safe_psql('postgres', $wakeup_sql);
 my $worker_pid = $coord->safe_psql('postgres', $worker_sql);
-ok( ( poll($coord, 'postgres',
+ok( ( poll_until($coord, 'postgres',
 			"SELECT last_wakeup > '$wakeup' FROM tcc.worker"
 			  . " WHERE datname = 'postgres'",
 			't', $window))[0],
@@ -341,7 +292,7 @@ note sprintf('SIGTERM of the worker took %.2f s', $term_secs);
 resume_participant();
 
 # (c) a fast stop of the coordinator, with a new worker's call hanging
-ok((poll($participant, 'part', $hanging, 't', 30))[0],
+ok((poll_until($participant, 'part', $hanging, 't', 30))[0],
 	'stop: the restarted worker runs the confirm again');
 stop_participant();
 sleep 2;    # past tcc.call_timeout
@@ -365,13 +316,9 @@ confirmed('hang: the hanging confirm is confirmed once it answers', 'h1');
 # (e) a reload while the worker connects to the stopped participant: the
 # connect does not hold the SIGHUP for tcc.connect_timeout, and a shorter
 # tcc.connect_timeout ends it
-$coord->safe_psql(
-	'postgres', qq{
-CREATE SERVER h2 FOREIGN DATA WRAPPER tcc_fdw
-	OPTIONS (host '$phost', port '$pport', dbname 'part');
-CREATE USER MAPPING FOR CURRENT_USER SERVER h2 OPTIONS (user '$role');
-ALTER SYSTEM SET tcc.connect_timeout = '10min';
-SELECT pg_reload_conf();});
+create_server($coord, $participant, 'h2', 'part');
+$coord->safe_psql('postgres',
+	q{ALTER SYSTEM SET tcc.connect_timeout = '10min'; SELECT pg_reload_conf();});
 sleep 1;    # the worker has reloaded between two rounds
 stop_participant();
 $coord->safe_psql('postgres', sql_tx('h2', 'h2', 'SELECT ok_func()'));

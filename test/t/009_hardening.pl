@@ -50,74 +50,16 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use TccTest;
 use Test::More;
 use Time::HiRes qw(usleep);
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
-
-# ----------------------------------------------------------------- helpers
-
-# run_as(node, db, role, sql): safe_psql as role (undef: the superuser)
-sub run_as
-{
-	my ($node, $db, $role, $sql) = @_;
-	return $node->safe_psql($db, $sql,
-		extra_params => [ defined $role ? ('-U', $role) : () ]);
-}
-
-# error_of(node, db, role, sql): (SQLSTATE or 'none', stderr without the
-# LOCATION lines) of running sql as role, in verbose form
-sub error_of
-{
-	my ($node, $db, $role, $sql) = @_;
-	my ($stdout, $stderr);
-	my $rc = $node->psql(
-		$db, $sql,
-		stdout => \$stdout,
-		stderr => \$stderr,
-		extra_params => [
-			'-v', 'VERBOSITY=verbose', defined $role ? ('-U', $role) : ()
-		]);
-	$stderr =~ s/^LOCATION:.*$//mg;
-	return ('none', $stderr) if $rc == 0;
-	return ($stderr =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "no SQLSTATE in: $stderr",
-		$stderr);
-}
-
-sub sqlstate_of
-{
-	my ($sqlstate) = error_of(@_);
-	return $sqlstate;
-}
-
-# start_psql(node, db, name, sql): sql in a psql of its own, in the
-# background, under application_name name; returns the harness and a
-# reference to its stdout
-sub start_psql
-{
-	my ($node, $db, $name, $sql) = @_;
-	my ($out, $err) = ('', '');
-	my $file = "$tmp/$name.sql";
-
-	# from a file: IPC::Run would feed a string only while pumped
-	open(my $fh, '>', $file) or die "could not write $file: $!";
-	print $fh $sql;
-	close($fh);
-	my $h = IPC::Run::start(
-		[
-			$node->installed_command('psql'), '-XAtq',
-			'-v', 'ON_ERROR_STOP=1',
-			'-d', $node->connstr($db) . " application_name=$name"
-		],
-		'<', $file,
-		'>', \$out,
-		'2>', \$err,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return ($h, \$out);
-}
 
 # ------------------------------------------------------------ participant
 
@@ -130,11 +72,7 @@ my $pport = $participant->port;
 
 # the harness connects over the unix socket (trust); every TCP connection,
 # which is what tcc's server inv makes, must give a scram password
-my $hba = $participant->data_dir . '/pg_hba.conf';
-my $hba_text = slurp_file($hba);
-open(my $fh, '>', $hba) or die "could not write $hba: $!";
-print $fh "host all all 127.0.0.1/32 scram-sha-256\n$hba_text";
-close($fh);
+prepend_hba($participant, "host all all 127.0.0.1/32 scram-sha-256\n");
 $participant->safe_psql(
 	'postgres', qq{
 SET password_encryption = 'scram-sha-256';
@@ -150,7 +88,7 @@ $participant->reload;
 
 # the password file the coordinator's processes inherit
 my $passfile = "$tmp/pgpass";
-open($fh, '>', $passfile) or die "could not write $passfile: $!";
+open(my $fh, '>', $passfile) or die "could not write $passfile: $!";
 print $fh "127.0.0.1:$pport:*:$psu:su-secret\n";
 close($fh);
 chmod(0600, $passfile) or die "could not chmod $passfile: $!";
@@ -170,23 +108,17 @@ my $tcp = "host=127.0.0.1 port=$pport dbname=postgres user=$psu";
 
 # ------------------------------------------------------------ coordinator
 
-my $coord = PostgreSQL::Test::Cluster->new('coordinator');
-$coord->init;
-$coord->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '500ms'
-synchronous_commit = off
-wal_writer_delay = '10s'
-autovacuum = off
-checkpoint_timeout = '1h'
-restart_after_crash = on
-});
-$ENV{PGPASSFILE} = $passfile;
-$coord->start;
-delete $ENV{PGPASSFILE};
+my $coord = tcc_cluster(
+	'coordinator',
+	[
+		FAST_WORKER,
+		'synchronous_commit' => 'off',
+		'wal_writer_delay' => '10s',
+		'autovacuum' => 'off',
+		'checkpoint_timeout' => '1h',
+		'restart_after_crash' => 'on'
+	],
+	env => { PGPASSFILE => $passfile });
 
 my $csu = $coord->safe_psql('postgres', 'SELECT current_user');
 $coord->safe_psql(
@@ -585,15 +517,10 @@ is($coord->safe_psql('dur', q{SELECT state FROM tcc.fence WHERE gid = 'dz-1'}),
 
 # ----------------------------------------------- synchronous standby
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-synchronous_commit = off
-});
-$primary->start;
+my $primary = tcc_cluster(
+	'primary',
+	[ 'tcc.naptime' => '100ms', 'synchronous_commit' => 'off' ],
+	init => [ allows_streaming => 1 ]);
 $primary->safe_psql('postgres', 'CREATE EXTENSION tcc');
 $primary->backup('b');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
@@ -721,13 +648,9 @@ ssl_ca_file = '$cdir/ca.crt'
 	# app over TCP: SSL, its password and a certificate signed by the CA;
 	# no other TCP connection as app (so that no non-SSL retry of libpq
 	# finds the harness's trust line); the harness's own lines after these
-	my $chba = $cpart->data_dir . '/pg_hba.conf';
-	my $chba_text = slurp_file($chba);
-	open(my $hfh, '>', $chba) or die "could not write $chba: $!";
-	print $hfh "hostssl all app 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n"
-	  . "host all app 127.0.0.1/32 reject\n"
-	  . $chba_text;
-	close($hfh);
+	prepend_hba($cpart,
+		"hostssl all app 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n"
+		  . "host all app 127.0.0.1/32 reject\n");
 	$cpart->start;
 	my $cport = $cpart->port;
 	$cpart->safe_psql(
@@ -753,21 +676,18 @@ GRANT INSERT, SELECT ON cert_t TO app;});
 		'cert: premise: the participant accepts app\'s password with the certificate');
 
 	# --- the coordinator, whose processes find the certificate by themselves
-	my $ccoord = PostgreSQL::Test::Cluster->new('cert_coordinator');
-	$ccoord->init;
-	$ccoord->append_conf(
-		'postgresql.conf', q{
-shared_preload_libraries = 'tcc'
-tcc.naptime = '100ms'
-tcc.retry_base = '50ms'
-tcc.retry_max = '200ms'
-tcc.max_attempts = 2
-});
-	$ENV{PGSSLCERT} = "$cdir/client.crt";
-	$ENV{PGSSLKEY} = "$cdir/client.key";
-	$ccoord->start;
-	delete $ENV{PGSSLCERT};
-	delete $ENV{PGSSLKEY};
+	my $ccoord = tcc_cluster(
+		'cert_coordinator',
+		[
+			'tcc.naptime' => '100ms',
+			'tcc.retry_base' => '50ms',
+			'tcc.retry_max' => '200ms',
+			'tcc.max_attempts' => 2
+		],
+		env => {
+			PGSSLCERT => "$cdir/client.crt",
+			PGSSLKEY => "$cdir/client.key"
+		});
 
 	$ccoord->safe_psql(
 		'postgres', qq{
