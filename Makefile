@@ -7,6 +7,7 @@
 
 MODULE_big = tcc
 OBJS = \
+	src/action_sql.o \
 	src/args.o \
 	src/cancel.o \
 	src/coordinator.o \

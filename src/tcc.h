@@ -107,10 +107,12 @@ extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 
-/* coordinator.c */
+/* action_sql.c */
 extern void tcc_check_action_sql(const char *sql, const char *argname);
 extern bool tcc_error_is_about_text(int sqlerrcode);
 extern int	tcc_pin_action_settings(void);
+
+/* coordinator.c */
 extern char *tcc_try_register(FunctionCallInfo fcinfo, Oid *owner);
 extern void tcc_try_record(TccCall *call);
 
