@@ -11,10 +11,14 @@ OBJS = \
 	src/args.o \
 	src/cancel.o \
 	src/coordinator.o \
+	src/dispatch.o \
 	src/durable.o \
 	src/fence.o \
+	src/housekeeping.o \
 	src/install.o \
 	src/launcher.o \
+	src/local.o \
+	src/outcome.o \
 	src/participant.o \
 	src/remote.o \
 	src/shmem.o \

@@ -1,0 +1,189 @@
+/*-------------------------------------------------------------------------
+ *
+ * local.c
+ *	  Running a local action (server NULL) in the worker, as the global
+ *	  transaction's owner, in a security-restricted context, and recording
+ *	  its outcome in the same transaction.
+ *
+ * src/local.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/prepare.h"
+#include "commands/sequence.h"
+#include "pgstat.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
+
+#include "tcc.h"
+#include "worker.h"
+
+/*
+ * forget_session_state
+ *		Drop what a local action left in the worker's session that outlives
+ *		its transaction, so that the next action starts from a session as
+ *		clean as a new one: session-level advisory locks (which would also
+ *		block other sessions for as long as the worker lives), prepared
+ *		statements and the state of sequences (currval).
+ *
+ * Settings are rolled back by tcc_run_local_call itself.  The restricted
+ * security context already refuses the rest of what DISCARD ALL clears:
+ * temporary objects, LISTEN, cursors WITH HOLD and role changes.  Advisory
+ * locks taken for the transaction only are released by its commit, which
+ * follows at once.
+ */
+static void
+forget_session_state(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	DropAllPreparedStatements();
+	ResetSequenceCaches();
+}
+
+/*
+ * tcc_run_local_call
+ *		Run a local action (server NULL) here, as the transaction's owner,
+ *		and record its outcome in the same transaction: the branch is
+ *		confirmed exactly when the action's effects commit.
+ *
+ * The transaction's row is locked first, as everywhere, and the branch
+ * must still be due in the same phase; if the row is busy, or the branch
+ * moved on, nothing runs and false is returned (the branch is looked at
+ * again in a later round).
+ *
+ * The action runs in a subtransaction, so that its error can be recorded.
+ * The owner's rights apply, never the worker's: the user id is switched
+ * with SECURITY_RESTRICTED_OPERATION (as for index expressions run by
+ * maintenance commands), so the action can create no temporary objects nor
+ * change the session's role, and every setting it changes is rolled back
+ * afterwards, as ANALYZE does for the functions it runs.  search_path is
+ * the database's default rather than the worker's own pinned one, and
+ * tcc.call_timeout arms the statement timeout.  The subtransaction's abort
+ * restores the user id and settings when the action fails.  What else the
+ * action leaves in the session is dropped afterwards, whatever the outcome
+ * (forget_session_state).
+ */
+bool
+tcc_run_local_call(TccCall *call)
+{
+	static SPIPlanPtr branch_plan = NULL;
+	MemoryContext oldcontext;
+	ResourceOwner oldowner;
+	char	   *status;
+	bool		due;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	tcc_commit_durably();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, call->sql);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	due = (tcc_lock_global(call->gid, &status) == GLOBAL_LOCKED);
+	if (due)
+	{
+		Oid			due_types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		due_values[3];
+
+		due_values[0] = CStringGetTextDatum(call->gid);
+		due_values[1] = CStringGetTextDatum(call->branch_id);
+		due_values[2] = CStringGetTextDatum(call->phase);
+		due = tcc_spi_exec(&branch_plan,
+						   "SELECT 1 FROM tcc.branch"
+						   " WHERE gid = $1 AND branch_id = $2"
+						   "   AND status = $3",
+						   3, due_types, due_values, NULL, false, 1) == 1;
+	}
+	SPI_finish();
+	if (!due)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		tcc_free_call(call);
+		return false;
+	}
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(call->owner)))
+	{
+		call->outcome = TCC_CALL_ERROR;
+		call->error = psprintf("role with OID %u, which owns the global "
+							   "transaction, does not exist", call->owner);
+		strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+		call->permanent = true;
+	}
+	else
+	{
+		oldcontext = CurrentMemoryContext;
+		oldowner = CurrentResourceOwner;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcontext);
+
+		PG_TRY();
+		{
+			Oid			save_userid;
+			int			save_sec_context;
+			int			nestlevel;
+
+			GetUserIdAndSecContext(&save_userid, &save_sec_context);
+			SetUserIdAndSecContext(call->owner,
+								   save_sec_context |
+								   SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
+			nestlevel = NewGUCNestLevel();
+			(void) set_config_option("search_path",
+									 GetConfigOptionResetString("search_path"),
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+
+			/*
+			 * The statement_timeout setting arms its timer only for a
+			 * client's statements; arm it here.
+			 */
+			if (tcc_call_timeout > 0)
+				enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
+
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			tcc_spi_run_action(call);
+			SPI_finish();
+
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			AtEOXact_GUC(false, nestlevel);
+			SetUserIdAndSecContext(save_userid, save_sec_context);
+
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcontext);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			tcc_spi_action_failed(call, oldcontext, oldowner);
+		}
+		PG_END_TRY();
+
+		forget_session_state();
+	}
+
+	/* the error text must outlive the transaction until tcc_free_call */
+	if (call->error && GetMemoryChunkContext(call->error) != tcc_calls_context)
+		call->error = MemoryContextStrdup(tcc_calls_context, call->error);
+
+	/* the row is ours already, so this cannot find it busy */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	(void) tcc_record_outcome(call);
+	SPI_finish();
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	tcc_free_call(call);
+	return true;
+}
