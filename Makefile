@@ -22,9 +22,11 @@ OBJS = \
 	src/participant.o \
 	src/remote.o \
 	src/shmem.o \
+	src/state.o \
 	src/tcc.o \
 	src/tcc_spi.o \
 	src/try.o \
+	src/wait.o \
 	src/worker.o
 
 EXTENSION = tcc

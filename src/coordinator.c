@@ -1,42 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * coordinator.c
- *	  The coordinator's SQL API and its state machine: tcc.begin,
- *	  tcc.register_branch, tcc.add_step, tcc.commit, tcc.submit,
- *	  tcc.rollback, tcc.status, tcc.wait, tcc.retry and tcc.purge, and the
- *	  bookkeeping of CALL tcc.try (whose calling of the participant is in
- *	  try.c).
+ *	  The coordinator's SQL API: tcc.begin, tcc.register_branch,
+ *	  tcc.add_step, tcc.commit, tcc.submit, tcc.rollback, tcc.status,
+ *	  tcc.retry and tcc.purge, and the bookkeeping of CALL tcc.try (whose
+ *	  calling of the participant is in try.c; tcc.wait is in wait.c).
  *
- * A global transaction's status moves only along these edges:
- *
- *		trying -> confirming -> confirmed
- *		trying -> cancelling -> cancelled
- *		confirming | cancelling -> failed -> (the phase it left)
- *
- * plus trying -> confirmed and trying -> cancelled for a transaction that
- * has nothing to run in phase two.  This file makes the edges that users
- * ask for; the background worker makes the others.
- *
- * Concurrency.  Every call that changes a transaction first locks its row
- * with SELECT ... FOR UPDATE and decides on the status it finds under that
- * lock, so a commit racing a rollback (or the worker's timeout cancel) has
- * exactly one winner and the loser sees the winner's status.  A branch
- * registration does not only read the row: it UPDATEs it (branch_count).
- * That matters for the race between registering a branch and committing
- * the same transaction in two sessions:
- *
- * - register first: the commit's FOR UPDATE waits for the registering
- *	 transaction to end.  Under READ COMMITTED the commit then reads the
- *	 branches with a new snapshot, sees the new branch and confirms it.
- *	 Under REPEATABLE READ or SERIALIZABLE the commit's snapshot could not
- *	 see the branch, but because the registration updated the row, the
- *	 commit's FOR UPDATE fails with a serialization error instead of
- *	 leaving the branch behind.
- * - commit first: the registration's FOR UPDATE waits, then finds the
- *	 status no longer trying (or fails to serialize) and refuses.
- *
- * So a branch registered concurrently with a commit is either confirmed or
- * refused, never left behind.
+ * The states, their edges and the races between these calls are in
+ * doc/design.md; state.c reads, locks and moves a transaction's row for
+ * them.
  *
  * src/coordinator.c
  *
@@ -46,18 +18,13 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/defrem.h"
-#include "fmgr.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/memutils.h"
-#include "utils/timestamp.h"
-#include "utils/wait_event.h"
 
+#include "state.h"
 #include "tcc.h"
 
 PG_FUNCTION_INFO_V1(tcc_begin);
@@ -67,252 +34,9 @@ PG_FUNCTION_INFO_V1(tcc_commit);
 PG_FUNCTION_INFO_V1(tcc_submit);
 PG_FUNCTION_INFO_V1(tcc_rollback);
 PG_FUNCTION_INFO_V1(tcc_status);
-PG_FUNCTION_INFO_V1(tcc_wait);
 PG_FUNCTION_INFO_V1(tcc_retry);
 PG_FUNCTION_INFO_V1(tcc_purge);
 PG_FUNCTION_INFO_V1(tcc_is_visible);
-
-/* A global transaction's row, as read under its lock */
-typedef struct GlobalTx
-{
-	const char *gid;
-	const char *mode;
-	const char *status;			/* in the caller's memory, or a literal */
-	Oid			owner;
-	int32		branch_count;
-	char	   *deadline;		/* as text, for messages */
-	bool		expired;		/* deadline has passed */
-	bool		changed_here;	/* the current transaction wrote or locked
-								 * the row */
-} GlobalTx;
-
-/* how read_global_tx reads the row */
-typedef enum GlobalTxRead
-{
-	READ_PLAIN,					/* with the statement's snapshot */
-	READ_FOR_UPDATE,			/* ... and locked */
-	READ_LATEST					/* as last committed, whatever the isolation */
-} GlobalTxRead;
-
-/* the kind of phase two a transaction gets, from its mode */
-#define MODE_IS_TCC(tx)		(strcmp((tx)->mode, "tcc") == 0)
-#define STATUS_IS(tx, s)	(strcmp((tx)->status, (s)) == 0)
-
-/*
- * read_global_tx
- *		Read the row of global transaction gid into *tx, as how says, if the
- *		caller may see it.
- *
- * A transaction of a role whose privileges the caller does not have is
- * reported exactly as one that does not exist, so that no role learns
- * which gids another role uses (only tcc.begin says that a gid is taken).
- * The statement itself leaves such a row out, before FOR UPDATE would lock
- * it: waiting for another role's lock would tell the same thing by taking
- * time.  The owner of a row never changes, so the filter cannot go stale.
- * pg_has_role with USAGE is has_privs_of_role, and does not fail for a
- * role that has been dropped (its transactions are a superuser's).
- */
-static void
-read_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx,
-			   GlobalTxRead how)
-{
-	static SPIPlanPtr plans[3] = {NULL, NULL, NULL};
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		values[2];
-	bool		isnull;
-	uint64		nrows;
-
-#define GLOBAL_TX_SELECT \
-	"SELECT mode, status, owner, branch_count, deadline," \
-	"       deadline < statement_timestamp(), xmin, xmax" \
-	"  FROM tcc.global_transaction" \
-	" WHERE gid = $1 AND pg_has_role($2, owner, 'USAGE')"
-
-	values[0] = CStringGetTextDatum(gid);
-	values[1] = ObjectIdGetDatum(session->caller);
-	switch (how)
-	{
-		case READ_PLAIN:
-			nrows = tcc_spi_exec(&plans[how], GLOBAL_TX_SELECT,
-								 2, argtypes, values, NULL, false, 1);
-			break;
-		case READ_FOR_UPDATE:
-			nrows = tcc_spi_exec(&plans[how], GLOBAL_TX_SELECT " FOR UPDATE",
-								 2, argtypes, values, NULL, false, 1);
-			break;
-		case READ_LATEST:
-			nrows = tcc_spi_exec_latest(&plans[how], GLOBAL_TX_SELECT,
-										2, argtypes, values, NULL, 1);
-			break;
-	}
-#undef GLOBAL_TX_SELECT
-
-	if (nrows == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("global transaction \"%s\" does not exist", gid),
-				 errhint("Check the gid; finished transactions are deleted "
-						 "by tcc.purge, and transactions of other roles "
-						 "are not shown.")));
-
-	tx->gid = gid;
-	tx->mode = tcc_spi_getstring(0, 1);
-	tx->status = tcc_spi_getstring(0, 2);
-	tx->owner = DatumGetObjectId(tcc_spi_getdatum(0, 3, &isnull));
-	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 4, &isnull));
-	tx->deadline = tcc_spi_getstring(0, 5);
-	tx->expired = DatumGetBool(tcc_spi_getdatum(0, 6, &isnull));
-	/*
-	 * Written (xmin) or locked (xmax) by the current transaction.  xmax may
-	 * be a MultiXactId instead, when several transactions lock the row;
-	 * the current one is then among them only by a coincidence of numbers,
-	 * which at worst refuses a tcc.wait with a clear error.
-	 */
-	tx->changed_here =
-		TransactionIdIsCurrentTransactionId(
-			DatumGetTransactionId(tcc_spi_getdatum(0, 7, &isnull))) ||
-		TransactionIdIsCurrentTransactionId(
-			DatumGetTransactionId(tcc_spi_getdatum(0, 8, &isnull)));
-}
-
-/*
- * lock_global_tx
- *		read_global_tx with the row locked, which every transition needs.
- */
-static void
-lock_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx)
-{
-	read_global_tx(session, gid, tx, READ_FOR_UPDATE);
-}
-
-/*
- * refuse_transition
- *		Report that tx cannot take the transition action in its status.
- */
-static void
-refuse_transition(GlobalTx *tx, const char *action)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("cannot %s global transaction \"%s\" because it is %s",
-					action, tx->gid, tx->status),
-			 STATUS_IS(tx, "failed") ?
-			 errhint("Resume it with tcc.retry, or inspect tcc.branches "
-					 "for the error.") :
-			 errdetail("A transaction can be %s while it is trying; "
-					   "repeating that once it is %s returns its status.",
-					   strcmp(action, "commit") == 0 ? "committed" :
-					   strcmp(action, "submit") == 0 ? "submitted" :
-					   "rolled back",
-					   strcmp(action, "roll back") == 0 ?
-					   "cancelling or cancelled" :
-					   "confirming or confirmed")));
-}
-
-/*
- * check_not_expired
- *		Refuse to extend or commit a trying transaction whose deadline has
- *		passed.
- *
- * Such a transaction is due to be cancelled by the worker; letting a commit
- * win or lose against that depending on when the worker wakes up would make
- * the outcome a matter of timing.  After the deadline the answer is always
- * no, and rolling back is always allowed.
- */
-static void
-check_not_expired(GlobalTx *tx)
-{
-	if (tx->expired)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("global transaction \"%s\" has passed its deadline",
-						tx->gid),
-				 errdetail("Its try phase ended at %s.", tx->deadline),
-				 errhint("Roll it back with tcc.rollback; the worker cancels "
-						 "it in any case.")));
-}
-
-/*
- * check_mode
- *		Refuse a call that does not fit tx's mode: register_branch and commit
- *		are for tcc transactions, add_step and submit for saga and msg ones.
- */
-static void
-check_mode(GlobalTx *tx, bool want_tcc, const char *function,
-		   const char *instead)
-{
-	if (MODE_IS_TCC(tx) != want_tcc)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("global transaction \"%s\" is a %s transaction",
-						tx->gid, tx->mode),
-				 errdetail("%s applies to %s transactions only.", function,
-						   want_tcc ? "tcc" : "saga and msg"),
-				 errhint("Use %s.", instead)));
-}
-
-/*
- * set_global_status
- *		Move tx to new_status (the caller checked that the edge exists),
- *		stamping finished_at for a terminal status and keeping a reason.
- */
-static void
-set_global_status(GlobalTx *tx, const char *new_status, text *reason)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-
-	values[0] = CStringGetTextDatum(tx->gid);
-	values[1] = CStringGetTextDatum(new_status);
-	values[2] = PointerGetDatum(reason);
-	if (reason == NULL)
-		nulls[2] = 'n';
-
-	tcc_spi_exec(&plan,
-				 "UPDATE tcc.global_transaction"
-				 "   SET status = $2,"
-				 "       reason = coalesce($3, reason),"
-				 "       updated_at = now(),"
-				 "       finished_at = CASE WHEN $2 IN ('confirmed', 'cancelled')"
-				 "                          THEN now() END"
-				 " WHERE gid = $1",
-				 3, argtypes, values, nulls, false, 0);
-	tx->status = new_status;
-
-	if (strcmp(new_status, "confirmed") == 0 ||
-		strcmp(new_status, "cancelled") == 0)
-		tcc_wake_waiters_at_commit(tx->gid);
-}
-
-/*
- * set_branch_status
- *		Set the status of tx's branches (or only of the one with sequence
- *		number seq, when seq > 0).  A branch entering confirming or cancelling
- *		becomes due at once.
- */
-static void
-set_branch_status(GlobalTx *tx, const char *new_status, int32 seq)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
-	Datum		values[3];
-
-	values[0] = CStringGetTextDatum(tx->gid);
-	values[1] = CStringGetTextDatum(new_status);
-	values[2] = Int32GetDatum(seq);
-
-	tcc_spi_exec(&plan,
-				 "UPDATE tcc.branch"
-				 "   SET status = $2,"
-				 "       next_attempt_at = CASE WHEN $2 IN ('confirming',"
-				 "                                          'cancelling')"
-				 "                              THEN now() END,"
-				 "       updated_at = now()"
-				 " WHERE gid = $1 AND ($3 <= 0 OR seq = $3)",
-				 3, argtypes, values, NULL, false, 0);
-}
 
 /*
  * add_branch
@@ -374,8 +98,8 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 	tcc_spi_begin(&session);
 	tcc_commit_durably();
 
-	lock_global_tx(&session, gid, &tx);
-	check_mode(&tx, tcc_mode, function,
+	tcc_lock_global_tx(&session, gid, &tx);
+	tcc_check_mode(&tx, tcc_mode, function,
 			   tcc_mode ? "tcc.add_step" : "tcc.register_branch");
 	if (!STATUS_IS(&tx, "trying"))
 		ereport(ERROR,
@@ -384,7 +108,7 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 						"is %s", gid, tx.status),
 				 errdetail("%s works only while the transaction is trying.",
 						   function)));
-	check_not_expired(&tx);
+	tcc_check_not_expired(&tx);
 	if (server != NULL)
 	{
 		List	   *mapping;
@@ -707,7 +431,7 @@ tcc_try_record(TccCall *call)
 
 	tcc_spi_begin(&session);
 	tcc_commit_durably();
-	lock_global_tx(&session, call->gid, &tx);
+	tcc_lock_global_tx(&session, call->gid, &tx);
 
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
@@ -760,13 +484,13 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 
 	tcc_spi_begin(&session);
 	tcc_commit_durably();
-	lock_global_tx(&session, gid, &tx);
-	check_mode(&tx, tcc_mode, tcc_mode ? "tcc.commit" : "tcc.submit",
+	tcc_lock_global_tx(&session, gid, &tx);
+	tcc_check_mode(&tx, tcc_mode, tcc_mode ? "tcc.commit" : "tcc.submit",
 			   tcc_mode ? "tcc.submit" : "tcc.commit");
 
 	if (STATUS_IS(&tx, "trying"))
 	{
-		check_not_expired(&tx);
+		tcc_check_not_expired(&tx);
 		if (tcc_mode)
 		{
 			static SPIPlanPtr plan = NULL;
@@ -788,15 +512,15 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 		}
 
 		if (tx.branch_count == 0)
-			set_global_status(&tx, "confirmed", NULL);
+			tcc_set_global_status(&tx, "confirmed", NULL);
 		else
 		{
-			set_global_status(&tx, "confirming", NULL);
-			set_branch_status(&tx, "confirming", tcc_mode ? 0 : 1);
+			tcc_set_global_status(&tx, "confirming", NULL);
+			tcc_set_branch_status(&tx, "confirming", tcc_mode ? 0 : 1);
 		}
 	}
 	else if (!STATUS_IS(&tx, "confirming") && !STATUS_IS(&tx, "confirmed"))
-		refuse_transition(&tx, action);
+		tcc_refuse_transition(&tx, action);
 
 	tcc_spi_end(&session);
 	tcc_wake_worker_at_commit();
@@ -847,25 +571,25 @@ tcc_rollback(PG_FUNCTION_ARGS)
 
 	tcc_spi_begin(&session);
 	tcc_commit_durably();
-	lock_global_tx(&session, gid, &tx);
+	tcc_lock_global_tx(&session, gid, &tx);
 
 	if (STATUS_IS(&tx, "trying"))
 	{
 		if (tx.branch_count == 0)
-			set_global_status(&tx, "cancelled", reason);
+			tcc_set_global_status(&tx, "cancelled", reason);
 		else if (MODE_IS_TCC(&tx))
 		{
-			set_global_status(&tx, "cancelling", reason);
-			set_branch_status(&tx, "cancelling", 0);
+			tcc_set_global_status(&tx, "cancelling", reason);
+			tcc_set_branch_status(&tx, "cancelling", 0);
 		}
 		else
 		{
-			set_global_status(&tx, "cancelled", reason);
-			set_branch_status(&tx, "skipped", 0);
+			tcc_set_global_status(&tx, "cancelled", reason);
+			tcc_set_branch_status(&tx, "skipped", 0);
 		}
 	}
 	else if (!STATUS_IS(&tx, "cancelling") && !STATUS_IS(&tx, "cancelled"))
-		refuse_transition(&tx, "roll back");
+		tcc_refuse_transition(&tx, "roll back");
 
 	tcc_spi_end(&session);
 	tcc_wake_worker_at_commit();
@@ -887,114 +611,10 @@ tcc_status(PG_FUNCTION_ARGS)
 	gid = tcc_id_arg(fcinfo, 0, "gid");
 
 	tcc_spi_begin(&session);
-	read_global_tx(&session, gid, &tx, READ_PLAIN);
+	tcc_read_global_tx(&session, gid, &tx, READ_PLAIN);
 	tcc_spi_end(&session);
 
 	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
-}
-
-/*
- * tcc_wait
- *		tcc.wait(gid, timeout): block until global transaction gid is
- *		confirmed, cancelled or failed, or until timeout has passed;
- *		returns the status.
- *
- * Failed counts as an answer because a failed transaction waits for a
- * human, not for time.  The wait sleeps on a condition variable that
- * whoever ends the transaction broadcasts once it has committed (see
- * shmem.c), so it returns within moments of the change and costs nothing
- * meanwhile.  It prepares to sleep before it reads the status: a broadcast
- * that comes after the read then makes the sleep return at once, so none
- * is missed.  As a safety net against a wake-up lost all the same, and
- * without shared memory (tcc not preloaded, so nobody broadcasts), it
- * reads the status again every tcc.naptime.
- *
- * The status is read as last committed, not with the calling transaction's
- * snapshot, which under REPEATABLE READ would never show the change.  A
- * transaction that changed gid itself (began, committed, submitted it), or
- * only locked its row (a repeated tcc.commit), and has not committed yet
- * would wait for nothing: the worker sees the change only after the
- * commit, and skips a locked row.  That is refused.  The sleep ends on a query
- * cancel or a timeout of the session (statement_timeout) as any wait does.
- */
-Datum
-tcc_wait(PG_FUNCTION_ARGS)
-{
-	char	   *gid;
-	Interval   *timeout;
-	TimestampTz end;
-	ConditionVariable *cv;
-	MemoryContext wait_context;
-	MemoryContext oldcontext;
-	char	   *status;
-
-	gid = tcc_id_arg(fcinfo, 0, "gid");
-	tcc_check_not_null(fcinfo, 1, "timeout");
-	timeout = PG_GETARG_INTERVAL_P(1);
-	tcc_check_interval(timeout, "timeout", true);
-	end = tcc_add_interval(GetCurrentTimestamp(), timeout, false, "timeout");
-
-	/* each reading of the status allocates; keep that from piling up */
-	wait_context = AllocSetContextCreate(CurrentMemoryContext, "tcc.wait",
-										 ALLOCSET_SMALL_SIZES);
-	oldcontext = MemoryContextSwitchTo(wait_context);
-
-	cv = tcc_wait_variable(gid);
-	if (cv != NULL)
-		ConditionVariablePrepareToSleep(cv);
-
-	for (;;)
-	{
-		TccSpiSession session;
-		GlobalTx	tx;
-		long		remaining;
-
-		MemoryContextReset(wait_context);
-		tcc_spi_begin(&session);
-		read_global_tx(&session, gid, &tx, READ_LATEST);
-		tcc_spi_end(&session);
-
-		status = (char *) tx.status;
-		if (STATUS_IS(&tx, "confirmed") || STATUS_IS(&tx, "cancelled") ||
-			STATUS_IS(&tx, "failed"))
-			break;
-
-		if (tx.changed_here)
-			ereport(ERROR,
-					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-					 errmsg("cannot wait for global transaction \"%s\" in "
-							"the transaction that changed or locked it", gid),
-					 errdetail("The worker sees the change, and the row "
-							   "this transaction locked, only once this "
-							   "transaction commits."),
-					 errhint("Commit first, then call tcc.wait.")));
-
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-													end);
-		if (remaining <= 0)
-			break;
-		remaining = Min(remaining, (long) tcc_naptime);
-
-		if (cv != NULL)
-			(void) ConditionVariableTimedSleep(cv, remaining,
-											   PG_WAIT_EXTENSION);
-		else
-		{
-			(void) WaitLatch(MyLatch,
-							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 remaining, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-	}
-
-	if (cv != NULL)
-		ConditionVariableCancelSleep();
-	MemoryContextSwitchTo(oldcontext);
-	status = pstrdup(status);
-	MemoryContextDelete(wait_context);
-
-	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
 /*
@@ -1019,7 +639,7 @@ tcc_retry(PG_FUNCTION_ARGS)
 
 	tcc_spi_begin(&session);
 	tcc_commit_durably();
-	lock_global_tx(&session, gid, &tx);
+	tcc_lock_global_tx(&session, gid, &tx);
 
 	if (!STATUS_IS(&tx, "failed"))
 		ereport(ERROR,
