@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -249,4 +250,22 @@ tcc_add_interval(TimestampTz start, Interval *interval, bool subtract,
 	PG_END_TRY();
 
 	return result;
+}
+
+/*
+ * tcc_older_than_arg
+ *		Argument argno of the calling SQL function, a retention period called
+ *		older_than (required, not negative), as the time before which what
+ *		ended is old: the start of the transaction minus that period.
+ */
+TimestampTz
+tcc_older_than_arg(FunctionCallInfo fcinfo, int argno)
+{
+	Interval   *older_than;
+
+	tcc_check_not_null(fcinfo, argno, "older_than");
+	older_than = PG_GETARG_INTERVAL_P(argno);
+	tcc_check_interval(older_than, "older_than", true);
+	return tcc_add_interval(GetCurrentTransactionStartTimestamp(),
+							older_than, true, "older_than");
 }

@@ -266,17 +266,10 @@ tcc_fence_purge(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	TccSpiSession session;
-	Interval   *older_than;
-	TimestampTz cutoff;
+	TimestampTz cutoff = tcc_older_than_arg(fcinfo, 0);
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
 	Datum		values[1];
 	uint64		deleted;
-
-	tcc_check_not_null(fcinfo, 0, "older_than");
-	older_than = PG_GETARG_INTERVAL_P(0);
-	tcc_check_interval(older_than, "older_than", true);
-	cutoff = tcc_add_interval(GetCurrentTransactionStartTimestamp(),
-							  older_than, true, "older_than");
 
 	tcc_spi_begin(&session);
 	values[0] = TimestampTzGetDatum(cutoff);

@@ -130,6 +130,7 @@ extern void tcc_check_interval(Interval *interval, const char *argname,
 extern char *tcc_clip(const char *str);
 extern TimestampTz tcc_add_interval(TimestampTz start, Interval *interval,
 									bool subtract, const char *argname);
+extern TimestampTz tcc_older_than_arg(FunctionCallInfo fcinfo, int argno);
 
 /*
  * Why a participant cannot be reached for a transaction's owner, worded
