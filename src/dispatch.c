@@ -154,6 +154,45 @@ new_call(int row)
 }
 
 /*
+ * send_call
+ *		Start call, a branch found due: a remote one is sent to its
+ *		participant; a local one goes to *local, to be run once the remote
+ *		ones are on their way; one that needs no call (an absent
+ *		compensation: nothing to undo) or cannot be made (its server was
+ *		dropped or replaced since the registration) goes to *done with its
+ *		outcome.
+ */
+static void
+send_call(TccCall *call, List **done, List **local)
+{
+	ForeignServer *server;
+	TccRefusal	refusal;
+
+	if (call->sql == NULL)
+	{
+		call->sql = MemoryContextStrdup(tcc_calls_context, "");
+		call->outcome = TCC_CALL_DONE;
+		tcc_add_call(done, call);
+	}
+	else if (call->server == NULL)
+		tcc_add_call(local, call);
+	else if (!tcc_participant_server(call->server, &server, &refusal))
+	{
+		call->outcome = TCC_CALL_ERROR;
+		call->error = MemoryContextStrdup(tcc_calls_context,
+										  refusal.message);
+		strlcpy(call->sqlstate, refusal.sqlstate, sizeof(call->sqlstate));
+		call->permanent = true;
+		tcc_add_call(done, call);
+	}
+	else
+	{
+		call->serverid = server->serverid;
+		tcc_remote_send(call, done);
+	}
+}
+
+/*
  * tcc_dispatch
  *		Send the actions of the branches that are due; local ones are run
  *		(and recorded) here, after the remote ones are on their way.
@@ -224,38 +263,7 @@ tcc_dispatch(List **done, TimestampTz *next_due)
 
 			call = new_call(row);
 			room--;
-
-			/* a compensation may be absent: nothing to undo */
-			if (call->sql == NULL)
-			{
-				call->sql = MemoryContextStrdup(tcc_calls_context, "");
-				call->outcome = TCC_CALL_DONE;
-				tcc_add_call(done, call);
-			}
-			else if (call->server == NULL)
-				tcc_add_call(&local, call);
-			else
-			{
-				ForeignServer *server;
-				TccRefusal	refusal;
-
-				/* dropped or replaced since the registration */
-				if (!tcc_participant_server(call->server, &server, &refusal))
-				{
-					call->outcome = TCC_CALL_ERROR;
-					call->error = MemoryContextStrdup(tcc_calls_context,
-													  refusal.message);
-					strlcpy(call->sqlstate, refusal.sqlstate,
-							sizeof(call->sqlstate));
-					call->permanent = true;
-					tcc_add_call(done, call);
-				}
-				else
-				{
-					call->serverid = server->serverid;
-					tcc_remote_send(call, done);
-				}
-			}
+			send_call(call, done, &local);
 		}
 	}
 

@@ -46,6 +46,100 @@ forget_session_state(void)
 }
 
 /*
+ * local_call_is_due
+ *		Lock call's global transaction, without waiting, and check that its
+ *		branch is still due in call's phase.  The caller is in a transaction.
+ */
+static bool
+local_call_is_due(TccCall *call)
+{
+	static SPIPlanPtr branch_plan = NULL;
+	char	   *status;
+	bool		due;
+
+	Assert(IsTransactionState());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	due = (tcc_lock_global(call->gid, &status) == GLOBAL_LOCKED);
+	if (due)
+	{
+		Oid			due_types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		due_values[3];
+
+		due_values[0] = CStringGetTextDatum(call->gid);
+		due_values[1] = CStringGetTextDatum(call->branch_id);
+		due_values[2] = CStringGetTextDatum(call->phase);
+		due = tcc_spi_exec(&branch_plan,
+						   "SELECT 1 FROM tcc.branch"
+						   " WHERE gid = $1 AND branch_id = $2"
+						   "   AND status = $3",
+						   3, due_types, due_values, NULL, false, 1) == 1;
+	}
+	SPI_finish();
+	return due;
+}
+
+/*
+ * run_as_owner
+ *		Run call's action in a subtransaction, as its owner in a restricted
+ *		security context, with the database's default search_path and
+ *		tcc.call_timeout armed, and set its outcome (see tcc_run_local_call).
+ */
+static void
+run_as_owner(TccCall *call)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec_context;
+		int			nestlevel;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(call->owner,
+							   save_sec_context |
+							   SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path",
+								 GetConfigOptionResetString("search_path"),
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+
+		/*
+		 * The statement_timeout setting arms its timer only for a client's
+		 * statements; arm it here.
+		 */
+		if (tcc_call_timeout > 0)
+			enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		tcc_spi_run_action(call);
+		SPI_finish();
+
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		AtEOXact_GUC(false, nestlevel);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		tcc_spi_action_failed(call, oldcontext, oldowner);
+	}
+	PG_END_TRY();
+}
+
+/*
  * tcc_run_local_call
  *		Run a local action (server NULL) here, as the transaction's owner,
  *		and record its outcome in the same transaction: the branch is
@@ -71,37 +165,13 @@ forget_session_state(void)
 bool
 tcc_run_local_call(TccCall *call)
 {
-	static SPIPlanPtr branch_plan = NULL;
-	MemoryContext oldcontext;
-	ResourceOwner oldowner;
-	char	   *status;
-	bool		due;
-
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	tcc_commit_durably();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, call->sql);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	due = (tcc_lock_global(call->gid, &status) == GLOBAL_LOCKED);
-	if (due)
-	{
-		Oid			due_types[3] = {TEXTOID, TEXTOID, TEXTOID};
-		Datum		due_values[3];
-
-		due_values[0] = CStringGetTextDatum(call->gid);
-		due_values[1] = CStringGetTextDatum(call->branch_id);
-		due_values[2] = CStringGetTextDatum(call->phase);
-		due = tcc_spi_exec(&branch_plan,
-						   "SELECT 1 FROM tcc.branch"
-						   " WHERE gid = $1 AND branch_id = $2"
-						   "   AND status = $3",
-						   3, due_types, due_values, NULL, false, 1) == 1;
-	}
-	SPI_finish();
-	if (!due)
+	if (!local_call_is_due(call))
 	{
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -119,55 +189,7 @@ tcc_run_local_call(TccCall *call)
 	}
 	else
 	{
-		oldcontext = CurrentMemoryContext;
-		oldowner = CurrentResourceOwner;
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(oldcontext);
-
-		PG_TRY();
-		{
-			Oid			save_userid;
-			int			save_sec_context;
-			int			nestlevel;
-
-			GetUserIdAndSecContext(&save_userid, &save_sec_context);
-			SetUserIdAndSecContext(call->owner,
-								   save_sec_context |
-								   SECURITY_LOCAL_USERID_CHANGE |
-								   SECURITY_RESTRICTED_OPERATION);
-			nestlevel = NewGUCNestLevel();
-			(void) set_config_option("search_path",
-									 GetConfigOptionResetString("search_path"),
-									 PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_SAVE, true, 0, false);
-
-			/*
-			 * The statement_timeout setting arms its timer only for a
-			 * client's statements; arm it here.
-			 */
-			if (tcc_call_timeout > 0)
-				enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
-
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			tcc_spi_run_action(call);
-			SPI_finish();
-
-			disable_timeout(STATEMENT_TIMEOUT, false);
-			AtEOXact_GUC(false, nestlevel);
-			SetUserIdAndSecContext(save_userid, save_sec_context);
-
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcontext);
-			CurrentResourceOwner = oldowner;
-		}
-		PG_CATCH();
-		{
-			disable_timeout(STATEMENT_TIMEOUT, false);
-			tcc_spi_action_failed(call, oldcontext, oldowner);
-		}
-		PG_END_TRY();
-
+		run_as_owner(call);
 		forget_session_state();
 	}
 

@@ -107,22 +107,15 @@ worker_exit_absent(void)
 }
 
 /*
- * tcc_worker_main
- *		The body of the worker of the database whose OID is main_arg.
- *
- * SIGTERM is handled by die(): the worker stops at the next interrupt
- * check, which every wait makes (the waits for participants included), so
- * a slow participant cannot delay a shutdown.
+ * worker_start
+ *		Connect the worker to database dboid and take its slot, pin the
+ *		settings of its own session, and exit at once when the extension is
+ *		not installed there or the database is a template.
  */
-void
-tcc_worker_main(Datum main_arg)
+static void
+worker_start(Oid dboid)
 {
-	Oid			dboid = DatumGetObjectId(main_arg);
-	List	   *done = NIL;		/* calls with an outcome to record */
-	List	   *deferred = NIL; /* ... whose transaction was busy */
-	TimestampTz next_housekeeping = 0;
 	bool		extension_exists;
-	MemoryContext loop_context;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -174,6 +167,25 @@ tcc_worker_main(Datum main_arg)
 	CommitTransactionCommand();
 	if (!extension_exists)
 		worker_exit_absent();
+}
+
+/*
+ * tcc_worker_main
+ *		The body of the worker of the database whose OID is main_arg.
+ *
+ * SIGTERM is handled by die(): the worker stops at the next interrupt
+ * check, which every wait makes (the waits for participants included), so
+ * a slow participant cannot delay a shutdown.
+ */
+void
+tcc_worker_main(Datum main_arg)
+{
+	List	   *done = NIL;		/* calls with an outcome to record */
+	List	   *deferred = NIL; /* ... whose transaction was busy */
+	TimestampTz next_housekeeping = 0;
+	MemoryContext loop_context;
+
+	worker_start(DatumGetObjectId(main_arg));
 
 	tcc_dispatch_init();
 	tcc_remote_init(true);
