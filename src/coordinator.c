@@ -101,11 +101,11 @@ add_branch(FunctionCallInfo fcinfo, bool tcc_mode, const char *function,
 	tcc_lock_global_tx(&session, gid, &tx);
 	tcc_check_mode(&tx, tcc_mode, function,
 			   tcc_mode ? "tcc.add_step" : "tcc.register_branch");
-	if (!STATUS_IS(&tx, "trying"))
+	if (!STATUS_IS(&tx, TCC_TRYING))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot add to global transaction \"%s\" because it "
-						"is %s", gid, tx.status),
+						"is %s", gid, tcc_status_name(tx.status)),
 				 errdetail("%s works only while the transaction is trying.",
 						   function)));
 	tcc_check_not_expired(&tx);
@@ -488,7 +488,7 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 	tcc_check_mode(&tx, tcc_mode, tcc_mode ? "tcc.commit" : "tcc.submit",
 			   tcc_mode ? "tcc.submit" : "tcc.commit");
 
-	if (STATUS_IS(&tx, "trying"))
+	if (STATUS_IS(&tx, TCC_TRYING))
 	{
 		tcc_check_not_expired(&tx);
 		if (tcc_mode)
@@ -512,20 +512,20 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 		}
 
 		if (tx.branch_count == 0)
-			tcc_set_global_status(&tx, "confirmed", NULL);
+			tcc_set_global_status(&tx, TCC_CONFIRMED, NULL);
 		else
 		{
-			tcc_set_global_status(&tx, "confirming", NULL);
+			tcc_set_global_status(&tx, TCC_CONFIRMING, NULL);
 			tcc_set_branch_status(&tx, "confirming", tcc_mode ? 0 : 1);
 		}
 	}
-	else if (!STATUS_IS(&tx, "confirming") && !STATUS_IS(&tx, "confirmed"))
+	else if (!STATUS_IS(&tx, TCC_CONFIRMING) && !STATUS_IS(&tx, TCC_CONFIRMED))
 		tcc_refuse_transition(&tx, action);
 
 	tcc_spi_end(&session);
 	tcc_wake_worker_at_commit();
 
-	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
 }
 
 /*
@@ -573,28 +573,28 @@ tcc_rollback(PG_FUNCTION_ARGS)
 	tcc_commit_durably();
 	tcc_lock_global_tx(&session, gid, &tx);
 
-	if (STATUS_IS(&tx, "trying"))
+	if (STATUS_IS(&tx, TCC_TRYING))
 	{
 		if (tx.branch_count == 0)
-			tcc_set_global_status(&tx, "cancelled", reason);
+			tcc_set_global_status(&tx, TCC_CANCELLED, reason);
 		else if (MODE_IS_TCC(&tx))
 		{
-			tcc_set_global_status(&tx, "cancelling", reason);
+			tcc_set_global_status(&tx, TCC_CANCELLING, reason);
 			tcc_set_branch_status(&tx, "cancelling", 0);
 		}
 		else
 		{
-			tcc_set_global_status(&tx, "cancelled", reason);
+			tcc_set_global_status(&tx, TCC_CANCELLED, reason);
 			tcc_set_branch_status(&tx, "skipped", 0);
 		}
 	}
-	else if (!STATUS_IS(&tx, "cancelling") && !STATUS_IS(&tx, "cancelled"))
+	else if (!STATUS_IS(&tx, TCC_CANCELLING) && !STATUS_IS(&tx, TCC_CANCELLED))
 		tcc_refuse_transition(&tx, "roll back");
 
 	tcc_spi_end(&session);
 	tcc_wake_worker_at_commit();
 
-	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
 }
 
 /*
@@ -614,7 +614,7 @@ tcc_status(PG_FUNCTION_ARGS)
 	tcc_read_global_tx(&session, gid, &tx, READ_PLAIN);
 	tcc_spi_end(&session);
 
-	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
 }
 
 /*
@@ -641,11 +641,11 @@ tcc_retry(PG_FUNCTION_ARGS)
 	tcc_commit_durably();
 	tcc_lock_global_tx(&session, gid, &tx);
 
-	if (!STATUS_IS(&tx, "failed"))
+	if (!STATUS_IS(&tx, TCC_FAILED))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot retry global transaction \"%s\" because it "
-						"is %s", gid, tx.status),
+						"is %s", gid, tcc_status_name(tx.status)),
 				 errdetail("Only a failed transaction can be retried.")));
 
 	values[0] = CStringGetTextDatum(gid);
@@ -656,7 +656,7 @@ tcc_retry(PG_FUNCTION_ARGS)
 				 " WHERE gid = $1"
 				 " RETURNING status",
 				 1, argtypes, values, NULL, false, 0);
-	tx.status = tcc_spi_getstring(0, 1);
+	tx.status = tcc_status_from_name(tcc_spi_getstring(0, 1));
 
 	tcc_spi_exec(&branch_plan,
 				 "UPDATE tcc.branch"
@@ -670,7 +670,7 @@ tcc_retry(PG_FUNCTION_ARGS)
 	tcc_spi_end(&session);
 	tcc_wake_worker_at_commit();
 
-	PG_RETURN_TEXT_P(cstring_to_text(tx.status));
+	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
 }
 
 /*

@@ -50,6 +50,65 @@
 #include "state.h"
 #include "tcc.h"
 
+static const char *const status_names[TCC_STATUS_COUNT] = {
+	[TCC_TRYING] = "trying",
+	[TCC_CONFIRMING] = "confirming",
+	[TCC_CONFIRMED] = "confirmed",
+	[TCC_CANCELLING] = "cancelling",
+	[TCC_CANCELLED] = "cancelled",
+	[TCC_FAILED] = "failed",
+};
+
+/*
+ * The edges of doc/design.md, States: legal_edges[from][to].  A
+ * transaction with nothing to run goes from trying straight to its end; a
+ * saga whose forward step fails for good goes from confirming to
+ * cancelling; tcc.retry goes from failed back to the phase it left.
+ */
+static const bool legal_edges[TCC_STATUS_COUNT][TCC_STATUS_COUNT] = {
+	[TCC_TRYING] = {
+		[TCC_CONFIRMING] = true, [TCC_CONFIRMED] = true,
+		[TCC_CANCELLING] = true, [TCC_CANCELLED] = true,
+	},
+	[TCC_CONFIRMING] = {
+		[TCC_CONFIRMED] = true, [TCC_CANCELLING] = true, [TCC_FAILED] = true,
+	},
+	[TCC_CANCELLING] = {
+		[TCC_CANCELLED] = true, [TCC_FAILED] = true,
+	},
+	[TCC_FAILED] = {
+		[TCC_CONFIRMING] = true, [TCC_CANCELLING] = true,
+	},
+};
+
+/*
+ * tcc_status_name
+ *		The name of status, as the tables hold it.
+ */
+const char *
+tcc_status_name(TccStatus status)
+{
+	Assert(status >= 0 && status < TCC_STATUS_COUNT);
+	return status_names[status];
+}
+
+/*
+ * tcc_status_from_name
+ *		The status called name; the tables' CHECK constraint allows no
+ *		other, so an unknown name is a can't-happen error.
+ */
+TccStatus
+tcc_status_from_name(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < TCC_STATUS_COUNT; i++)
+		if (strcmp(status_names[i], name) == 0)
+			return (TccStatus) i;
+	elog(ERROR, "unknown global transaction status \"%s\"", name);
+	return TCC_TRYING;			/* keep the compiler quiet */
+}
+
 /*
  * tcc_read_global_tx
  *		Read the row of global transaction gid into *tx, as how says, if the
@@ -109,7 +168,7 @@ tcc_read_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx,
 
 	tx->gid = gid;
 	tx->mode = tcc_spi_getstring(0, 1);
-	tx->status = tcc_spi_getstring(0, 2);
+	tx->status = tcc_status_from_name(tcc_spi_getstring(0, 2));
 	tx->owner = DatumGetObjectId(tcc_spi_getdatum(0, 3, &isnull));
 	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 4, &isnull));
 	tx->deadline = tcc_spi_getstring(0, 5);
@@ -147,8 +206,8 @@ tcc_refuse_transition(GlobalTx *tx, const char *action)
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("cannot %s global transaction \"%s\" because it is %s",
-					action, tx->gid, tx->status),
-			 STATUS_IS(tx, "failed") ?
+					action, tx->gid, tcc_status_name(tx->status)),
+			 STATUS_IS(tx, TCC_FAILED) ?
 			 errhint("Resume it with tcc.retry, or inspect tcc.branches "
 					 "for the error.") :
 			 errdetail("A transaction can be %s while it is trying; "
@@ -205,19 +264,28 @@ tcc_check_mode(GlobalTx *tx, bool want_tcc, const char *function,
 
 /*
  * tcc_set_global_status
- *		Move tx to new_status (the caller checked that the edge exists),
- *		stamping finished_at for a terminal status and keeping a reason.
+ *		Move tx, whose row the caller has locked, to new_status, stamping
+ *		finished_at for a terminal status and keeping a reason; a terminal
+ *		status wakes the transaction's tcc.wait callers at commit.
+ *
+ * The caller decided on the edge from the status it found under the lock;
+ * an edge that does not exist is a bug, and stops here.
  */
 void
-tcc_set_global_status(GlobalTx *tx, const char *new_status, text *reason)
+tcc_set_global_status(GlobalTx *tx, TccStatus new_status, text *reason)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 
+	if (!legal_edges[tx->status][new_status])
+		elog(ERROR, "global transaction \"%s\" cannot go from %s to %s",
+			 tx->gid, tcc_status_name(tx->status),
+			 tcc_status_name(new_status));
+
 	values[0] = CStringGetTextDatum(tx->gid);
-	values[1] = CStringGetTextDatum(new_status);
+	values[1] = CStringGetTextDatum(tcc_status_name(new_status));
 	values[2] = PointerGetDatum(reason);
 	if (reason == NULL)
 		nulls[2] = 'n';
@@ -233,8 +301,7 @@ tcc_set_global_status(GlobalTx *tx, const char *new_status, text *reason)
 				 3, argtypes, values, nulls, false, 0);
 	tx->status = new_status;
 
-	if (strcmp(new_status, "confirmed") == 0 ||
-		strcmp(new_status, "cancelled") == 0)
+	if (new_status == TCC_CONFIRMED || new_status == TCC_CANCELLED)
 		tcc_wake_waiters_at_commit(tx->gid);
 }
 

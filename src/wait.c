@@ -83,9 +83,9 @@ tcc_wait(PG_FUNCTION_ARGS)
 		tcc_read_global_tx(&session, gid, &tx, READ_LATEST);
 		tcc_spi_end(&session);
 
-		status = (char *) tx.status;
-		if (STATUS_IS(&tx, "confirmed") || STATUS_IS(&tx, "cancelled") ||
-			STATUS_IS(&tx, "failed"))
+		status = (char *) tcc_status_name(tx.status);
+		if (STATUS_IS(&tx, TCC_CONFIRMED) || STATUS_IS(&tx, TCC_CANCELLED) ||
+			STATUS_IS(&tx, TCC_FAILED))
 			break;
 
 		if (tx.changed_here)
