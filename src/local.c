@@ -18,7 +18,6 @@
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
-#include "utils/timeout.h"
 
 #include "tcc.h"
 #include "worker.h"
@@ -80,66 +79,6 @@ local_call_is_due(TccCall *call)
 }
 
 /*
- * run_as_owner
- *		Run call's action in a subtransaction, as its owner in a restricted
- *		security context, with the database's default search_path and
- *		tcc.call_timeout armed, and set its outcome (see tcc_run_local_call).
- */
-static void
-run_as_owner(TccCall *call)
-{
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-
-	PG_TRY();
-	{
-		Oid			save_userid;
-		int			save_sec_context;
-		int			nestlevel;
-
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(call->owner,
-							   save_sec_context |
-							   SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nestlevel = NewGUCNestLevel();
-		(void) set_config_option("search_path",
-								 GetConfigOptionResetString("search_path"),
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-
-		/*
-		 * The statement_timeout setting arms its timer only for a client's
-		 * statements; arm it here.
-		 */
-		if (tcc_call_timeout > 0)
-			enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		tcc_spi_run_action(call);
-		SPI_finish();
-
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		AtEOXact_GUC(false, nestlevel);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		tcc_spi_action_failed(call, oldcontext, oldowner);
-	}
-	PG_END_TRY();
-}
-
-/*
  * tcc_run_local_call
  *		Run a local action (server NULL) here, as the transaction's owner,
  *		and record its outcome in the same transaction: the branch is
@@ -150,16 +89,10 @@ run_as_owner(TccCall *call)
  * moved on, nothing runs and false is returned (the branch is looked at
  * again in a later round).
  *
- * The action runs in a subtransaction, so that its error can be recorded.
- * The owner's rights apply, never the worker's: the user id is switched
- * with SECURITY_RESTRICTED_OPERATION (as for index expressions run by
- * maintenance commands), so the action can create no temporary objects nor
- * change the session's role, and every setting it changes is rolled back
- * afterwards, as ANALYZE does for the functions it runs.  search_path is
- * the database's default rather than the worker's own pinned one, and
- * tcc.call_timeout arms the statement timeout.  The subtransaction's abort
- * restores the user id and settings when the action fails.  What else the
- * action leaves in the session is dropped afterwards, whatever the outcome
+ * The action runs with the owner's rights, never the worker's, in a
+ * restricted security context, with the database's default search_path
+ * and tcc.call_timeout (tcc_spi_run_local, as_owner).  What else it leaves
+ * in the session is dropped afterwards, whatever the outcome
  * (forget_session_state).
  */
 bool
@@ -189,7 +122,7 @@ tcc_run_local_call(TccCall *call)
 	}
 	else
 	{
-		run_as_owner(call);
+		tcc_spi_run_local(call, true);
 		forget_session_state();
 	}
 

@@ -28,7 +28,7 @@
  * account may hold the participant's keys: a password file (~/.pgpass or
  * PGPASSFILE), a service file, PGPASSWORD, client certificates.  A role
  * that is not a superuser must connect with its own credentials only, so
- * tcc_mapping_password_ok (checked when a branch is registered and again
+ * mapping_password_ok (checked when a branch is registered and again
  * at every connect) requires a non-empty password in its user mapping: an
  * empty one is no password to libpq, which would then go looking in those
  * places.  With a password given, libpq consults neither the password
@@ -289,7 +289,7 @@ tcc_option_named(List *options, const char *name)
 }
 
 /*
- * tcc_user_mapping_options
+ * mapping_options
  *		The options of the user mapping that role userid uses on server
  *		serverid (its own, else PUBLIC's), and its OID in *umid; NIL and
  *		InvalidOid when there is none.
@@ -297,8 +297,8 @@ tcc_option_named(List *options, const char *name)
  * Unlike GetUserMapping, a missing mapping is not an error here: the
  * callers report it in their own terms.
  */
-List *
-tcc_user_mapping_options(Oid userid, Oid serverid, Oid *umid)
+static List *
+mapping_options(Oid userid, Oid serverid, Oid *umid)
 {
 	HeapTuple	tuple;
 	Datum		datum;
@@ -328,7 +328,7 @@ tcc_user_mapping_options(Oid userid, Oid serverid, Oid *umid)
 }
 
 /*
- * tcc_mapping_password_ok
+ * mapping_password_ok
  *		Whether a connection for role owner may be made with the options of
  *		its user mapping: always for a superuser; for any other role only
  *		when the mapping holds a non-empty password (see the file header).
@@ -336,8 +336,8 @@ tcc_user_mapping_options(Oid userid, Oid serverid, Oid *umid)
  * Registration (coordinator.c) and every connect (remote.c) ask this, so
  * that a mapping changed in between is caught.
  */
-bool
-tcc_mapping_password_ok(Oid owner, List *mapping)
+static bool
+mapping_password_ok(Oid owner, List *mapping)
 {
 	DefElem    *password;
 
@@ -442,7 +442,7 @@ tcc_participant_usage(Oid owner, const char *gid, ForeignServer *server,
  *		transaction gid, connects to server with (its own, else PUBLIC's),
  *		in *mapping and its OID in *umid; false, with *r filled in, when
  *		there is none, or when the owner is not a superuser and the mapping
- *		has no password (tcc_mapping_password_ok; see the file header).
+ *		has no password (mapping_password_ok; see the file header).
  */
 bool
 tcc_participant_mapping(Oid owner, const char *gid, ForeignServer *server,
@@ -450,8 +450,8 @@ tcc_participant_mapping(Oid owner, const char *gid, ForeignServer *server,
 {
 	char	   *name;
 
-	*mapping = tcc_user_mapping_options(owner, server->serverid, umid);
-	if (OidIsValid(*umid) && tcc_mapping_password_ok(owner, *mapping))
+	*mapping = mapping_options(owner, server->serverid, umid);
+	if (OidIsValid(*umid) && mapping_password_ok(owner, *mapping))
 		return true;
 
 	name = owner_name(owner);

@@ -99,9 +99,7 @@ extern uint64 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, Datum *values,
 								  const char *nulls, long count);
-extern void tcc_spi_run_action(TccCall *call);
-extern void tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
-								  ResourceOwner oldowner);
+extern void tcc_spi_run_local(TccCall *call, bool as_owner);
 extern void tcc_error_params(TccCall *call, Datum *values, char *nulls);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
@@ -147,9 +145,6 @@ typedef struct TccRefusal
 
 /* participant.c */
 extern DefElem *tcc_option_named(List *options, const char *name);
-extern List *tcc_user_mapping_options(Oid userid, Oid serverid,
-									  Oid *umid);
-extern bool tcc_mapping_password_ok(Oid owner, List *mapping);
 extern bool tcc_participant_server(const char *name,
 								   ForeignServer **server, TccRefusal *r);
 extern bool tcc_participant_usage(Oid owner, const char *gid,

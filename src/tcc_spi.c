@@ -41,6 +41,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 
 #include "tcc.h"
 
@@ -210,7 +211,7 @@ said_false(void)
 }
 
 /*
- * tcc_spi_run_action
+ * run_action
  *		Run call's action here, through SPI (connected by the caller), with
  *		its three typed parameters, and set its outcome: done, or not done
  *		when it returned a single false.  Errors propagate; the caller runs
@@ -221,12 +222,12 @@ said_false(void)
  * every statement of a string, so text that the two read differently
  * could otherwise run as two statements.  A text that fails the check now
  * (rows from before the check existed, say) can never succeed, and the
- * call says so in call->permanent (tcc_spi_action_failed takes that back
+ * call says so in call->permanent (action_failed takes that back
  * for an error that is not about the text).  Settings the action itself
  * makes are left to the caller, which knows whose session this is.
  */
-void
-tcc_spi_run_action(TccCall *call)
+static void
+run_action(TccCall *call)
 {
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
 	Datum		values[3];
@@ -261,16 +262,16 @@ tcc_spi_run_action(TccCall *call)
 }
 
 /*
- * tcc_spi_action_failed
- *		In the PG_CATCH of an action run by tcc_spi_run_action in an
+ * action_failed
+ *		In the PG_CATCH of an action run by run_action in an
  *		internal subtransaction: roll the subtransaction back, return to
  *		oldcontext and oldowner (those of the caller before the
  *		subtransaction began), and make the error call's outcome, copied
  *		into the call's own memory.
  */
-void
-tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
-					  ResourceOwner oldowner)
+static void
+action_failed(TccCall *call, MemoryContext oldcontext,
+			  ResourceOwner oldowner)
 {
 	ErrorData  *edata;
 
@@ -298,6 +299,85 @@ tcc_spi_action_failed(TccCall *call, MemoryContext oldcontext,
 	strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
 			sizeof(call->sqlstate));
 	FreeErrorData(edata);
+}
+
+/*
+ * tcc_spi_run_local
+ *		Run call's action (server NULL) here and set its outcome: in a
+ *		subtransaction, so that its error becomes the outcome rather than
+ *		the caller's, under one of two policies.
+ *
+ * as_owner (the worker's confirms, cancels, steps and compensations): as
+ * the global transaction's owner, never the worker's superuser, in a
+ * security-restricted context, as functions in index expressions run for
+ * maintenance commands, so the action can create no temporary objects nor
+ * change the session's role; with the database's default search_path
+ * rather than the worker's pinned one, tcc.call_timeout armed as the
+ * statement timeout, and every setting it changes rolled back afterwards,
+ * as ANALYZE does.  Otherwise (the try of CALL tcc.try): as the calling
+ * role with the session's settings, since the caller could have run the
+ * same SQL itself.  The subtransaction's abort restores the user id and
+ * the settings when the action fails.
+ */
+void
+tcc_spi_run_local(TccCall *call, bool as_owner)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		Oid			save_userid = InvalidOid;
+		int			save_sec_context = 0;
+		int			nestlevel = 0;
+
+		if (as_owner)
+		{
+			GetUserIdAndSecContext(&save_userid, &save_sec_context);
+			SetUserIdAndSecContext(call->owner,
+								   save_sec_context |
+								   SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
+			nestlevel = NewGUCNestLevel();
+			(void) set_config_option("search_path",
+									 GetConfigOptionResetString("search_path"),
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+
+			/*
+			 * The statement_timeout setting arms its timer only for a
+			 * client's statements; arm it here.
+			 */
+			if (tcc_call_timeout > 0)
+				enable_timeout_after(STATEMENT_TIMEOUT, tcc_call_timeout);
+		}
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		run_action(call);
+		SPI_finish();
+
+		if (as_owner)
+		{
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			AtEOXact_GUC(false, nestlevel);
+			SetUserIdAndSecContext(save_userid, save_sec_context);
+		}
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		if (as_owner)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+		action_failed(call, oldcontext, oldowner);
+	}
+	PG_END_TRY();
 }
 
 /*

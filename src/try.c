@@ -46,43 +46,12 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 #include "tcc.h"
 
 PG_FUNCTION_INFO_V1(tcc_try);
-
-/*
- * run_local_try
- *		Run call's try here, in a subtransaction so that its error can be
- *		recorded, as the calling role and with the session's settings: the
- *		caller could have run the same SQL itself.
- */
-static void
-run_local_try(TccCall *call)
-{
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-
-	PG_TRY();
-	{
-		tcc_spi_run_action(call);
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		tcc_spi_action_failed(call, oldcontext, oldowner);
-	}
-	PG_END_TRY();
-}
 
 /*
  * report_failed_try
@@ -213,7 +182,7 @@ tcc_try(PG_FUNCTION_ARGS)
 
 	/* 2. the try */
 	if (call->server == NULL)
-		run_local_try(call);
+		tcc_spi_run_local(call, false);
 	else
 	{
 		ForeignServer *server;
