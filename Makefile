@@ -9,6 +9,7 @@ MODULE_big = tcc
 OBJS = \
 	src/action_sql.o \
 	src/args.o \
+	src/branch.o \
 	src/cancel.o \
 	src/coordinator.o \
 	src/dispatch.o \
@@ -20,6 +21,7 @@ OBJS = \
 	src/local.o \
 	src/outcome.o \
 	src/participant.o \
+	src/register.o \
 	src/remote.o \
 	src/shmem.o \
 	src/state.o \

@@ -12,10 +12,12 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "commands/extension.h"
 #include "pgstat.h"
 #include "utils/snapmgr.h"
 
+#include "state.h"
 #include "tcc.h"
 #include "worker.h"
 
@@ -65,66 +67,19 @@ tcc_end_round(void)
 /*
  * expire_transactions
  *		Cancel the transactions still trying after their deadline, with
- *		reason "timeout", exactly as tcc.rollback would; returns how many.
- *
- * SKIP LOCKED: a transaction whose row a user holds (a commit in progress)
- * is left for the next round rather than waited for; if that commit wins,
- * the status is no longer trying and the guard below leaves it alone.
+ *		reason "timeout", exactly as tcc.rollback would (tcc_start_cancel);
+ *		returns how many.  A row a user holds is left for the next round.
  */
-static uint64
+static int
 expire_transactions(void)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
-	uint64		nrows;
-	uint64		row;
+	GlobalTx   *txs;
+	int			ntxs = tcc_lock_expired(TCC_BATCH_SIZE, &txs);
+	int			i;
 
-	values[0] = Int32GetDatum(TCC_BATCH_SIZE);
-	nrows = tcc_spi_exec(&plan,
-						 "WITH expired AS ("
-						 "  UPDATE tcc.global_transaction g"
-						 "     SET status = CASE WHEN g.mode = 'tcc'"
-						 "                        AND g.branch_count > 0"
-						 "                  THEN 'cancelling'"
-						 "                  ELSE 'cancelled' END,"
-						 "         reason = 'timeout',"
-						 "         updated_at = now(),"
-						 "         finished_at = CASE WHEN g.mode = 'tcc'"
-						 "                             AND g.branch_count > 0"
-						 "                       THEN NULL ELSE now() END"
-						 "   WHERE g.gid IN ("
-						 "          SELECT gid FROM tcc.global_transaction"
-						 "           WHERE status = 'trying'"
-						 "             AND deadline < now()"
-						 "           ORDER BY deadline LIMIT $1"
-						 "             FOR UPDATE SKIP LOCKED)"
-						 "     AND g.status = 'trying'"
-						 "  RETURNING g.gid, g.status),"
-						 " branches AS ("
-						 "  UPDATE tcc.branch b"
-						 "     SET status = CASE e.status WHEN 'cancelling'"
-						 "                  THEN 'cancelling' ELSE 'skipped' END,"
-						 "         next_attempt_at = CASE e.status"
-						 "             WHEN 'cancelling' THEN now() END,"
-						 "         updated_at = now()"
-						 "    FROM expired e"
-						 "   WHERE b.gid = e.gid)"
-						 "SELECT gid, status = 'cancelled' FROM expired",
-						 1, argtypes, values, NULL, false, 0);
-
-	/* those that ended here: their tcc.wait callers can return */
-	for (row = 0; row < nrows; row++)
-	{
-		bool		isnull;
-
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[row],
-									   SPI_tuptable->tupdesc, 2, &isnull)))
-			tcc_wake_waiters_at_commit(SPI_getvalue(SPI_tuptable->vals[row],
-													SPI_tuptable->tupdesc,
-													1));
-	}
-	return nrows;
+	for (i = 0; i < ntxs; i++)
+		tcc_start_cancel(&txs[i], "timeout");
+	return ntxs;
 }
 
 /*
@@ -136,34 +91,29 @@ expire_transactions(void)
 static bool
 purge_batch(bool fence)
 {
-	static SPIPlanPtr tx_plan = NULL;
 	static SPIPlanPtr fence_plan = NULL;
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	Datum		values[2];
 	uint64		deleted;
 
-	values[0] = Int32GetDatum(fence ? tcc_fence_retention : tcc_retention);
-	values[1] = Int32GetDatum(TCC_BATCH_SIZE);
-	if (fence)
-		deleted = tcc_spi_exec(&fence_plan,
-							   "DELETE FROM tcc.fence"
-							   " WHERE (gid, branch_id) IN ("
-							   "        SELECT gid, branch_id FROM tcc.fence"
-							   "         WHERE updated_at < now() -"
-							   "               $1 * interval '1 second'"
-							   "         LIMIT $2 FOR UPDATE SKIP LOCKED)",
-							   2, argtypes, values, NULL, false, 0);
-	else
-		deleted = tcc_spi_exec(&tx_plan,
-							   "DELETE FROM tcc.global_transaction"
-							   " WHERE gid IN ("
-							   "        SELECT gid FROM tcc.global_transaction"
-							   "         WHERE finished_at < now() -"
-							   "               $1 * interval '1 second'"
-							   "         ORDER BY finished_at LIMIT $2"
-							   "           FOR UPDATE SKIP LOCKED)",
-							   2, argtypes, values, NULL, false, 0);
+	/* now() is the start of the transaction, as in the fence statement */
+	if (!fence)
+		return tcc_delete_finished(GetCurrentTransactionStartTimestamp() -
+								   (TimestampTz) tcc_retention *
+								   USECS_PER_SEC,
+								   InvalidOid, TCC_BATCH_SIZE) ==
+			TCC_BATCH_SIZE;
 
+	values[0] = Int32GetDatum(tcc_fence_retention);
+	values[1] = Int32GetDatum(TCC_BATCH_SIZE);
+	deleted = tcc_spi_exec(&fence_plan,
+						   "DELETE FROM tcc.fence"
+						   " WHERE (gid, branch_id) IN ("
+						   "        SELECT gid, branch_id FROM tcc.fence"
+						   "         WHERE updated_at < now() -"
+						   "               $1 * interval '1 second'"
+						   "         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+						   2, argtypes, values, NULL, false, 0);
 	return deleted == TCC_BATCH_SIZE;
 }
 

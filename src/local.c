@@ -19,6 +19,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "state.h"
 #include "tcc.h"
 #include "worker.h"
 
@@ -52,28 +53,15 @@ forget_session_state(void)
 static bool
 local_call_is_due(TccCall *call)
 {
-	static SPIPlanPtr branch_plan = NULL;
-	char	   *status;
+	GlobalTx	tx;
 	bool		due;
 
 	Assert(IsTransactionState());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	due = (tcc_lock_global(call->gid, &status) == GLOBAL_LOCKED);
-	if (due)
-	{
-		Oid			due_types[3] = {TEXTOID, TEXTOID, TEXTOID};
-		Datum		due_values[3];
-
-		due_values[0] = CStringGetTextDatum(call->gid);
-		due_values[1] = CStringGetTextDatum(call->branch_id);
-		due_values[2] = CStringGetTextDatum(call->phase);
-		due = tcc_spi_exec(&branch_plan,
-						   "SELECT 1 FROM tcc.branch"
-						   " WHERE gid = $1 AND branch_id = $2"
-						   "   AND status = $3",
-						   3, due_types, due_values, NULL, false, 1) == 1;
-	}
+	due = tcc_lock_global_tx_nowait(call->gid, &tx) == GLOBAL_LOCKED &&
+		tcc_branch_is(call->gid, call->branch_id,
+					  tcc_branch_status_from_name(call->phase));
 	SPI_finish();
 	return due;
 }

@@ -7,9 +7,10 @@
  *	  attempts, the next saga step or compensation, and the end of a
  *	  transaction (doc/design.md, States and Running an action).
  *
- * Every change is guarded by the status it expects, under the global
- * transaction's row lock, which the worker takes without waiting
- * (tcc_lock_global): a row a user holds is dealt with in a later round.
+ * What to do is decided here; the rows are changed by state.c and
+ * branch.c, under the global transaction's row lock, which the worker
+ * takes without waiting (tcc_lock_global_tx_nowait): a row a user holds is
+ * dealt with in a later round.
  *
  * src/outcome.c
  *
@@ -21,9 +22,9 @@
 
 #include "common/pg_prng.h"
 #include "pgstat.h"
-#include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
+#include "state.h"
 #include "tcc.h"
 #include "worker.h"
 
@@ -115,115 +116,20 @@ retry_delay_ms(int attempts)
 }
 
 /*
- * tcc_lock_global
- *		Lock global transaction gid's row, without waiting, and set *status
- *		(in the transaction's memory).
- *
- * The worker never waits for a row lock: a user's transaction may keep one
- * for as long as it likes (a repeated tcc.rollback in an open transaction),
- * and waiting would stall every other transaction's phase two behind it,
- * or deadlock with a user transaction that locks several gids in another
- * order.  A row that is busy is simply dealt with in a later round.
- */
-GlobalLock
-tcc_lock_global(const char *gid, char **status)
-{
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr exists_plan = NULL;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-
-	values[0] = CStringGetTextDatum(gid);
-	if (tcc_spi_exec(&lock_plan,
-					 "SELECT status FROM tcc.global_transaction"
-					 " WHERE gid = $1 FOR UPDATE SKIP LOCKED",
-					 1, argtypes, values, NULL, false, 1) == 1)
-	{
-		*status = tcc_spi_getstring(0, 1);
-		return GLOBAL_LOCKED;
-	}
-	if (tcc_spi_exec(&exists_plan,
-					 "SELECT 1 FROM tcc.global_transaction WHERE gid = $1",
-					 1, argtypes, values, NULL, false, 1) == 1)
-		return GLOBAL_BUSY;
-	return GLOBAL_GONE;
-}
-
-/*
- * finish_transaction
- *		End global transaction gid, in phase phase, when none of its
- *		branches is left to run: confirming becomes confirmed, cancelling
- *		becomes cancelled.  Steps that never ran (skipped) and the saga step
- *		whose failure started the compensation (aborted) do not hold it up.
- */
-static void
-finish_transaction(const char *gid, const char *phase)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-
-	values[0] = CStringGetTextDatum(gid);
-	values[1] = CStringGetTextDatum(phase);
-	if (tcc_spi_exec(&plan,
-					 "UPDATE tcc.global_transaction"
-					 "   SET status = CASE $2 WHEN 'confirming'"
-					 "                THEN 'confirmed' ELSE 'cancelled' END,"
-					 "       finished_at = now(), updated_at = now()"
-					 " WHERE gid = $1 AND status = $2"
-					 "   AND NOT EXISTS ("
-					 "        SELECT 1 FROM tcc.branch"
-					 "         WHERE gid = $1"
-					 "           AND status NOT IN ('skipped', 'aborted',"
-					 "                CASE $2 WHEN 'confirming'"
-					 "                THEN 'confirmed' ELSE 'cancelled' END))",
-					 2, argtypes, values, NULL, false, 0) > 0)
-		tcc_wake_waiters_at_commit(gid);
-}
-
-/*
- * start_next
- *		Make the next saga or msg step of gid due, and return true; false
- *		when there is none left.
- *
- * Forward, the next step is the first one not yet run.  Backward (a saga
- * being compensated), it is the last one that completed: the steps are
- * undone one at a time, newest first.  attempts restarts from zero, as
- * tcc.max_attempts applies to the compensation's own.
+ * in_call_phase
+ *		Whether tx is still in the phase call ran in: a failed transaction
+ *		stays failed until tcc.retry, whatever its branches do meanwhile.
  */
 static bool
-start_next(const char *gid, bool forward)
+in_call_phase(GlobalTx *tx, TccCall *call)
 {
-	static SPIPlanPtr plans[2] = {NULL, NULL};
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-
-	values[0] = CStringGetTextDatum(gid);
-	if (forward)
-		return tcc_spi_exec(&plans[0],
-							"UPDATE tcc.branch"
-							"   SET status = 'confirming',"
-							"       next_attempt_at = now(), updated_at = now()"
-							" WHERE gid = $1"
-							"   AND seq = (SELECT min(seq) FROM tcc.branch"
-							"               WHERE gid = $1"
-							"                 AND status = 'registered')",
-							1, argtypes, values, NULL, false, 0) > 0;
-	return tcc_spi_exec(&plans[1],
-						"UPDATE tcc.branch"
-						"   SET status = 'cancelling', attempts = 0,"
-						"       next_attempt_at = now(), updated_at = now()"
-						" WHERE gid = $1"
-						"   AND seq = (SELECT max(seq) FROM tcc.branch"
-						"               WHERE gid = $1"
-						"                 AND status = 'confirmed')",
-						1, argtypes, values, NULL, false, 0) > 0;
+	return strcmp(tcc_status_name(tx->status), call->phase) == 0;
 }
 
 /*
  * record_success
- *		The action of call's branch succeeded: the branch is done, and its
- *		transaction moves on or ends.
+ *		The action of call's branch of tx succeeded: the branch is done, and
+ *		its transaction moves on or ends.
  *
  * A TCC transaction's branches run side by side, and the transaction ends
  * when the last one is done.  Saga and msg steps run one at a time: a
@@ -231,43 +137,27 @@ start_next(const char *gid, bool forward)
  * success makes the compensation of the step before it due.
  */
 static void
-record_success(TccCall *call, const char *status)
+record_success(GlobalTx *tx, TccCall *call)
 {
-	static SPIPlanPtr branch_plan = NULL;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
 	bool		confirming = (strcmp(call->phase, "confirming") == 0);
 
-	values[0] = CStringGetTextDatum(call->gid);
-	values[1] = CStringGetTextDatum(call->branch_id);
-	values[2] = CStringGetTextDatum(call->phase);
-
-	if (tcc_spi_exec(&branch_plan,
-					 "UPDATE tcc.branch"
-					 "   SET status = CASE $3 WHEN 'confirming'"
-					 "                THEN 'confirmed' ELSE 'cancelled' END,"
-					 "       attempts = attempts + 1,"
-					 "       last_attempt_at = now(),"
-					 "       next_attempt_at = NULL,"
-					 "       updated_at = now()"
-					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
-					 3, argtypes, values, NULL, false, 0) == 0)
+	if (!tcc_record_attempt(tx, call,
+							confirming ? BRANCH_CONFIRMED : BRANCH_CANCELLED,
+							-1, false))
 		return;					/* reset by tcc.retry meanwhile */
 
-	/* a failed transaction stays failed until tcc.retry */
-	if (strcmp(status, call->phase) != 0)
+	if (!in_call_phase(tx, call))
 		return;
 
-	if (strcmp(call->mode, "tcc") != 0 &&
-		start_next(call->gid, confirming))
+	if (!MODE_IS_TCC(tx) && tcc_start_next(tx))
 		return;
 
-	finish_transaction(call->gid, call->phase);
+	tcc_finish_if_done(tx);
 }
 
 /*
  * abort_saga
- *		Call's forward step of a saga failed for good: stop the saga and
+ *		Call's forward step of saga tx failed for good: stop the saga and
  *		compensate the steps that completed, newest first.
  *
  * The steps after the failing one never run (skipped), and the transaction
@@ -280,60 +170,46 @@ record_success(TccCall *call, const char *status)
  * - Its attempts ran out on transient errors (outcome_unknown).  The last
  *	 one may have been lost with the connection, or cut short by
  *	 tcc.call_timeout, after the participant committed; so the step is
- *	 compensated too, first.  With the fence on the participant, that
- *	 compensation is an empty rollback when the action never ran, and it
- *	 refuses the action should it still arrive.
+ *	 compensated too, first, with attempts of its own.  With the fence on
+ *	 the participant, that compensation is an empty rollback when the
+ *	 action never ran, and it refuses the action should it still arrive.
  */
 static void
-abort_saga(TccCall *call, bool outcome_unknown)
+abort_saga(GlobalTx *tx, TccCall *call, bool outcome_unknown)
 {
-	static SPIPlanPtr step_plan = NULL;
-	static SPIPlanPtr skip_plan = NULL;
-	static SPIPlanPtr global_plan = NULL;
-	Oid			argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-	values[0] = CStringGetTextDatum(call->gid);
-	values[1] = CStringGetTextDatum(call->branch_id);
-	tcc_error_params(call, &values[2], &nulls[2]);
-	values[7] = BoolGetDatum(outcome_unknown);
-
-	/* a compensation gets attempts of its own */
-	if (tcc_spi_exec(&step_plan,
-					 "UPDATE tcc.branch"
-					 "   SET status = CASE WHEN $8 THEN 'cancelling'"
-					 "                ELSE 'aborted' END,"
-					 "       attempts = CASE WHEN $8 THEN 0"
-					 "                  ELSE attempts + 1 END,"
-					 "       last_attempt_at = now(),"
-					 "       next_attempt_at = CASE WHEN $8 THEN now() END,"
-					 "       last_error = $3, last_sqlstate = $4,"
-					 "       last_detail = $5, last_hint = $6,"
-					 "       last_context = $7,"
-					 "       updated_at = now()"
-					 " WHERE gid = $1 AND branch_id = $2"
-					 "   AND status = 'confirming'",
-					 8, argtypes, values, nulls, false, 0) == 0)
+	if (!tcc_record_attempt(tx, call,
+							outcome_unknown ? BRANCH_CONFIRMING :
+							BRANCH_ABORTED, -1, true))
 		return;
+	if (outcome_unknown)
+		tcc_set_branch(tx, call->branch_id, BRANCH_CANCELLING);
 
-	(void) tcc_spi_exec(&skip_plan,
-						"UPDATE tcc.branch"
-						"   SET status = 'skipped', updated_at = now()"
-						" WHERE gid = $1 AND status = 'registered'",
-						1, argtypes, values, NULL, false, 0);
+	(void) tcc_set_branches(tx, BRANCHES_REGISTERED, BRANCH_SKIPPED);
+	tcc_set_global_status(tx, TCC_CANCELLING,
+						  psprintf("step %s failed: %s", call->branch_id,
+								   call->error ? call->error : ""));
 
-	(void) tcc_spi_exec(&global_plan,
-						"UPDATE tcc.global_transaction"
-						"   SET status = 'cancelling',"
-						"       reason = format('step %s failed: %s', $2, $3),"
-						"       updated_at = now()"
-						" WHERE gid = $1 AND status = 'confirming'",
-						3, argtypes, values, NULL, false, 0);
+	if (!outcome_unknown && !tcc_start_next(tx))
+		tcc_finish_if_done(tx);
+}
 
-	if (!outcome_unknown && !start_next(call->gid, false))
-		finish_transaction(call->gid, "cancelling");
+/*
+ * failure_message
+ *		What a transaction that failed on call keeps as its last_error.
+ */
+static char *
+failure_message(GlobalTx *tx, TccCall *call)
+{
+	bool		confirming = (strcmp(call->phase, "confirming") == 0);
+	const char *error = call->error ? call->error : "";
+
+	if (MODE_IS_TCC(tx))
+		return confirming ?
+			psprintf("confirm of branch %s: %s", call->branch_id, error) :
+			psprintf("cancel of branch %s: %s", call->branch_id, error);
+	return confirming ?
+		psprintf("step %s: %s", call->branch_id, error) :
+		psprintf("compensation of step %s: %s", call->branch_id, error);
 }
 
 /*
@@ -351,14 +227,8 @@ abort_saga(TccCall *call, bool outcome_unknown)
  * after which the transaction is failed.
  */
 static void
-record_failure(TccCall *call, const char *status)
+record_failure(GlobalTx *tx, TccCall *call)
 {
-	static SPIPlanPtr branch_plan = NULL;
-	static SPIPlanPtr global_plan = NULL;
-	Oid			argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, BOOLOID, FLOAT8OID};
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		saga_step;
 	bool		out_of_attempts;
 	bool		give_up;
@@ -375,74 +245,35 @@ record_failure(TccCall *call, const char *status)
 
 	out_of_attempts = tcc_max_attempts > 0 &&
 		call->attempts + 1 >= tcc_max_attempts;
-	saga_step = strcmp(call->mode, "saga") == 0 &&
+	saga_step = strcmp(tx->mode, "saga") == 0 &&
 		strcmp(call->phase, "confirming") == 0 &&
-		strcmp(status, "confirming") == 0;
+		STATUS_IS(tx, TCC_CONFIRMING);
 
 	if (saga_step && !call->permanent)
 	{
 		if (call->outcome == TCC_CALL_NOT_DONE ||
 			!sqlstate_is_transient(call->sqlstate))
 		{
-			abort_saga(call, false);
+			abort_saga(tx, call, false);
 			return;
 		}
 		if (out_of_attempts)
 		{
-			abort_saga(call, true);
+			abort_saga(tx, call, true);
 			return;
 		}
 	}
 
 	give_up = call->permanent || out_of_attempts;
-
-	values[0] = CStringGetTextDatum(call->gid);
-	values[1] = CStringGetTextDatum(call->branch_id);
-	values[2] = CStringGetTextDatum(call->phase);
-	tcc_error_params(call, &values[3], &nulls[3]);
-	values[8] = BoolGetDatum(give_up);
-	values[9] = Float8GetDatum(give_up ? 0.0 :
-							   retry_delay_ms(call->attempts + 1));
-
-	if (tcc_spi_exec(&branch_plan,
-					 "UPDATE tcc.branch"
-					 "   SET status = CASE WHEN $9 THEN 'failed'"
-					 "                ELSE status END,"
-					 "       attempts = attempts + 1,"
-					 "       last_attempt_at = now(),"
-					 "       next_attempt_at = CASE WHEN $9 THEN NULL"
-					 "           ELSE now() + $10 * interval '1 millisecond'"
-					 "           END,"
-					 "       last_error = $4, last_sqlstate = $5,"
-					 "       last_detail = $6, last_hint = $7,"
-					 "       last_context = $8,"
-					 "       updated_at = now()"
-					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
-					 10, argtypes, values, nulls, false, 0) == 0)
+	if (!tcc_record_attempt(tx, call,
+							give_up ? BRANCH_FAILED :
+							tcc_branch_status_from_name(call->phase),
+							give_up ? -1 : retry_delay_ms(call->attempts + 1),
+							true))
 		return;
 
-	if (give_up && strcmp(status, call->phase) == 0)
-	{
-		/* $5 is the mode here, which words the error */
-		values[4] = CStringGetTextDatum(call->mode);
-		if (tcc_spi_exec(&global_plan,
-						 "UPDATE tcc.global_transaction"
-						 "   SET status = 'failed', failed_phase = $3,"
-						 "       last_error = format("
-						 "           CASE WHEN $5 = 'tcc' THEN"
-						 "             CASE $3 WHEN 'confirming'"
-						 "             THEN 'confirm of branch %s: %s'"
-						 "             ELSE 'cancel of branch %s: %s' END"
-						 "           ELSE"
-						 "             CASE $3 WHEN 'confirming'"
-						 "             THEN 'step %s: %s'"
-						 "             ELSE 'compensation of step %s: %s' END"
-						 "           END, $2, $4),"
-						 "       updated_at = now()"
-						 " WHERE gid = $1 AND status = $3",
-						 5, argtypes, values, NULL, false, 0) > 0)
-			tcc_wake_waiters_at_commit(call->gid);
-	}
+	if (give_up && in_call_phase(tx, call))
+		tcc_fail_global_tx(tx, failure_message(tx, call));
 }
 
 /*
@@ -455,10 +286,10 @@ record_failure(TccCall *call, const char *status)
 bool
 tcc_record_outcome(TccCall *call)
 {
-	char	   *status;
+	GlobalTx	tx;
 
 	Assert(IsTransactionState());
-	switch (tcc_lock_global(call->gid, &status))
+	switch (tcc_lock_global_tx_nowait(call->gid, &tx))
 	{
 		case GLOBAL_BUSY:
 			return false;
@@ -470,12 +301,12 @@ tcc_record_outcome(TccCall *call)
 
 	if (call->outcome == TCC_CALL_DONE)
 	{
-		record_success(call, status);
+		record_success(&tx, call);
 		calls_succeeded++;
 	}
 	else
 	{
-		record_failure(call, status);
+		record_failure(&tx, call);
 		calls_failed++;
 	}
 	return true;

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * state.h
- *	  A global transaction's row as the SQL API reads and moves it; see
- *	  state.c.
+ *	  The rows of a global transaction and of its branches, and every
+ *	  change made to them: see state.c (the transaction's row and its
+ *	  edges) and branch.c (the branches' rows).
  *
  * src/state.h
  *
@@ -10,6 +11,8 @@
  */
 #ifndef TCC_STATE_H
 #define TCC_STATE_H
+
+#include "utils/jsonb.h"
 
 #include "tcc.h"
 
@@ -29,46 +32,121 @@ typedef enum TccStatus
 
 #define TCC_STATUS_COUNT	(TCC_FAILED + 1)
 
+/*
+ * The statuses of a branch (doc/design.md, States); the names are what
+ * tcc.branch.status holds.
+ */
+typedef enum BranchStatus
+{
+	BRANCH_REGISTERED,
+	BRANCH_TRIED,
+	BRANCH_TRY_FAILED,
+	BRANCH_CONFIRMING,
+	BRANCH_CONFIRMED,
+	BRANCH_CANCELLING,
+	BRANCH_CANCELLED,
+	BRANCH_FAILED,
+	BRANCH_ABORTED,
+	BRANCH_SKIPPED
+} BranchStatus;
+
+#define BRANCH_STATUS_COUNT	(BRANCH_SKIPPED + 1)
+
 /* A global transaction's row, as read under its lock */
 typedef struct GlobalTx
 {
 	const char *gid;
 	const char *mode;
 	TccStatus	status;
+	TccStatus	failed_phase;	/* the phase a failed transaction left */
 	Oid			owner;
 	int32		branch_count;
 	char	   *deadline;		/* as text, for messages */
 	bool		expired;		/* deadline has passed */
 	bool		changed_here;	/* the current transaction wrote or locked
 								 * the row */
+	bool		locked;			/* read under its row lock, by state.c */
 } GlobalTx;
 
 /* how tcc_read_global_tx reads the row */
 typedef enum GlobalTxRead
 {
 	READ_PLAIN,					/* with the statement's snapshot */
-	READ_FOR_UPDATE,			/* ... and locked */
+	READ_FOR_UPDATE,			/* ... and locked, waiting for the lock */
 	READ_LATEST					/* as last committed, whatever the isolation */
 } GlobalTxRead;
+
+/* what tcc_lock_global_tx_nowait found */
+typedef enum GlobalLock
+{
+	GLOBAL_LOCKED,				/* locked and read */
+	GLOBAL_BUSY,				/* somebody else holds the row */
+	GLOBAL_GONE					/* purged meanwhile */
+} GlobalLock;
+
+/* which of a transaction's branches tcc_set_branches changes */
+typedef enum BranchSet
+{
+	BRANCHES_ALL,				/* every one */
+	BRANCHES_REGISTERED,		/* those that never ran */
+	BRANCHES_FIRST_REGISTERED,	/* the first of those: the next saga step */
+	BRANCHES_LAST_CONFIRMED,	/* the newest step done: the next to undo */
+	BRANCHES_TO_RETRY			/* failed, or waiting in the new status */
+} BranchSet;
 
 /* the kind of phase two a transaction gets, from its mode */
 #define MODE_IS_TCC(tx)		(strcmp((tx)->mode, "tcc") == 0)
 #define STATUS_IS(tx, s)	((tx)->status == (s))
 
-/* state.c */
+/* state.c: the transaction's row */
 extern const char *tcc_status_name(TccStatus status);
 extern TccStatus tcc_status_from_name(const char *name);
 extern void tcc_read_global_tx(TccSpiSession *session, const char *gid,
 							   GlobalTx *tx, GlobalTxRead how);
 extern void tcc_lock_global_tx(TccSpiSession *session, const char *gid,
 							   GlobalTx *tx);
+extern GlobalLock tcc_lock_global_tx_nowait(const char *gid, GlobalTx *tx);
+extern bool tcc_insert_global_tx(const char *gid, const char *mode,
+								 Oid owner, Jsonb *meta,
+								 TimestampTz deadline, GlobalTx *existing);
+extern int32 tcc_count_branch(GlobalTx *tx);
+extern void tcc_set_global_status(GlobalTx *tx, TccStatus new_status,
+								  const char *reason);
+extern void tcc_fail_global_tx(GlobalTx *tx, const char *error);
+extern uint64 tcc_delete_finished(TimestampTz cutoff, Oid caller,
+								  int limit);
+extern int	tcc_lock_expired(int limit, GlobalTx **txs);
+
+/* state.c: the edges that move branches with their transaction */
+extern void tcc_start_confirm(GlobalTx *tx);
+extern void tcc_start_cancel(GlobalTx *tx, const char *reason);
+extern void tcc_resume(GlobalTx *tx);
+extern bool tcc_start_next(GlobalTx *tx);
+extern void tcc_finish_if_done(GlobalTx *tx);
+
+/* state.c: refusals */
 extern void tcc_refuse_transition(GlobalTx *tx, const char *action);
 extern void tcc_check_not_expired(GlobalTx *tx);
 extern void tcc_check_mode(GlobalTx *tx, bool want_tcc, const char *function,
 						   const char *instead);
-extern void tcc_set_global_status(GlobalTx *tx, TccStatus new_status,
-								  text *reason);
-extern void tcc_set_branch_status(GlobalTx *tx, const char *new_status,
-								  int32 seq);
+
+/* branch.c: the branches' rows */
+extern const char *tcc_branch_status_name(BranchStatus status);
+extern BranchStatus tcc_branch_status_from_name(const char *name);
+extern bool tcc_insert_branch(GlobalTx *tx, const char *branch_id,
+							  int32 seq, const char *server,
+							  text *action_sql, text *undo_sql,
+							  Jsonb *payload);
+extern bool tcc_set_branches(GlobalTx *tx, BranchSet which,
+							 BranchStatus new_status);
+extern void tcc_set_branch(GlobalTx *tx, const char *branch_id,
+						   BranchStatus new_status);
+extern bool tcc_record_attempt(GlobalTx *tx, TccCall *call,
+							   BranchStatus new_status, double retry_in_ms,
+							   bool with_error);
+extern bool tcc_branch_is(const char *gid, const char *branch_id,
+						  BranchStatus status);
+extern char *tcc_first_branch_in(const char *gid, BranchStatus status);
+extern bool tcc_branches_left(GlobalTx *tx, BranchStatus done);
 
 #endif							/* TCC_STATE_H */

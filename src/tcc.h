@@ -110,9 +110,8 @@ extern void tcc_check_action_sql(const char *sql, const char *argname);
 extern bool tcc_error_is_about_text(int sqlerrcode);
 extern int	tcc_pin_action_settings(void);
 
-/* coordinator.c */
+/* register.c */
 extern char *tcc_try_register(FunctionCallInfo fcinfo, Oid *owner);
-extern void tcc_try_record(TccCall *call);
 
 /* durable.c */
 extern void tcc_commit_durably(void);

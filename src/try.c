@@ -49,6 +49,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include "state.h"
 #include "tcc.h"
 
 PG_FUNCTION_INFO_V1(tcc_try);
@@ -91,6 +92,35 @@ report_failed_try(TccCall *call)
 						call->server ?
 						psprintf("server \"%s\"", call->server) :
 						"this database")));
+}
+
+/*
+ * record_try
+ *		Step 3: record the try's outcome, tried or try_failed with its
+ *		error, under the transaction's row lock.
+ *
+ * Only a branch still registered is changed: if the transaction was rolled
+ * back or timed out while the try ran, its branches are being cancelled
+ * already, and the cancel (with the participant's fence) takes care of the
+ * try whatever its outcome.
+ */
+static void
+record_try(TccCall *call)
+{
+	TccSpiSession session;
+	GlobalTx	tx;
+	bool		tried = (call->outcome == TCC_CALL_DONE);
+
+	if (call->outcome == TCC_CALL_NOT_DONE)
+		call->error = "the try returned false";
+
+	tcc_spi_begin(&session);
+	tcc_commit_durably();
+	tcc_lock_global_tx(&session, call->gid, &tx);
+	(void) tcc_record_attempt(&tx, call,
+							  tried ? BRANCH_TRIED : BRANCH_TRY_FAILED,
+							  -1, !tried);
+	tcc_spi_end(&session);
 }
 
 /*
@@ -204,7 +234,7 @@ tcc_try(PG_FUNCTION_ARGS)
 	}
 
 	/* 3. the outcome */
-	tcc_try_record(call);
+	record_try(call);
 	SPI_commit();
 
 	if (SPI_finish() != SPI_OK_FINISH)

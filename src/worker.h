@@ -17,14 +17,6 @@
 
 #include "tcc.h"
 
-/* what tcc_lock_global found */
-typedef enum GlobalLock
-{
-	GLOBAL_LOCKED,				/* locked; *status says what it is */
-	GLOBAL_BUSY,				/* somebody else holds the row */
-	GLOBAL_GONE					/* purged meanwhile */
-} GlobalLock;
-
 /* dispatch.c */
 extern MemoryContext tcc_calls_context;
 extern void tcc_dispatch_init(void);
@@ -34,7 +26,6 @@ extern bool tcc_dispatch(List **done, TimestampTz *next_due);
 
 /* outcome.c */
 extern void tcc_take_call_counts(uint64 *succeeded, uint64 *failed);
-extern GlobalLock tcc_lock_global(const char *gid, char **status);
 extern bool tcc_record_outcome(TccCall *call);
 extern List *tcc_record_outcomes(List *done);
 
