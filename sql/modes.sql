@@ -216,6 +216,33 @@ CALL tcc.try('modes-try-dup', NULL, 'SELECT 1', 'SELECT 1', 'SELECT 2', NULL,
 CALL tcc.try('modes-msg-undo', NULL, 'SELECT 1', 'SELECT 1', 'SELECT 2');
 SELECT pg_temp.state() = :'before' AS unchanged;
 
+-- a local try runs as every local action does (action.c): as the
+-- transaction's owner in a restricted context, with the search_path a new
+-- session of the owner would have, not the caller's, so that the try and
+-- the confirm of a branch resolve names alike; its settings are undone
+CREATE SCHEMA modes_sp;
+CREATE FUNCTION modes_sp.which() RETURNS text LANGUAGE sql
+	AS $$SELECT 'the session''s schema'$$;
+CREATE FUNCTION public.which() RETURNS text LANGUAGE sql
+	AS $$SELECT 'the default schema'$$;
+SET search_path = modes_sp, public;
+SELECT tcc.begin('modes-try-policy');
+CALL tcc.try('modes-try-policy', NULL,
+			 'SELECT which() = ''the default schema''', 'SELECT 1',
+			 'SELECT 2', NULL, 'path');
+CALL tcc.try('modes-try-policy', NULL,
+			 'SELECT set_config(''work_mem'', ''1234kB'', false) IS NOT NULL',
+			 'SELECT 1', 'SELECT 2', NULL, 'setting');
+SHOW work_mem;
+SHOW search_path;
+CALL tcc.try('modes-try-policy', NULL, 'CREATE TEMP TABLE modes_tmp (i int)',
+			 'SELECT 1', 'SELECT 2', NULL, 'temp');
+\echo :LAST_ERROR_SQLSTATE
+SELECT branch, bstatus, last_error, last_sqlstate
+  FROM pg_temp.rows('modes-try-policy');
+SELECT tcc.rollback('modes-try-policy');
+RESET search_path;
+
 --
 -- tcc.wait
 --

@@ -77,11 +77,11 @@ local_call_is_due(TccCall *call)
  * moved on, nothing runs and false is returned (the branch is looked at
  * again in a later round).
  *
- * The action runs with the owner's rights, never the worker's, in a
- * restricted security context, with the database's default search_path
- * and tcc.call_timeout (tcc_spi_run_local, as_owner).  What else it leaves
- * in the session is dropped afterwards, whatever the outcome
- * (forget_session_state).
+ * The action runs under the policy of every local action (action.c): as
+ * the owner, never the worker, restricted, with the owner's default
+ * search_path and tcc.call_timeout.  What else it leaves in the worker's
+ * session, which serves every owner, is dropped afterwards, whatever the
+ * outcome (forget_session_state).
  */
 bool
 tcc_run_local_call(TccCall *call)
@@ -110,7 +110,7 @@ tcc_run_local_call(TccCall *call)
 	}
 	else
 	{
-		tcc_spi_run_local(call, true);
+		tcc_run_action_here(call);
 		forget_session_state();
 	}
 

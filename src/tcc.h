@@ -99,11 +99,14 @@ extern uint64 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, Datum *values,
 								  const char *nulls, long count);
-extern void tcc_spi_run_local(TccCall *call, bool as_owner);
 extern void tcc_error_params(TccCall *call, Datum *values, char *nulls);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
+
+/* action.c */
+extern void tcc_action_init(void);
+extern void tcc_run_action_here(TccCall *call);
 
 /* action_sql.c */
 extern void tcc_check_action_sql(const char *sql, const char *argname);

@@ -212,7 +212,7 @@ tcc_try(PG_FUNCTION_ARGS)
 
 	/* 2. the try */
 	if (call->server == NULL)
-		tcc_spi_run_local(call, false);
+		tcc_run_action_here(call);
 	else
 	{
 		ForeignServer *server;

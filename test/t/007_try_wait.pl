@@ -27,7 +27,9 @@
 #   6. a query cancel of the CALL during a slow try: 57014 for the caller,
 #      the participant's query is cancelled too, the branch stays
 #      registered;
-#   7. tcc.call_timeout applies to the try: 57014, branch try_failed;
+#   7. tcc.call_timeout applies to the try, remote or local: 57014, branch
+#      try_failed; a local try and its confirm in the worker resolve names
+#      with the owner's search_path, not the caller's session's;
 #   8. tcc.wait: (a) woken at the worker's commit, not by polling (naptime
 #      5 s); (b) returns trying after its timeout; (c) waits with
 #      wait_event_type Extension; (d) a query cancel ends it (57014);
@@ -431,6 +433,25 @@ SELECT status || ':' || last_sqlstate FROM tcc.branches
 	'7: the branch is try_failed with 57014');
 ok($participant->poll_query_until('inventory', $slow_gone),
 	'7: the timed-out try was cancelled on the participant');
+
+# a local try (server NULL) runs under the policy of every local action
+# (action.c): tcc.call_timeout applies to it as to the worker's confirms
+$coord->safe_psql('postgres', q{SELECT tcc.begin('p7-local-timeout')});
+$t0 = time();
+$err = psql_fails($coord, 'postgres', q{
+CALL tcc.try('p7-local-timeout', NULL, 'SELECT pg_sleep(5)', 'SELECT 1',
+			 'SELECT 2', NULL, 'local');});
+$elapsed = time() - $t0;
+like($err, qr/ERROR:  57014: canceling statement due to statement timeout/m,
+	'7: a local try times out with 57014');
+cmp_ok($elapsed, '<', 4, '7: after about tcc.call_timeout, not the 5 s sleep');
+note sprintf('7: the local CALL failed after %.2f s', $elapsed);
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT status || ':' || last_sqlstate FROM tcc.branches
+ WHERE gid = 'p7-local-timeout'}),
+	'try_failed:57014',
+	'7: the local branch is try_failed with 57014');
 ok(set_conf($coord, 'tcc.call_timeout', undef, '10s'), '7: tcc.call_timeout reset');
 is( $coord->safe_psql(
 		'postgres', q{
@@ -440,6 +461,45 @@ SELECT tcc.wait('p7-call-timeout', '30 s');}),
 	'7: rollback, then tcc.wait returns cancelled');
 $status{'p7-call-timeout'} = 'cancelled';
 $fence{inventory}{'p7-call-timeout'} = 'inv:cancelled_early';
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.rollback('p7-local-timeout');
+SELECT tcc.wait('p7-local-timeout', '30 s');}),
+	"cancelling\ncancelled",
+	'7: the local one too');
+$status{'p7-local-timeout'} = 'cancelled';
+
+# a try and the confirm of the same local branch resolve names alike: with
+# the search_path a new session of the owner gets (here from ALTER ROLE ...
+# IN DATABASE), not the one the caller's session set, nor the worker's
+$coord->safe_psql(
+	'postgres', q{
+CREATE ROLE p7_app LOGIN;
+CREATE SCHEMA p7sp;
+GRANT USAGE ON SCHEMA p7sp TO p7_app;
+CREATE FUNCTION p7sp.which() RETURNS text LANGUAGE sql AS $$SELECT 'p7sp'$$;
+CREATE FUNCTION public.which() RETURNS text LANGUAGE sql
+	AS $$SELECT 'public'$$;
+CREATE TABLE public.p7_log (action text, found text);
+GRANT INSERT ON public.p7_log TO p7_app;
+ALTER ROLE p7_app IN DATABASE postgres SET search_path = p7sp, public;});
+run_as($coord, 'postgres', 'p7_app', q{
+SELECT tcc.begin('p7-path');
+SET search_path = public;
+CALL tcc.try('p7-path', NULL,
+			 'INSERT INTO public.p7_log VALUES (''try'', which())',
+			 'INSERT INTO public.p7_log VALUES (''confirm'', which())',
+			 'SELECT 1');
+SELECT tcc.commit('p7-path');});
+is($coord->safe_psql('postgres', q{SELECT tcc.wait('p7-path', '30 s')}),
+	'confirmed', '7: the local branch of p7_app is confirmed');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT string_agg(action || ':' || found, ',' ORDER BY action DESC)
+  FROM public.p7_log}),
+	'try:p7sp,confirm:p7sp',
+	"7: the try and the worker's confirm both found the owner's p7sp.which()");
+$status{'p7-path'} = 'confirmed';
 check_invariants('7', %ends, sold => $sold);
 
 # ------------------------------------------------------------- 8. tcc.wait

@@ -1,0 +1,414 @@
+/*-------------------------------------------------------------------------
+ *
+ * action.c
+ *	  Running an action's SQL in this database (a branch with server
+ *	  NULL): the one routine, with the one policy, for the try of CALL
+ *	  tcc.try and for the worker's confirms, cancels, steps and
+ *	  compensations.
+ *
+ * The policy, for every local action, in whichever process runs it:
+ *
+ * - identity: the global transaction's owner, never the worker's
+ *	 superuser; the caller of CALL tcc.try has the owner's privileges
+ *	 already, or it could not have registered the branch;
+ * - security context: restricted, as functions in index expressions run
+ *	 for maintenance commands, so the action can create no temporary
+ *	 objects, LISTEN, nor change the session's role;
+ * - search_path: the one a new session of the owner in this database
+ *	 would start with (action_search_path), so that a try and the confirm
+ *	 of the same branch resolve names alike, whatever the calling session
+ *	 or the worker has set;
+ * - timeout: tcc.call_timeout, as a statement timeout the action cannot
+ *	 catch;
+ * - settings: every setting the action changes is rolled back after it,
+ *	 as ANALYZE does; and an error is the action's outcome, not the
+ *	 caller's, because the action runs in a subtransaction.
+ *
+ * What else an action leaves in its session (session-level advisory
+ * locks, prepared statements, sequence state) outlives the action's
+ * transaction.  The worker's session serves every owner, so the worker
+ * drops it after each action (local.c); CALL tcc.try's session is the
+ * caller's own, whose state is the caller's, and is left alone.
+ *
+ * src/action.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_db_role_setting.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/guc_tables.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timeout.h"
+
+#include "tcc.h"
+
+/* search_path as the server's configuration set it, when tcc was loaded */
+static char *server_search_path = NULL;
+
+/* what running an action under the policy changed, to be put back */
+typedef struct ActionPolicy
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nestlevel;
+	TimestampTz caller_timeout; /* the caller's statement timeout, or 0 */
+} ActionPolicy;
+
+/*
+ * tcc_action_init
+ *		Remember the server's configured search_path; called by _PG_init.
+ *
+ * _PG_init calls this only when tcc is in shared_preload_libraries, in
+ * the postmaster, after the configuration files and the command line and
+ * before any database or role setting: the value then is the server's
+ * own, and every backend inherits it.  See server_search_path_value.
+ */
+void
+tcc_action_init(void)
+{
+	if (!IsUnderPostmaster)
+		server_search_path = MemoryContextStrdup(TopMemoryContext,
+												 GetConfigOption("search_path",
+																 false,
+																 false));
+}
+
+/*
+ * said_false
+ *		Whether the statement just run returned a single boolean false, an
+ *		action's way to say "not done" (doc/design.md, Running an action).
+ */
+static bool
+said_false(void)
+{
+	bool		isnull;
+	Datum		result;
+
+	if (SPI_tuptable == NULL || SPI_processed != 1 ||
+		SPI_tuptable->tupdesc->natts != 1 ||
+		TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid != BOOLOID)
+		return false;
+
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						   &isnull);
+	return !isnull && !DatumGetBool(result);
+}
+
+/*
+ * run_action
+ *		Run call's action here, through SPI (connected by the caller), with
+ *		its three typed parameters, and set its outcome: done, or not done
+ *		when it returned a single false.  Errors propagate; the caller runs
+ *		this in a subtransaction to record them.
+ *
+ * The text is checked again as it was at registration, and run with the
+ * same standard_conforming_strings, on, that the check assumed: SPI runs
+ * every statement of a string, so text that the two read differently
+ * could otherwise run as two statements.  A text that fails the check now
+ * (rows from before the check existed, say) can never succeed, and the
+ * call says so in call->permanent (action_failed takes that back
+ * for an error that is not about the text).  Settings the action itself
+ * makes are left to the caller, which knows whose session this is.
+ */
+static void
+run_action(TccCall *call)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			nestlevel;
+	int			rc;
+
+	call->permanent = true;
+	tcc_check_action_sql(call->sql, "the action");
+	call->permanent = false;
+
+	nestlevel = tcc_pin_action_settings();
+
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	if (call->payload)
+		values[2] = DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(call->payload));
+	else
+		nulls[2] = 'n';
+
+	rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
+							   false, 0);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_with_args failed: %s",
+			 SPI_result_code_string(rc));
+
+	call->outcome = said_false() ? TCC_CALL_NOT_DONE : TCC_CALL_DONE;
+
+	/* commit: the pinned setting reverts, the action's own SETs stay */
+	AtEOXact_GUC(true, nestlevel);
+}
+
+/*
+ * action_failed
+ *		In the PG_CATCH of an action run by run_action in an
+ *		internal subtransaction: roll the subtransaction back, return to
+ *		oldcontext and oldowner (those of the caller before the
+ *		subtransaction began), and make the error call's outcome, copied
+ *		into the call's own memory.
+ */
+static void
+action_failed(TccCall *call, MemoryContext oldcontext,
+			  ResourceOwner oldowner)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(oldcontext);
+	edata = CopyErrorData();
+	FlushErrorState();
+
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
+
+	call->outcome = TCC_CALL_ERROR;
+	if (call->permanent && !tcc_error_is_about_text(edata->sqlerrcode))
+		call->permanent = false;
+	call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
+									  edata->message);
+	call->detail = edata->detail ?
+		MemoryContextStrdup(GetMemoryChunkContext(call), edata->detail) :
+		NULL;
+	call->hint = edata->hint ?
+		MemoryContextStrdup(GetMemoryChunkContext(call), edata->hint) : NULL;
+	call->context = edata->context ?
+		MemoryContextStrdup(GetMemoryChunkContext(call), edata->context) :
+		NULL;
+	strlcpy(call->sqlstate, unpack_sql_state(edata->sqlerrcode),
+			sizeof(call->sqlstate));
+	FreeErrorData(edata);
+}
+
+/*
+ * search_path_in
+ *		The value of search_path in setconfig, a pg_db_role_setting array of
+ *		"name=value" texts, or NULL.
+ */
+static char *
+search_path_in(ArrayType *setconfig)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	int			i;
+
+	deconstruct_array(setconfig, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &nelems);
+	for (i = 0; i < nelems; i++)
+	{
+		char	   *name;
+		char	   *value;
+
+		if (nulls[i])
+			continue;
+		ParseLongOption(TextDatumGetCString(elems[i]), &name, &value);
+		if (value != NULL && pg_strcasecmp(name, "search_path") == 0)
+			return value;
+	}
+	return NULL;
+}
+
+/*
+ * configured_search_path
+ *		The search_path that ALTER ROLE or ALTER DATABASE set for role roleid
+ *		in database databaseid (either InvalidOid for all), or NULL.
+ */
+static char *
+configured_search_path(Oid databaseid, Oid roleid)
+{
+	Relation	rel;
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	char	   *path = NULL;
+
+	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
+	ScanKeyInit(&keys[0], Anum_pg_db_role_setting_setdatabase,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(databaseid));
+	ScanKeyInit(&keys[1], Anum_pg_db_role_setting_setrole,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(roleid));
+	scan = systable_beginscan(rel, DbRoleSettingDatidRolidIndexId, true,
+							  NULL, 2, keys);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		setconfig = heap_getattr(tuple,
+											 Anum_pg_db_role_setting_setconfig,
+											 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			path = search_path_in(DatumGetArrayTypeP(setconfig));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return path;
+}
+
+/*
+ * server_search_path_value
+ *		search_path as the server's configuration sets it, the same in every
+ *		backend.
+ *
+ * This backend's reset value is that, unless a database or role setting,
+ * or the client's connection options, replaced it (its reset source says
+ * which): then it is the value remembered when the postmaster loaded tcc
+ * (tcc_action_init), which misses a change of the configuration file made
+ * since; and without tcc preloaded, PostgreSQL's built-in default.
+ */
+static const char *
+server_search_path_value(void)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			nvars = GetNumConfigOptions();
+	int			i;
+
+	for (i = 0; i < nvars; i++)
+	{
+		struct config_string *conf = (struct config_string *) vars[i];
+
+		if (strcmp(vars[i]->name, "search_path") != 0)
+			continue;
+		if (vars[i]->reset_source <= PGC_S_ARGV)
+			return conf->reset_val;
+		return server_search_path ? server_search_path : conf->boot_val;
+	}
+	elog(ERROR, "search_path is not a setting");
+	return NULL;				/* keep the compiler quiet */
+}
+
+/*
+ * action_search_path
+ *		The search_path a new session of role owner in this database would
+ *		start with: the setting for the role in this database, for the role,
+ *		for this database, for every role (PostgreSQL's own order of
+ *		precedence), else the server's.
+ */
+static const char *
+action_search_path(Oid owner)
+{
+	const char *path;
+
+	if ((path = configured_search_path(MyDatabaseId, owner)) != NULL ||
+		(path = configured_search_path(InvalidOid, owner)) != NULL ||
+		(path = configured_search_path(MyDatabaseId, InvalidOid)) != NULL ||
+		(path = configured_search_path(InvalidOid, InvalidOid)) != NULL)
+		return path;
+	return server_search_path_value();
+}
+
+/*
+ * enter_policy
+ *		Make the current subtransaction run call's action under the policy
+ *		of the file header, saving in *policy what to put back.
+ *
+ * tcc.call_timeout is armed as the statement timeout, since that setting
+ * arms its timer only for a client's statement; in CALL tcc.try, the
+ * caller's own statement timeout, when sooner, stays in force.
+ */
+static void
+enter_policy(TccCall *call, ActionPolicy *policy)
+{
+	const char *path = action_search_path(call->owner);
+
+	GetUserIdAndSecContext(&policy->save_userid, &policy->save_sec_context);
+	SetUserIdAndSecContext(call->owner,
+						   policy->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	policy->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", path,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (tcc_call_timeout > 0)
+	{
+		TimestampTz end =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										tcc_call_timeout);
+
+		if (policy->caller_timeout == 0 || end < policy->caller_timeout)
+			enable_timeout_at(STATEMENT_TIMEOUT, end);
+	}
+}
+
+/*
+ * restore_timeout
+ *		Disarm the action's timeout and re-arm the caller's, unless it has
+ *		passed already (then the action failed on it).
+ */
+static void
+restore_timeout(ActionPolicy *policy)
+{
+	if (tcc_call_timeout <= 0)
+		return;
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	if (policy->caller_timeout > GetCurrentTimestamp())
+		enable_timeout_at(STATEMENT_TIMEOUT, policy->caller_timeout);
+}
+
+/*
+ * tcc_run_action_here
+ *		Run call's action (server NULL) in this database under the policy of
+ *		the file header, and set its outcome.
+ *
+ * In a subtransaction, so that its error becomes the outcome rather than
+ * the caller's; the subtransaction's abort restores the user id and the
+ * settings when the action fails, and its release is preceded by that
+ * restoring when it succeeds.
+ */
+void
+tcc_run_action_here(TccCall *call)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ActionPolicy policy;
+
+	policy.caller_timeout = get_timeout_active(STATEMENT_TIMEOUT) ?
+		get_timeout_finish_time(STATEMENT_TIMEOUT) : 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+
+	PG_TRY();
+	{
+		enter_policy(call, &policy);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		run_action(call);
+		SPI_finish();
+
+		restore_timeout(&policy);
+		AtEOXact_GUC(false, policy.nestlevel);
+		SetUserIdAndSecContext(policy.save_userid, policy.save_sec_context);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		restore_timeout(&policy);
+		action_failed(call, oldcontext, oldowner);
+	}
+	PG_END_TRY();
+}
