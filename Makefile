@@ -16,6 +16,7 @@ OBJS = \
 	src/dispatch.o \
 	src/durable.o \
 	src/fence.o \
+	src/global_tx.o \
 	src/housekeeping.o \
 	src/install.o \
 	src/launcher.o \

@@ -6,7 +6,7 @@
  *	  them along (through state.c), and the outcome of each attempt.
  *
  * Every statement here runs under the row lock of the branch's global
- * transaction, taken by the caller (state.c), so two writers of one
+ * transaction, taken by the caller (global_tx.c), so two writers of one
  * branch never interleave: a user's call and the worker, or two worker
  * processes, decide on what they found under that lock.
  *
@@ -27,19 +27,6 @@
 
 #include "state.h"
 #include "tcc.h"
-
-static const char *const branch_status_names[BRANCH_STATUS_COUNT] = {
-	[BRANCH_REGISTERED] = "registered",
-	[BRANCH_TRIED] = "tried",
-	[BRANCH_TRY_FAILED] = "try_failed",
-	[BRANCH_CONFIRMING] = "confirming",
-	[BRANCH_CONFIRMED] = "confirmed",
-	[BRANCH_CANCELLING] = "cancelling",
-	[BRANCH_CANCELLED] = "cancelled",
-	[BRANCH_FAILED] = "failed",
-	[BRANCH_ABORTED] = "aborted",
-	[BRANCH_SKIPPED] = "skipped",
-};
 
 /* see the file header; $2 is the new status */
 #define BRANCH_SCHEDULE \
@@ -68,34 +55,6 @@ static const char *const set_branches_sql[] = {
 
 /* one more, by branch id, for tcc_set_branch */
 #define BRANCH_ONE	(BRANCHES_TO_RETRY + 1)
-
-/*
- * tcc_branch_status_name
- *		The name of status, as tcc.branch holds it.
- */
-const char *
-tcc_branch_status_name(BranchStatus status)
-{
-	Assert(status >= 0 && status < BRANCH_STATUS_COUNT);
-	return branch_status_names[status];
-}
-
-/*
- * tcc_branch_status_from_name
- *		The branch status called name; the table's CHECK constraint allows
- *		no other, so an unknown name is a can't-happen error.
- */
-BranchStatus
-tcc_branch_status_from_name(const char *name)
-{
-	int			i;
-
-	for (i = 0; i < BRANCH_STATUS_COUNT; i++)
-		if (strcmp(branch_status_names[i], name) == 0)
-			return (BranchStatus) i;
-	elog(ERROR, "unknown branch status \"%s\"", name);
-	return BRANCH_REGISTERED;	/* keep the compiler quiet */
-}
 
 /*
  * tcc_insert_branch

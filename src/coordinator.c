@@ -177,6 +177,38 @@ tcc_begin(PG_FUNCTION_ARGS)
 }
 
 /*
+ * begin_transition
+ *		The start of every call that moves a transaction: read the gid
+ *		argument, open the SPI session, ask for a durable commit and lock
+ *		the transaction's row into *tx, waiting for it.
+ */
+static void
+begin_transition(FunctionCallInfo fcinfo, TccSpiSession *session,
+				 GlobalTx *tx)
+{
+	char	   *gid = tcc_id_arg(fcinfo, 0, "gid");
+
+	tcc_spi_begin(session);
+	tcc_commit_durably();
+	tcc_lock_global_tx(session, gid, tx);
+}
+
+/*
+ * end_transition
+ *		The end of every call that moves a transaction: close the SPI
+ *		session, have the worker look at the transaction once this commits,
+ *		and return its status.
+ */
+static Datum
+end_transition(TccSpiSession *session, GlobalTx *tx)
+{
+	tcc_spi_end(session);
+	tcc_wake_worker_at_commit();
+
+	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx->status)));
+}
+
+/*
  * start_phase_two
  *		The common body of tcc.commit and tcc.submit: trying -> confirming
  *		(tcc_start_confirm).  Repeating the call once the transaction is
@@ -187,13 +219,8 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 {
 	TccSpiSession session;
 	GlobalTx	tx;
-	char	   *gid;
 
-	gid = tcc_id_arg(fcinfo, 0, "gid");
-
-	tcc_spi_begin(&session);
-	tcc_commit_durably();
-	tcc_lock_global_tx(&session, gid, &tx);
+	begin_transition(fcinfo, &session, &tx);
 	tcc_check_mode(&tx, tcc_mode, tcc_mode ? "tcc.commit" : "tcc.submit",
 				   tcc_mode ? "tcc.submit" : "tcc.commit");
 
@@ -203,22 +230,19 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 
 		tcc_check_not_expired(&tx);
 		if (tcc_mode &&
-			(failed_try = tcc_first_branch_in(gid, BRANCH_TRY_FAILED)))
+			(failed_try = tcc_first_branch_in(tx.gid, BRANCH_TRY_FAILED)))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("cannot commit global transaction \"%s\" "
 							"because the try of branch \"%s\" failed",
-							gid, failed_try),
+							tx.gid, failed_try),
 					 errhint("Roll it back with tcc.rollback.")));
 		tcc_start_confirm(&tx);
 	}
 	else if (!STATUS_IS(&tx, TCC_CONFIRMING) && !STATUS_IS(&tx, TCC_CONFIRMED))
 		tcc_refuse_transition(&tx, tcc_mode ? "commit" : "submit");
 
-	tcc_spi_end(&session);
-	tcc_wake_worker_at_commit();
-
-	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
+	return end_transition(&session, &tx);
 }
 
 /*
@@ -253,25 +277,17 @@ tcc_rollback(PG_FUNCTION_ARGS)
 {
 	TccSpiSession session;
 	GlobalTx	tx;
-	char	   *gid;
 	char	   *reason = PG_ARGISNULL(1) ? NULL :
 		text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	gid = tcc_id_arg(fcinfo, 0, "gid");
-
-	tcc_spi_begin(&session);
-	tcc_commit_durably();
-	tcc_lock_global_tx(&session, gid, &tx);
+	begin_transition(fcinfo, &session, &tx);
 
 	if (STATUS_IS(&tx, TCC_TRYING))
 		tcc_start_cancel(&tx, reason);
 	else if (!STATUS_IS(&tx, TCC_CANCELLING) && !STATUS_IS(&tx, TCC_CANCELLED))
 		tcc_refuse_transition(&tx, "roll back");
 
-	tcc_spi_end(&session);
-	tcc_wake_worker_at_commit();
-
-	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
+	return end_transition(&session, &tx);
 }
 
 /*
@@ -304,26 +320,17 @@ tcc_retry(PG_FUNCTION_ARGS)
 {
 	TccSpiSession session;
 	GlobalTx	tx;
-	char	   *gid;
 
-	gid = tcc_id_arg(fcinfo, 0, "gid");
-
-	tcc_spi_begin(&session);
-	tcc_commit_durably();
-	tcc_lock_global_tx(&session, gid, &tx);
-
+	begin_transition(fcinfo, &session, &tx);
 	if (!STATUS_IS(&tx, TCC_FAILED))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot retry global transaction \"%s\" because it "
-						"is %s", gid, tcc_status_name(tx.status)),
+						"is %s", tx.gid, tcc_status_name(tx.status)),
 				 errdetail("Only a failed transaction can be retried.")));
 	tcc_resume(&tx);
 
-	tcc_spi_end(&session);
-	tcc_wake_worker_at_commit();
-
-	PG_RETURN_TEXT_P(cstring_to_text(tcc_status_name(tx.status)));
+	return end_transition(&session, &tx);
 }
 
 /*

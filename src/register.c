@@ -11,7 +11,7 @@
  * within its deadline; a remote branch's participant must be usable by
  * the transaction's owner (participant.c).  The branch takes the next
  * sequence number of its transaction, and that UPDATE also locks out a
- * concurrent commit (state.c, file header).
+ * concurrent commit (global_tx.c, file header).
  *
  * src/register.c
  *

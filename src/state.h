@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * state.h
- *	  The rows of a global transaction and of its branches, and every
- *	  change made to them: see state.c (the transaction's row and its
- *	  edges) and branch.c (the branches' rows).
+ *	  A global transaction and its branches: their statuses and edges
+ *	  (state.c), and every change made to their rows (global_tx.c for the
+ *	  transaction's, branch.c for its branches').
  *
  * src/state.h
  *
@@ -65,7 +65,7 @@ typedef struct GlobalTx
 	bool		expired;		/* deadline has passed */
 	bool		changed_here;	/* the current transaction wrote or locked
 								 * the row */
-	bool		locked;			/* read under its row lock, by state.c */
+	bool		locked;			/* read under its row lock (global_tx.c) */
 } GlobalTx;
 
 /* how tcc_read_global_tx reads the row */
@@ -98,9 +98,23 @@ typedef enum BranchSet
 #define MODE_IS_TCC(tx)		(strcmp((tx)->mode, "tcc") == 0)
 #define STATUS_IS(tx, s)	((tx)->status == (s))
 
-/* state.c: the transaction's row */
+/* state.c: statuses and edges */
 extern const char *tcc_status_name(TccStatus status);
 extern TccStatus tcc_status_from_name(const char *name);
+extern const char *tcc_branch_status_name(BranchStatus status);
+extern BranchStatus tcc_branch_status_from_name(const char *name);
+extern void tcc_check_edge(GlobalTx *tx, TccStatus new_status);
+extern void tcc_start_confirm(GlobalTx *tx);
+extern void tcc_start_cancel(GlobalTx *tx, const char *reason);
+extern void tcc_resume(GlobalTx *tx);
+extern bool tcc_start_next(GlobalTx *tx);
+extern void tcc_finish_if_done(GlobalTx *tx);
+extern void tcc_refuse_transition(GlobalTx *tx, const char *action);
+extern void tcc_check_not_expired(GlobalTx *tx);
+extern void tcc_check_mode(GlobalTx *tx, bool want_tcc, const char *function,
+						   const char *instead);
+
+/* global_tx.c: the transaction's row */
 extern void tcc_read_global_tx(TccSpiSession *session, const char *gid,
 							   GlobalTx *tx, GlobalTxRead how);
 extern void tcc_lock_global_tx(TccSpiSession *session, const char *gid,
@@ -117,22 +131,7 @@ extern uint64 tcc_delete_finished(TimestampTz cutoff, Oid caller,
 								  int limit);
 extern int	tcc_lock_expired(int limit, GlobalTx **txs);
 
-/* state.c: the edges that move branches with their transaction */
-extern void tcc_start_confirm(GlobalTx *tx);
-extern void tcc_start_cancel(GlobalTx *tx, const char *reason);
-extern void tcc_resume(GlobalTx *tx);
-extern bool tcc_start_next(GlobalTx *tx);
-extern void tcc_finish_if_done(GlobalTx *tx);
-
-/* state.c: refusals */
-extern void tcc_refuse_transition(GlobalTx *tx, const char *action);
-extern void tcc_check_not_expired(GlobalTx *tx);
-extern void tcc_check_mode(GlobalTx *tx, bool want_tcc, const char *function,
-						   const char *instead);
-
 /* branch.c: the branches' rows */
-extern const char *tcc_branch_status_name(BranchStatus status);
-extern BranchStatus tcc_branch_status_from_name(const char *name);
 extern bool tcc_insert_branch(GlobalTx *tx, const char *branch_id,
 							  int32 seq, const char *server,
 							  text *action_sql, text *undo_sql,
