@@ -20,7 +20,9 @@ OBJS = \
 	src/local.o \
 	src/outcome.o \
 	src/participant.o \
-	src/remote.o \
+	src/remote_conn.o \
+	src/remote_pipeline.o \
+	src/remote_wait.o \
 	src/shmem.o \
 	src/state.o \
 	src/tcc.o \

@@ -161,13 +161,17 @@ extern void tcc_refuse(TccRefusal *r);
 struct pg_conn;
 extern void tcc_cancel_async(struct pg_conn *conn);
 
-/* remote.c */
+/* remote_conn.c (see remote.h for what the remote_*.c files share) */
 extern void tcc_remote_init(bool in_worker);
-extern void tcc_remote_call(TccCall *call);
+extern int	tcc_remote_open_connections(void);
+
+/* remote_pipeline.c */
 extern void tcc_remote_send(TccCall *call, List **done);
+
+/* remote_wait.c */
+extern void tcc_remote_call(TccCall *call);
 extern void tcc_remote_wait(long timeout_ms, List **done);
 extern int	tcc_remote_in_flight(void);
-extern int	tcc_remote_open_connections(void);
 
 /* worker.c */
 extern bool tcc_sqlstate_is_permanent(const char *sqlstate);
