@@ -29,7 +29,9 @@ OBJS = \
 	src/tcc_spi.o \
 	src/try.o \
 	src/wait.o \
-	src/worker.o
+	src/wakeup.o \
+	src/worker.o \
+	src/worker_status.o
 
 EXTENSION = tcc
 DATA = tcc--1.0.sql

@@ -179,10 +179,12 @@ extern bool tcc_sqlstate_is_permanent(const char *sqlstate);
 /* shmem.c */
 extern void tcc_shmem_request(void);
 extern void tcc_shmem_startup(void);
+extern void tcc_stop_database_worker(Oid dboid);
+
+/* wakeup.c */
 extern void tcc_wake_worker_at_commit(void);
 extern void tcc_wake_waiters_at_commit(const char *gid);
 extern ConditionVariable *tcc_wait_variable(const char *gid);
-extern void tcc_stop_database_worker(Oid dboid);
 
 /* launcher.c and worker.c: bgw_function_name entry points */
 extern PGDLLEXPORT void tcc_launcher_main(Datum main_arg);
