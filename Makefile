@@ -24,14 +24,18 @@ OBJS = \
 	src/outcome.o \
 	src/participant.o \
 	src/register.o \
-	src/remote.o \
+	src/remote_conn.o \
+	src/remote_pipeline.o \
+	src/remote_wait.o \
 	src/shmem.o \
 	src/state.o \
 	src/tcc.o \
 	src/tcc_spi.o \
 	src/try.o \
 	src/wait.o \
-	src/worker.o
+	src/wakeup.o \
+	src/worker.o \
+	src/worker_status.o
 
 EXTENSION = tcc
 DATA = tcc--1.0.sql

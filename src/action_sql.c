@@ -92,8 +92,8 @@ tcc_error_is_about_text(int sqlerrcode)
 /*
  * tcc_pin_action_settings
  *		Enter a new GUC nest level with the settings under which action SQL
- *		is parsed and run, here and on participants (remote.c pins the same
- *		in their startup packet): standard_conforming_strings on.  Returns
+ *		is parsed and run, here and on participants (remote_conn.c pins the
+ *		same in their startup packet): standard_conforming_strings on.  Returns
  *		the level, for AtEOXact_GUC.
  *
  * Parsed with the session's setting instead, a backslash could end a

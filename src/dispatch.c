@@ -193,6 +193,89 @@ send_call(TccCall *call, List **done, List **local)
 }
 
 /*
+ * send_due_calls
+ *		Start the calls of up to room branches that are due and not in
+ *		flight already (see send_call); local ones go to *local.
+ */
+static void
+send_due_calls(int room, List **done, List **local)
+{
+	static SPIPlanPtr due_plan = NULL;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	uint64		nrows;
+	uint64		row;
+
+	/*
+	 * Branches in flight are still due in the table; ask for enough rows to
+	 * find room new ones among them (room plus those in flight).  Confirms
+	 * go in registration order, cancels in reverse.
+	 */
+	values[0] = Int32GetDatum(tcc_max_concurrent_calls);
+	nrows = tcc_spi_exec(&due_plan,
+						 "SELECT b.gid, b.branch_id, g.mode, b.status,"
+						 "       b.server,"
+						 "       CASE b.status WHEN 'confirming'"
+						 "       THEN b.confirm_sql ELSE b.cancel_sql END,"
+						 "       b.payload, b.attempts, g.owner::oid"
+						 "  FROM tcc.branch b"
+						 "  JOIN tcc.global_transaction g ON g.gid = b.gid"
+						 " WHERE b.status IN ('confirming', 'cancelling')"
+						 "   AND b.next_attempt_at <= now()"
+						 " ORDER BY b.next_attempt_at, b.gid,"
+						 "          CASE b.status WHEN 'confirming'"
+						 "          THEN b.seq ELSE -b.seq END"
+						 " LIMIT $1",
+						 1, argtypes, values, NULL, true, 0);
+
+	for (row = 0; row < nrows && room > 0; row++)
+	{
+		InFlightKey key;
+		bool		found;
+		TccCall    *call;
+
+		in_flight_key(&key,
+					  SPI_getvalue(SPI_tuptable->vals[row],
+								   SPI_tuptable->tupdesc, 1),
+					  SPI_getvalue(SPI_tuptable->vals[row],
+								   SPI_tuptable->tupdesc, 2));
+		(void) hash_search(in_flight, &key, HASH_ENTER, &found);
+		if (found)
+			continue;
+
+		call = new_call(row);
+		room--;
+		send_call(call, done, local);
+	}
+}
+
+/*
+ * next_retry_at
+ *		When the next branch that waits for a retry becomes due (0: none
+ *		waits), so the worker can sleep until then.
+ */
+static TimestampTz
+next_retry_at(void)
+{
+	static SPIPlanPtr next_plan = NULL;
+	bool		isnull;
+
+	if (tcc_spi_exec(&next_plan,
+					 "SELECT min(next_attempt_at) FROM tcc.branch"
+					 " WHERE status IN ('confirming', 'cancelling')"
+					 "   AND next_attempt_at > now()",
+					 0, NULL, NULL, NULL, true, 1) == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			return DatumGetTimestampTz(d);
+	}
+	return 0;
+}
+
+/*
  * tcc_dispatch
  *		Send the actions of the branches that are due; local ones are run
  *		(and recorded) here, after the remote ones are on their way.
@@ -206,16 +289,9 @@ send_call(TccCall *call, List **done, List **local)
 bool
 tcc_dispatch(List **done, TimestampTz *next_due)
 {
-	static SPIPlanPtr due_plan = NULL;
-	static SPIPlanPtr next_plan = NULL;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
 	List	   *local = NIL;
 	ListCell   *lc;
 	int			room = tcc_max_concurrent_calls - tcc_remote_in_flight();
-	uint64		nrows;
-	uint64		row;
-	bool		isnull;
 
 	*next_due = 0;
 
@@ -223,63 +299,10 @@ tcc_dispatch(List **done, TimestampTz *next_due)
 		return false;
 
 	if (room > 0)
-	{
-		/*
-		 * Branches in flight are still due in the table; ask for enough
-		 * rows to find room new ones among them (room plus those in
-		 * flight).  Confirms go in registration order, cancels in reverse.
-		 */
-		values[0] = Int32GetDatum(tcc_max_concurrent_calls);
-		nrows = tcc_spi_exec(&due_plan,
-							 "SELECT b.gid, b.branch_id, g.mode, b.status,"
-							 "       b.server,"
-							 "       CASE b.status WHEN 'confirming'"
-							 "       THEN b.confirm_sql ELSE b.cancel_sql END,"
-							 "       b.payload, b.attempts, g.owner::oid"
-							 "  FROM tcc.branch b"
-							 "  JOIN tcc.global_transaction g ON g.gid = b.gid"
-							 " WHERE b.status IN ('confirming', 'cancelling')"
-							 "   AND b.next_attempt_at <= now()"
-							 " ORDER BY b.next_attempt_at, b.gid,"
-							 "          CASE b.status WHEN 'confirming'"
-							 "          THEN b.seq ELSE -b.seq END"
-							 " LIMIT $1",
-							 1, argtypes, values, NULL, true, 0);
-
-		for (row = 0; row < nrows && room > 0; row++)
-		{
-			InFlightKey key;
-			bool		found;
-			TccCall    *call;
-
-			in_flight_key(&key,
-						  SPI_getvalue(SPI_tuptable->vals[row],
-									   SPI_tuptable->tupdesc, 1),
-						  SPI_getvalue(SPI_tuptable->vals[row],
-									   SPI_tuptable->tupdesc, 2));
-			(void) hash_search(in_flight, &key, HASH_ENTER, &found);
-			if (found)
-				continue;
-
-			call = new_call(row);
-			room--;
-			send_call(call, done, &local);
-		}
-	}
+		send_due_calls(room, done, &local);
 
 	/* when the next retry is due, so the worker can sleep until then */
-	if (tcc_spi_exec(&next_plan,
-					 "SELECT min(next_attempt_at) FROM tcc.branch"
-					 " WHERE status IN ('confirming', 'cancelling')"
-					 "   AND next_attempt_at > now()",
-					 0, NULL, NULL, NULL, true, 1) == 1)
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			*next_due = DatumGetTimestampTz(d);
-	}
+	*next_due = next_retry_at();
 
 	tcc_end_round();
 

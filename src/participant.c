@@ -5,9 +5,9 @@
  *	  check that a transaction's owner may reach a participant (the server,
  *	  USAGE on it, the owner's user mapping, the password rule).
  *
- * The checks are made when a branch is registered (coordinator.c, also for
+ * The checks are made when a branch is registered (register.c, also for
  * CALL tcc.try), again when the worker or CALL tcc.try connects
- * (remote.c), and when a due branch's server is looked up (worker.c,
+ * (remote_conn.c), and when a due branch's server is looked up (dispatch.c,
  * try.c): the server or the mapping may change in between.  Each check
  * fills in a TccRefusal instead of raising an error, because phase two
  * records a refusal on the branch rather than raising it; registration
@@ -33,7 +33,7 @@
  * empty one is no password to libpq, which would then go looking in those
  * places.  With a password given, libpq consults neither the password
  * file nor PGPASSWORD nor a service file for it.  The connection must then
- * also have used that password (see remote.c).  sslcert and sslkey name
+ * also have used that password (see remote_conn.c).  sslcert and sslkey name
  * files that the server reads with its own OS rights, so only superusers
  * may put them on a user mapping, as with postgres_fdw.
  *
@@ -333,7 +333,7 @@ mapping_options(Oid userid, Oid serverid, Oid *umid)
  *		its user mapping: always for a superuser; for any other role only
  *		when the mapping holds a non-empty password (see the file header).
  *
- * Registration (coordinator.c) and every connect (remote.c) ask this, so
+ * Registration (register.c) and every connect (remote_conn.c) ask this, so
  * that a mapping changed in between is caught.
  */
 static bool

@@ -3,7 +3,11 @@
  * shmem.c
  *	  tcc's shared memory: one slot per database that has (or may get) a
  *	  worker, the launcher's latch, the live counters that the tcc.worker
- *	  view shows, and the condition variables tcc.wait sleeps on.
+ *	  view shows (worker_status.c), and the condition variables tcc.wait
+ *	  sleeps on.  The launcher and the workers keep their slots up to date
+ *	  here; backends wake or stop a database's worker through its slot.
+ *	  What a commit wakes, a worker or tcc.wait callers, is decided in
+ *	  wakeup.c.
  *
  * The area exists only when tcc is in shared_preload_libraries; without it
  * there is no worker either, tcc.worker is simply empty and waking a worker
@@ -29,15 +33,8 @@
  * only marks the slot requested and wakes the launcher.  A worker writes
  * its own slot's state and counters.
  * Everything is protected by one LWLock; readers take it shared, so a row of
- * tcc.worker is one consistent snapshot of a slot.
- *
- * tcc.wait sleeps on a condition variable chosen by hashing the database
- * and the gid into one of TCC_WAIT_BUCKETS, and whoever moves a global
- * transaction to a status tcc.wait returns on broadcasts that variable
- * once its transaction has committed (so the waiter, reading the status
- * again, sees it).  Buckets keep a finish from waking every waiter in the
- * cluster; a waiter woken for another gid of its bucket reads its status,
- * finds it unchanged and sleeps again.
+ * tcc.worker is one consistent snapshot of a slot.  The condition
+ * variables of tcc.wait need no lock: each has a spinlock of its own.
  *
  * src/shmem.c
  *
@@ -47,38 +44,17 @@
 
 #include <signal.h>
 
-#include "access/xact.h"
-#include "commands/dbcommands.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
-#include "common/hashfn.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
-#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "tcc.h"
 #include "tcc_shmem.h"
-
-PG_FUNCTION_INFO_V1(tcc_worker_status);
-
-static const char *const slot_state_names[] = {
-	[TCC_SLOT_FREE] = "free",
-	[TCC_SLOT_REQUESTED] = "requested",
-	[TCC_SLOT_LAUNCHED] = "launched",
-	[TCC_SLOT_STARTING] = "starting",
-	[TCC_SLOT_IDLE] = "idle",
-	[TCC_SLOT_WORKING] = "working",
-	[TCC_SLOT_ABSENT] = "absent",
-};
-
-/* condition variables for tcc.wait: a power of two, a multiple of 64 */
-#define TCC_WAIT_BUCKETS	128
 
 typedef struct TccSharedState
 {
@@ -92,14 +68,6 @@ static TccSharedState *tcc_shared = NULL;
 
 /* this worker's own slot, in a worker process */
 static TccWorkerSlot *my_slot = NULL;
-
-/* whether the current transaction created work for the worker */
-static bool wake_at_commit = false;
-static bool xact_callback_registered = false;
-
-/* the tcc.wait buckets to broadcast when the current transaction commits */
-static uint64 waiters_at_commit[TCC_WAIT_BUCKETS / 64];
-static bool any_waiters_at_commit = false;
 
 /*
  * tcc_shmem_request
@@ -136,6 +104,17 @@ tcc_shmem_startup(void)
 			ConditionVariableInit(&tcc_shared->waiters[i]);
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * tcc_shmem_present
+ *		Whether tcc's shared memory exists, which it does only when tcc is
+ *		in shared_preload_libraries.
+ */
+bool
+tcc_shmem_present(void)
+{
+	return tcc_shared != NULL;
 }
 
 /*
@@ -204,20 +183,21 @@ request_slot(Oid dboid, TimestampTz not_before)
 }
 
 /* ------------------------------------------------------------------------
- * Backends: waking the worker
+ * Backends: waking and stopping a worker, tcc.wait's variables
  * ------------------------------------------------------------------------
  */
 
 /*
- * wake_database_worker
+ * tcc_wake_database_worker
  *		Set the latch of database dboid's worker; when it has none running,
  *		ask the launcher for one.
  *
- * Called after commit, so the worker's next look at the tables sees what
- * the transaction wrote.  The fast path takes the lock in shared mode only.
+ * Called after commit (see wakeup.c), so the worker's next look at the
+ * tables sees what the transaction wrote.  The fast path takes the lock in
+ * shared mode only.
  */
-static void
-wake_database_worker(Oid dboid)
+void
+tcc_wake_database_worker(Oid dboid)
 {
 	TccWorkerSlot *slot;
 
@@ -256,148 +236,6 @@ wake_database_worker(Oid dboid)
 }
 
 /*
- * wake_waiters
- *		Wake the tcc.wait callers of the buckets marked by the transaction
- *		that just committed.
- */
-static void
-wake_waiters(void)
-{
-	int			i;
-
-	for (i = 0; i < TCC_WAIT_BUCKETS; i++)
-		if (waiters_at_commit[i / 64] & (UINT64CONST(1) << (i % 64)))
-			ConditionVariableBroadcast(&tcc_shared->waiters[i]);
-}
-
-/*
- * forget_at_commit
- *		Nothing is to be done at the end of this transaction any more.
- */
-static void
-forget_at_commit(void)
-{
-	wake_at_commit = false;
-	if (any_waiters_at_commit)
-	{
-		memset(waiters_at_commit, 0, sizeof(waiters_at_commit));
-		any_waiters_at_commit = false;
-	}
-}
-
-/*
- * tcc_xact_callback
- *		At commit of a transaction that created work, wake the worker; at
- *		commit of one that ended global transactions, wake their waiters.
- *
- * This runs after the commit record is written, outside any transaction:
- * it must not raise an error (that would be a PANIC) nor read catalogs.
- * Neither setting a latch nor broadcasting a condition variable can fail.
- * A lost wake-up costs at most a naptime.
- */
-static void
-tcc_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_at_commit && tcc_shared != NULL)
-				wake_database_worker(MyDatabaseId);
-			if (any_waiters_at_commit && tcc_shared != NULL)
-				wake_waiters();
-			forget_at_commit();
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			/* a prepared transaction is committed by another backend */
-			forget_at_commit();
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * register_xact_callback
- *		Register tcc_xact_callback, once per process.
- */
-static void
-register_xact_callback(void)
-{
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(tcc_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-}
-
-/*
- * tcc_wake_worker_at_commit
- *		Have this database's worker woken when the current transaction
- *		commits; the coordinator functions that create work call it.
- *
- * Without shared memory (tcc not preloaded) there is no worker to wake.
- */
-void
-tcc_wake_worker_at_commit(void)
-{
-	if (tcc_shared == NULL)
-		return;
-	register_xact_callback();
-	wake_at_commit = true;
-}
-
-/*
- * wait_bucket
- *		The tcc.wait bucket of global transaction gid of this database.
- */
-static int
-wait_bucket(const char *gid)
-{
-	uint32		hash = hash_bytes((const unsigned char *) gid, strlen(gid));
-
-	hash = hash_combine(hash, murmurhash32((uint32) MyDatabaseId));
-	return (int) (hash & (TCC_WAIT_BUCKETS - 1));
-}
-
-/*
- * tcc_wake_waiters_at_commit
- *		Have the tcc.wait callers waiting for gid woken when the current
- *		transaction commits; called by whatever moves a global transaction
- *		to a status at which tcc.wait returns.
- *
- * At commit, not now: a waiter woken earlier would read the old status
- * and sleep again, missing the change.
- */
-void
-tcc_wake_waiters_at_commit(const char *gid)
-{
-	int			bucket;
-
-	if (tcc_shared == NULL)
-		return;
-	register_xact_callback();
-	bucket = wait_bucket(gid);
-	waiters_at_commit[bucket / 64] |= UINT64CONST(1) << (bucket % 64);
-	any_waiters_at_commit = true;
-}
-
-/*
- * tcc_wait_variable
- *		The condition variable on which to wait for gid to change status, or
- *		NULL without shared memory (tcc not preloaded).
- */
-ConditionVariable *
-tcc_wait_variable(const char *gid)
-{
-	if (tcc_shared == NULL)
-		return NULL;
-	return &tcc_shared->waiters[wait_bucket(gid)];
-}
-
-/*
  * tcc_stop_database_worker
  *		Stop the worker of database dboid, before a command that needs the
  *		database to have no other connections (DROP DATABASE, ALTER
@@ -428,6 +266,20 @@ tcc_stop_database_worker(Oid dboid)
 			kill(slot->pid, SIGTERM);
 	}
 	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_wait_bucket_variable
+ *		The condition variable of tcc.wait bucket bucket (see wakeup.c);
+ *		the shared memory must exist.
+ */
+ConditionVariable *
+tcc_wait_bucket_variable(int bucket)
+{
+	Assert(tcc_shared != NULL);
+	Assert(bucket >= 0 && bucket < TCC_WAIT_BUCKETS);
+
+	return &tcc_shared->waiters[bucket];
 }
 
 /* ------------------------------------------------------------------------
@@ -710,59 +562,19 @@ tcc_worker_count(uint64 succeeded, uint64 failed, int open_connections)
  */
 
 /*
- * tcc_worker_status
- *		tcc.worker_status(): one row per running worker.
+ * tcc_copy_slots
+ *		Copy every slot into slots (TCC_MAX_WORKERS of them) under the lock,
+ *		so that each is one consistent snapshot; false without shared
+ *		memory (tcc not preloaded), when there are none.
  */
-Datum
-tcc_worker_status(PG_FUNCTION_ARGS)
+bool
+tcc_copy_slots(TccWorkerSlot *slots)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TccWorkerSlot slots[TCC_MAX_WORKERS];
-	int			i;
-
-	InitMaterializedSRF(fcinfo, 0);
-
 	if (tcc_shared == NULL)
-		return (Datum) 0;
+		return false;
 
-	/* copy under the lock, look up database names after releasing it */
 	LWLockAcquire(tcc_shared->lock, LW_SHARED);
-	memcpy(slots, tcc_shared->slots, sizeof(slots));
+	memcpy(slots, tcc_shared->slots, sizeof(TccWorkerSlot) * TCC_MAX_WORKERS);
 	LWLockRelease(tcc_shared->lock);
-
-	for (i = 0; i < TCC_MAX_WORKERS; i++)
-	{
-		TccWorkerSlot *slot = &slots[i];
-		Datum		values[8];
-		bool		nulls[8] = {0};
-		char	   *datname;
-		NameData	datname_data;
-
-		if (slot->pid == 0)
-			continue;
-
-		datname = get_database_name(slot->dboid);
-		if (datname)
-		{
-			namestrcpy(&datname_data, datname);
-			values[0] = NameGetDatum(&datname_data);
-		}
-		else
-			nulls[0] = true;
-		values[1] = Int32GetDatum(slot->pid);
-		values[2] = CStringGetTextDatum(slot_state_names[slot->state]);
-		values[3] = TimestampTzGetDatum(slot->started_at);
-		if (slot->last_wakeup != 0)
-			values[4] = TimestampTzGetDatum(slot->last_wakeup);
-		else
-			nulls[4] = true;
-		values[5] = Int64GetDatum((int64) slot->calls_succeeded);
-		values[6] = Int64GetDatum((int64) slot->calls_failed);
-		values[7] = Int32GetDatum(slot->open_connections);
-
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
-							 values, nulls);
-	}
-
-	return (Datum) 0;
+	return true;
 }

@@ -38,8 +38,8 @@ extern int	tcc_fence_retention;	/* seconds, 0: keep forever */
 /*
  * One call of an action (a confirm, a cancel, a step or a compensation)
  * that the worker makes, from the moment the branch is found due until its
- * outcome is recorded.  worker.c fills in what to run; remote.c (or
- * worker.c, for a local action) fills in the outcome.
+ * outcome is recorded.  dispatch.c fills in what to run; remote_pipeline.c
+ * (or action.c, for a local action) fills in the outcome.
  */
 typedef enum TccCallOutcome
 {
@@ -63,7 +63,7 @@ typedef struct TccCall
 	char	   *payload;		/* jsonb as text, or NULL */
 	int			attempts;		/* attempts made before this one */
 
-	/* filled in by remote.c while in flight */
+	/* filled in by remote_pipeline.c while in flight */
 	TimestampTz deadline;		/* give up waiting at this time (0: never) */
 	bool		have_result;	/* the statement's result has arrived */
 
@@ -163,24 +163,30 @@ extern void tcc_refuse(TccRefusal *r);
 struct pg_conn;
 extern void tcc_cancel_async(struct pg_conn *conn);
 
-/* remote.c */
+/* remote_conn.c (see remote.h for what the remote_*.c files share) */
 extern void tcc_remote_init(bool in_worker);
-extern void tcc_remote_call(TccCall *call);
-extern void tcc_remote_send(TccCall *call, List **done);
-extern void tcc_remote_wait(long timeout_ms, List **done);
-extern int	tcc_remote_in_flight(void);
 extern int	tcc_remote_open_connections(void);
 
-/* worker.c */
+/* remote_pipeline.c */
+extern void tcc_remote_send(TccCall *call, List **done);
+
+/* remote_wait.c */
+extern void tcc_remote_call(TccCall *call);
+extern void tcc_remote_wait(long timeout_ms, List **done);
+extern int	tcc_remote_in_flight(void);
+
+/* outcome.c */
 extern bool tcc_sqlstate_is_permanent(const char *sqlstate);
 
 /* shmem.c */
 extern void tcc_shmem_request(void);
 extern void tcc_shmem_startup(void);
+extern void tcc_stop_database_worker(Oid dboid);
+
+/* wakeup.c */
 extern void tcc_wake_worker_at_commit(void);
 extern void tcc_wake_waiters_at_commit(const char *gid);
 extern ConditionVariable *tcc_wait_variable(const char *gid);
-extern void tcc_stop_database_worker(Oid dboid);
 
 /* launcher.c and worker.c: bgw_function_name entry points */
 extern PGDLLEXPORT void tcc_launcher_main(Datum main_arg);

@@ -2,7 +2,9 @@
  *
  * tcc_shmem.h
  *	  The shared-memory slots through which the launcher, the workers and
- *	  the backends of tcc find each other.  See shmem.c.
+ *	  the backends of tcc find each other, and the condition variables of
+ *	  tcc.wait.  See shmem.c; wakeup.c has the wake-ups at commit, and
+ *	  worker_status.c the tcc.worker view.
  *
  * src/tcc_shmem.h
  *
@@ -11,6 +13,7 @@
 #ifndef TCC_SHMEM_H
 #define TCC_SHMEM_H
 
+#include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
@@ -22,6 +25,9 @@
 
 /* seconds before a worker stopped for DROP/ALTER DATABASE comes back */
 #define TCC_STOP_PAUSE		10
+
+/* condition variables for tcc.wait: a power of two, a multiple of 64 */
+#define TCC_WAIT_BUCKETS	128
 
 typedef enum TccSlotState
 {
@@ -55,11 +61,19 @@ extern void tcc_launcher_sync_databases(Oid *dboids, int ndbs);
 extern Oid	tcc_launcher_next_request(TimestampTz now, TimestampTz *next_at);
 extern void tcc_launcher_worker_gone(Oid dboid);
 
+/* backends, at commit (wakeup.c) */
+extern bool tcc_shmem_present(void);
+extern void tcc_wake_database_worker(Oid dboid);
+extern ConditionVariable *tcc_wait_bucket_variable(int bucket);
+
 /* a worker */
 extern bool tcc_worker_attach(Oid dboid);
 extern void tcc_worker_mark_absent(void);
 extern void tcc_worker_set_state(TccSlotState state);
 extern void tcc_worker_count(uint64 succeeded, uint64 failed,
 							 int open_connections);
+
+/* tcc.worker (worker_status.c) */
+extern bool tcc_copy_slots(TccWorkerSlot *slots);
 
 #endif							/* TCC_SHMEM_H */

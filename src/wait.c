@@ -31,7 +31,7 @@ PG_FUNCTION_INFO_V1(tcc_wait);
  * Failed counts as an answer because a failed transaction waits for a
  * human, not for time.  The wait sleeps on a condition variable that
  * whoever ends the transaction broadcasts once it has committed (see
- * shmem.c), so it returns within moments of the change and costs nothing
+ * wakeup.c), so it returns within moments of the change and costs nothing
  * meanwhile.  It prepares to sleep before it reads the status: a broadcast
  * that comes after the read then makes the sleep return at once, so none
  * is missed.  As a safety net against a wake-up lost all the same, and

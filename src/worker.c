@@ -14,11 +14,12 @@
  *	3. finds the branches that are due (confirming or cancelling, with
  *	   next_attempt_at in the past) and sends their actions: to a remote
  *	   participant over a cached libpq connection without waiting for the
- *	   answer (remote.c), or, for a local action, runs it here as the
- *	   transaction's owner and records its outcome in the same transaction;
- *	4. sleeps until a call comes back, a backend wakes it at the commit of a
- *	   transaction that created work (shmem.c), the next retry is due, or
- *	   tcc.naptime passes.
+ *	   answer (remote_pipeline.c), or, for a local action, runs it here as
+ *	   the transaction's owner and records its outcome in the same
+ *	   transaction;
+ *	4. sleeps until a call comes back (remote_wait.c), a backend wakes it at
+ *	   the commit of a transaction that created work (wakeup.c), the next
+ *	   retry is due, or tcc.naptime passes.
  *
  * Every change of state is guarded by the status it expects, under the row
  * lock of the global transaction, so the worker and the SQL API cannot
@@ -28,14 +29,15 @@
  * does wait for the row lock, which a user holds only for the length of
  * one of the API's calls on a transaction in phase two (a repeated commit).
  *
- * What an outcome does depends on the mode (doc/design.md, States and Running an action).  A TCC
- * transaction's confirms (or cancels) are all due at once, and it ends when
- * the last one succeeds.  Saga and msg steps run one at a time, in order.
- * A saga's forward step that fails for good stops the saga: its completed
- * steps are compensated one at a time, newest first (record_failure,
- * abort_saga).  Every other action must succeed in the end and is retried
- * until tcc.max_attempts, after which its transaction is failed.  Whatever
- * ends a transaction, or fails it, wakes its tcc.wait callers at commit.
+ * What an outcome does depends on the mode (doc/design.md, States and
+ * Running an action).  A TCC transaction's confirms (or cancels) are all due
+ * at once, and it ends when the last one succeeds.  Saga and msg steps run
+ * one at a time, in order.  A saga's forward step that fails for good stops
+ * the saga: its completed steps are compensated one at a time, newest first
+ * (record_failure, abort_saga).  Every other action must succeed in the end
+ * and is retried until tcc.max_attempts, after which its transaction is
+ * failed.  Whatever ends a transaction, or fails it, wakes its tcc.wait
+ * callers at commit.
  *
  * Delivery is at least once.  The outcome of a call is recorded after the
  * participant answered; a crash in between (of either side) means the call
@@ -170,6 +172,74 @@ worker_start(Oid dboid)
 }
 
 /*
+ * record_done
+ *		Record the outcomes of the calls in *done, and of those in *deferred
+ *		whose transaction was busy last time; the calls whose transaction
+ *		is busy still become the new *deferred, and *done is emptied.
+ */
+static void
+record_done(List **done, List **deferred)
+{
+	List	   *again;
+
+	*done = list_concat(*done, *deferred);
+	list_free(*deferred);
+	again = tcc_record_outcomes(*done);
+	list_free(*done);
+	*done = NIL;
+	*deferred = again;
+}
+
+/*
+ * publish_counts
+ *		Add the calls recorded since the last round to this worker's
+ *		counters in shared memory, with its open connections (tcc.worker).
+ */
+static void
+publish_counts(void)
+{
+	uint64		succeeded;
+	uint64		failed;
+
+	tcc_take_call_counts(&succeeded, &failed);
+	tcc_worker_count(succeeded, failed, tcc_remote_open_connections());
+}
+
+/*
+ * sleep_time
+ *		How long the worker may sleep, in milliseconds: until the next
+ *		housekeeping or until next_due (0: no branch waits), whichever
+ *		comes first.  It also publishes this worker's statistics, which
+ *		may ask for a shorter sleep.
+ */
+static long
+sleep_time(TimestampTz next_housekeeping, TimestampTz next_due)
+{
+	TimestampTz now;
+	TimestampTz wake_at;
+	long		sleep_ms;
+	long		stats_ms;
+
+	wake_at = next_housekeeping;
+	if (next_due != 0 && next_due < wake_at)
+		wake_at = next_due;
+	now = GetCurrentTimestamp();
+	sleep_ms = wake_at > now ? (long) ((wake_at - now + 999) / 1000) : 0;
+
+	/*
+	 * Publish what this worker's transactions did to the cumulative
+	 * statistics (at most once a second), as a backend does when idle:
+	 * otherwise autovacuum never hears of the rows it updates and deletes,
+	 * nor pg_stat_* of its commits and WAL, until it exits.  Pending counts
+	 * are retried within the interval it returns.
+	 */
+	stats_ms = pgstat_report_stat(false);
+	if (stats_ms > 0 && stats_ms < sleep_ms)
+		sleep_ms = stats_ms;
+	return sleep_ms;
+}
+
+/*
  * tcc_worker_main
  *		The body of the worker of the database whose OID is main_arg.
  *
@@ -200,9 +270,7 @@ tcc_worker_main(Datum main_arg)
 	{
 		TimestampTz now;
 		TimestampTz next_due;
-		TimestampTz wake_at;
 		long		sleep_ms;
-		long		stats_ms;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -220,16 +288,7 @@ tcc_worker_main(Datum main_arg)
 		tcc_worker_set_state(TCC_SLOT_WORKING);
 
 		if (done != NIL || deferred != NIL)
-		{
-			List	   *again;
-
-			done = list_concat(done, deferred);
-			list_free(deferred);
-			again = tcc_record_outcomes(done);
-			list_free(done);
-			done = NIL;
-			deferred = again;
-		}
+			record_done(&done, &deferred);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_housekeeping)
@@ -241,38 +300,14 @@ tcc_worker_main(Datum main_arg)
 
 		if (!tcc_dispatch(&done, &next_due))
 			worker_exit_absent();
-
-		{
-			uint64		succeeded;
-			uint64		failed;
-
-			tcc_take_call_counts(&succeeded, &failed);
-			tcc_worker_count(succeeded, failed,
-							 tcc_remote_open_connections());
-		}
+		publish_counts();
 
 		/* calls that failed before being sent are recorded right away */
 		if (done != NIL)
 			continue;
 		/* (deferred ones wait, at most a naptime, for their row's lock) */
 
-		wake_at = next_housekeeping;
-		if (next_due != 0 && next_due < wake_at)
-			wake_at = next_due;
-		now = GetCurrentTimestamp();
-		sleep_ms = wake_at > now ? (long) ((wake_at - now + 999) / 1000) : 0;
-
-		/*
-		 * Publish what this worker's transactions did to the cumulative
-		 * statistics (at most once a second), as a backend does when idle:
-		 * otherwise autovacuum never hears of the rows it updates and
-		 * deletes, nor pg_stat_* of its commits and WAL, until it exits.
-		 * Pending counts are retried within the interval it returns.
-		 */
-		stats_ms = pgstat_report_stat(false);
-		if (stats_ms > 0 && stats_ms < sleep_ms)
-			sleep_ms = stats_ms;
-
+		sleep_ms = sleep_time(next_housekeeping, next_due);
 		if (tcc_remote_in_flight() == 0)
 			tcc_worker_set_state(TCC_SLOT_IDLE);
 		MemoryContextSwitchTo(loop_context);

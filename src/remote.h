@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote.h
+ *	  Declarations shared by the files that call participants over libpq:
+ *	  remote_conn.c (the connection cache), remote_pipeline.c (what runs
+ *	  on one connection) and remote_wait.c (waiting for the answers).  The
+ *	  rest of tcc uses the functions declared in tcc.h.
+ *
+ * src/remote.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TCC_REMOTE_H
+#define TCC_REMOTE_H
+
+#include "libpq-fe.h"
+#include "nodes/pg_list.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "tcc.h"
+
+typedef struct ConnCacheKey
+{
+	Oid			serverid;
+	Oid			userid;			/* the owner of the global transactions */
+} ConnCacheKey;
+
+/*
+ * A participant connection and what is in flight on it.  The items of its
+ * queue, in the order the participant answers them, are TccCalls and,
+ * after each, a session reset (see remote_pipeline.c).
+ */
+typedef struct ConnCacheEntry
+{
+	ConnCacheKey key;
+	PGconn	   *conn;			/* NULL when not connected */
+	List	   *queue;			/* calls and resets, oldest first */
+	int			ncalls;			/* how many of them are calls */
+	TimestampTz reset_deadline; /* of the reset at the head (0: none) */
+	bool		reset_ok;		/* the reset at the head said DISCARD ALL */
+	bool		flush_pending;	/* libpq has output left to send */
+	bool		invalidated;	/* the server or mapping changed */
+	TimestampTz failed_at;		/* when connecting last failed, or 0 */
+	char	   *failed_error;	/* ... and why (in tcc_remote_context) */
+	char		failed_sqlstate[6];
+	uint32		server_hashvalue;
+	uint32		mapping_hashvalue;
+} ConnCacheEntry;
+
+/* remote_conn.c */
+extern HTAB *tcc_conn_cache;
+extern MemoryContext tcc_remote_context;
+extern ConnCacheEntry *tcc_connection_for(TccCall *call);
+extern void tcc_disconnect(ConnCacheEntry *entry);
+extern char *tcc_libpq_message(PGconn *conn, const char *fallback);
+
+/* remote_pipeline.c */
+extern void tcc_set_call_error(TccCall *call, const char *message,
+							   const char *sqlstate, bool permanent);
+extern TimestampTz tcc_head_deadline(ConnCacheEntry *entry);
+extern bool tcc_flush_entry(ConnCacheEntry *entry, List **done);
+extern void tcc_read_entry(ConnCacheEntry *entry, List **done);
+extern void tcc_timeout_entry(ConnCacheEntry *entry, List **done);
+
+#endif							/* TCC_REMOTE_H */
