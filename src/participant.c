@@ -3,7 +3,8 @@
  * participant.c
  *	  Participants as foreign servers: the tcc_fdw validator, and every
  *	  check that a transaction's owner may reach a participant (the server,
- *	  USAGE on it, the owner's user mapping, the password rule).
+ *	  USAGE on it, the owner's user mapping, the password rule), and the
+ *	  connection options that keep an owner to its own credentials.
  *
  * The checks are made when a branch is registered (register.c, also for
  * CALL tcc.try), again when the worker or CALL tcc.try connects
@@ -33,7 +34,9 @@
  * empty one is no password to libpq, which would then go looking in those
  * places.  With a password given, libpq consults neither the password
  * file nor PGPASSWORD nor a service file for it.  The connection must then
- * also have used that password (see remote_conn.c).  sslcert and sslkey name
+ * also have used that password (see remote_conn.c), and it takes no client
+ * certificate nor Kerberos ticket of the server's either
+ * (tcc_participant_no_borrowed_credentials).  sslcert and sslkey name
  * files that the server reads with its own OS rights, so only superusers
  * may put them on a user mapping, as with postgres_fdw.
  *
@@ -373,6 +376,46 @@ owner_name(Oid owner)
 	char	   *name = GetUserNameFromId(owner, true);
 
 	return name ? name : psprintf("with OID %u", owner);
+}
+
+/*
+ * tcc_participant_no_borrowed_credentials
+ *		Append to the n connection options in keywords and values those
+ *		that keep libpq from using credentials of the server's OS account
+ *		for an owner that is not a superuser; returns the new count (at
+ *		most n + 3).
+ *
+ * The password is settled already (a non-empty one from the mapping, so
+ * libpq reads no password file, PGPASSWORD or service file for it).  But
+ * libpq also sends a client certificate of its own finding when the
+ * participant asks for one: PGSSLCERT and PGSSLKEY, a service file, or
+ * ~/.postgresql/postgresql.crt of the server's OS account.  A participant
+ * that wants a password and a certificate (clientcert=verify-ca) would
+ * take the server's certificate as the second factor.  So, unless a
+ * superuser put sslcert and sslkey on the mapping, they name a file that
+ * cannot exist (a path under /dev/null, which libpq takes as "no
+ * certificate"); and GSSAPI encryption, which would use the server's
+ * Kerberos credentials, is off.
+ */
+int
+tcc_participant_no_borrowed_credentials(List *mapping, const char **keywords,
+										const char **values, int n)
+{
+	static const char *const no_file = "/dev/null/tcc-no-client-certificate";
+
+	if (tcc_option_named(mapping, "sslcert") == NULL)
+	{
+		keywords[n] = "sslcert";
+		values[n++] = no_file;
+	}
+	if (tcc_option_named(mapping, "sslkey") == NULL)
+	{
+		keywords[n] = "sslkey";
+		values[n++] = no_file;
+	}
+	keywords[n] = "gssencmode";
+	values[n++] = "disable";
+	return n;
 }
 
 /*

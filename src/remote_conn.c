@@ -279,46 +279,6 @@ wait_for_connection(PGconn *conn, char **error)
 }
 
 /*
- * add_no_borrowed_credentials
- *		Append to the n connection options in keywords and values those
- *		that keep libpq from using credentials of the server's OS account
- *		for an owner that is not a superuser; returns the new count (at
- *		most n + 3).
- *
- * The password is settled already (a non-empty one from the mapping, so
- * libpq reads no password file, PGPASSWORD or service file for it).  But
- * libpq also sends a client certificate of its own finding when the
- * participant asks for one: PGSSLCERT and PGSSLKEY, a service file, or
- * ~/.postgresql/postgresql.crt of the server's OS account.  A participant
- * that wants a password and a certificate (clientcert=verify-ca) would
- * take the server's certificate as the second factor.  So, unless a
- * superuser put sslcert and sslkey on the mapping, they name a file that
- * cannot exist (a path under /dev/null, which libpq takes as "no
- * certificate"); and GSSAPI encryption, which would use the server's
- * Kerberos credentials, is off.
- */
-static int
-add_no_borrowed_credentials(List *mapping, const char **keywords,
-							const char **values, int n)
-{
-	static const char *const no_file = "/dev/null/tcc-no-client-certificate";
-
-	if (tcc_option_named(mapping, "sslcert") == NULL)
-	{
-		keywords[n] = "sslcert";
-		values[n++] = no_file;
-	}
-	if (tcc_option_named(mapping, "sslkey") == NULL)
-	{
-		keywords[n] = "sslkey";
-		values[n++] = no_file;
-	}
-	keywords[n] = "gssencmode";
-	values[n++] = "disable";
-	return n;
-}
-
-/*
  * connection_options
  *		The libpq connection options, in *keywords_p and *values_p (NULL
  *		terminated), with which to reach server for the owner whose user
@@ -367,7 +327,8 @@ connection_options(ForeignServer *server, List *mapping, bool is_superuser,
 		values[n++] = PINNED_OPTIONS;
 	}
 	if (!is_superuser)
-		n = add_no_borrowed_credentials(mapping, keywords, values, n);
+		n = tcc_participant_no_borrowed_credentials(mapping, keywords,
+													values, n);
 	keywords[n] = "fallback_application_name";
 	values[n++] = "tcc";
 	keywords[n] = "client_encoding";
@@ -580,11 +541,12 @@ tcc_connection_for(TccCall *call)
 }
 
 /*
- * tcc_remote_open_connections
- *		How many participant connections are open.
+ * count_connections
+ *		Over the cached connections: how many are open (calls false), or how
+ *		many calls are waiting for an answer (calls true).
  */
-int
-tcc_remote_open_connections(void)
+static int
+count_connections(bool calls)
 {
 	HASH_SEQ_STATUS scan;
 	ConnCacheEntry *entry;
@@ -592,6 +554,26 @@ tcc_remote_open_connections(void)
 
 	hash_seq_init(&scan, tcc_conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
-		n += (entry->conn != NULL);
+		n += calls ? entry->ncalls : (entry->conn != NULL);
 	return n;
+}
+
+/*
+ * tcc_remote_open_connections
+ *		How many participant connections are open.
+ */
+int
+tcc_remote_open_connections(void)
+{
+	return count_connections(false);
+}
+
+/*
+ * tcc_remote_in_flight
+ *		How many calls are waiting for an answer.
+ */
+int
+tcc_remote_in_flight(void)
+{
+	return count_connections(true);
 }

@@ -268,20 +268,3 @@ tcc_remote_call(TccCall *call)
 	}
 	PG_END_TRY();
 }
-
-/*
- * tcc_remote_in_flight
- *		How many calls are waiting for an answer.
- */
-int
-tcc_remote_in_flight(void)
-{
-	HASH_SEQ_STATUS scan;
-	ConnCacheEntry *entry;
-	int			n = 0;
-
-	hash_seq_init(&scan, tcc_conn_cache);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-		n += entry->ncalls;
-	return n;
-}

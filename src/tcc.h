@@ -157,6 +157,10 @@ extern bool tcc_participant_mapping(Oid owner, const char *gid,
 extern bool tcc_participant_password_unused(Oid owner, const char *gid,
 											ForeignServer *server,
 											TccRefusal *r);
+extern int	tcc_participant_no_borrowed_credentials(List *mapping,
+													const char **keywords,
+													const char **values,
+													int n);
 extern void tcc_refuse(TccRefusal *r);
 
 /* cancel.c (struct pg_conn is libpq's PGconn) */
@@ -166,6 +170,7 @@ extern void tcc_cancel_async(struct pg_conn *conn);
 /* remote_conn.c (see remote.h for what the remote_*.c files share) */
 extern void tcc_remote_init(bool in_worker);
 extern int	tcc_remote_open_connections(void);
+extern int	tcc_remote_in_flight(void);
 
 /* remote_pipeline.c */
 extern void tcc_remote_send(TccCall *call, List **done);
@@ -173,7 +178,6 @@ extern void tcc_remote_send(TccCall *call, List **done);
 /* remote_wait.c */
 extern void tcc_remote_call(TccCall *call);
 extern void tcc_remote_wait(long timeout_ms, List **done);
-extern int	tcc_remote_in_flight(void);
 
 /* outcome.c */
 extern bool tcc_sqlstate_is_permanent(const char *sqlstate);

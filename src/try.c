@@ -143,6 +143,66 @@ result_row(FunctionCallInfo fcinfo, const char *branch_id)
 }
 
 /*
+ * new_try_call
+ *		Check tcc.try's own arguments and make the call of its try, in the
+ *		procedure's memory: the call, and the error it may bring back, must
+ *		outlive the commits and SPI_finish.
+ *
+ * It is filled in now, while there is a snapshot: an argument may still be
+ * toasted (a large payload read from a table), and fetching it after the
+ * first commit would fail.
+ */
+static TccCall *
+new_try_call(FunctionCallInfo fcinfo)
+{
+	TccCall    *call;
+
+	tcc_check_not_null(fcinfo, 0, "gid");
+	tcc_check_not_null(fcinfo, 2, "try_sql");
+
+	call = palloc0(sizeof(TccCall));
+	call->sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	tcc_check_action_sql(call->sql, "try_sql");
+	call->gid = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	call->mode = "tcc";
+	call->phase = "trying";
+	call->server = PG_ARGISNULL(1) ? NULL :
+		text_to_cstring(PG_GETARG_TEXT_PP(1));
+	call->payload = PG_ARGISNULL(5) ? NULL :
+		DatumGetCString(DirectFunctionCall1(jsonb_out,
+											PG_GETARG_DATUM(5)));
+	call->outcome = TCC_CALL_PENDING;
+	return call;
+}
+
+/*
+ * run_try
+ *		Step 2: run call's try here (action.c) or on its participant, whose
+ *		server may have been dropped or replaced since the registration;
+ *		what the outcome needs is copied to callcxt.
+ */
+static void
+run_try(TccCall *call, MemoryContext callcxt)
+{
+	ForeignServer *server;
+	TccRefusal	refusal;
+
+	if (call->server == NULL)
+		tcc_run_action_here(call);
+	else if (!tcc_participant_server(call->server, &server, &refusal))
+	{
+		call->outcome = TCC_CALL_ERROR;
+		call->error = MemoryContextStrdup(callcxt, refusal.message);
+		strlcpy(call->sqlstate, refusal.sqlstate, sizeof(call->sqlstate));
+	}
+	else
+	{
+		call->serverid = server->serverid;
+		tcc_remote_call(call);
+	}
+}
+
+/*
  * tcc_try
  *		CALL tcc.try(gid, server, try_sql, confirm_sql, cancel_sql, payload,
  *		branch_id): register a TCC branch, run its try, record the outcome.
@@ -155,9 +215,7 @@ tcc_try(PG_FUNCTION_ARGS)
 	CallContext *callcontext = (CallContext *) fcinfo->context;
 	MemoryContext callcxt = CurrentMemoryContext;
 	TccCall    *call;
-	char	   *try_sql;
 	char	   *branch_id;
-	Oid			owner;
 
 	if (callcontext == NULL || !IsA(callcontext, CallContext) ||
 		callcontext->atomic)
@@ -170,29 +228,7 @@ tcc_try(PG_FUNCTION_ARGS)
 						 "not from a function; inside a transaction, use "
 						 "tcc.register_branch and run the try yourself.")));
 
-	tcc_check_not_null(fcinfo, 0, "gid");
-	tcc_check_not_null(fcinfo, 2, "try_sql");
-	try_sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	tcc_check_action_sql(try_sql, "try_sql");
-
-	/*
-	 * The call, and the error it may bring back, must outlive the commits
-	 * and SPI_finish: it goes in the procedure's own memory.  It is filled
-	 * in now, while there is a snapshot: an argument may still be toasted
-	 * (a large payload read from a table), and fetching it after the first
-	 * commit would fail.
-	 */
-	call = palloc0(sizeof(TccCall));
-	call->gid = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	call->mode = "tcc";
-	call->phase = "trying";
-	call->server = PG_ARGISNULL(1) ? NULL :
-		text_to_cstring(PG_GETARG_TEXT_PP(1));
-	call->sql = try_sql;
-	call->payload = PG_ARGISNULL(5) ? NULL :
-		DatumGetCString(DirectFunctionCall1(jsonb_out,
-											PG_GETARG_DATUM(5)));
-	call->outcome = TCC_CALL_PENDING;
+	call = new_try_call(fcinfo);
 
 	/*
 	 * A non-atomic SPI connection may commit; its memory lives in the
@@ -205,33 +241,12 @@ tcc_try(PG_FUNCTION_ARGS)
 	 * 1. the registration, durable before the participant hears of it
 	 * (registering asks for a durable commit, see durable.c)
 	 */
-	branch_id = tcc_try_register(fcinfo, &owner);
+	branch_id = tcc_try_register(fcinfo, &call->owner);
 	call->branch_id = MemoryContextStrdup(callcxt, branch_id);
-	call->owner = owner;
 	SPI_commit();
 
 	/* 2. the try */
-	if (call->server == NULL)
-		tcc_run_action_here(call);
-	else
-	{
-		ForeignServer *server;
-		TccRefusal	refusal;
-
-		/* dropped or replaced since the registration */
-		if (!tcc_participant_server(call->server, &server, &refusal))
-		{
-			call->outcome = TCC_CALL_ERROR;
-			call->error = MemoryContextStrdup(callcxt, refusal.message);
-			strlcpy(call->sqlstate, refusal.sqlstate,
-					sizeof(call->sqlstate));
-		}
-		else
-		{
-			call->serverid = server->serverid;
-			tcc_remote_call(call);
-		}
-	}
+	run_try(call, callcxt);
 
 	/* 3. the outcome */
 	record_try(call);
