@@ -166,13 +166,10 @@ tcc_record_attempt(GlobalTx *tx, TccCall *call, BranchStatus new_status,
 	Datum		values[11];
 	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ',
 		'n', 'n', 'n', 'n', 'n'};
-	bool		try = (strcmp(call->phase, "trying") == 0);
-
 	Assert(tx->locked && strcmp(tx->gid, call->gid) == 0);
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);
-	/* a try runs while its branch is registered; the others, in its phase */
-	values[2] = CStringGetTextDatum(try ? "registered" : call->phase);
+	values[2] = CStringGetTextDatum(tcc_branch_status_name(call->ran_in));
 	values[3] = CStringGetTextDatum(tcc_branch_status_name(new_status));
 	values[4] = Float8GetDatum(retry_in_ms);
 	nulls[4] = retry_in_ms < 0 ? 'n' : ' ';

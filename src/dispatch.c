@@ -17,6 +17,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "state.h"
 #include "tcc.h"
 #include "worker.h"
 
@@ -91,8 +92,6 @@ tcc_free_call(TccCall *call)
 
 	pfree(call->gid);
 	pfree(call->branch_id);
-	pfree(call->mode);
-	pfree(call->phase);
 	if (call->server)
 		pfree(call->server);
 	pfree(call->sql);
@@ -141,13 +140,12 @@ new_call(int row)
 	 */
 	call->gid = copy_value(tuple, tupdesc, 1);
 	call->branch_id = copy_value(tuple, tupdesc, 2);
-	call->mode = copy_value(tuple, tupdesc, 3);
-	call->phase = copy_value(tuple, tupdesc, 4);
-	call->server = copy_value(tuple, tupdesc, 5);
-	call->sql = copy_value(tuple, tupdesc, 6);
-	call->payload = copy_value(tuple, tupdesc, 7);
-	call->attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 8, &isnull));
-	call->owner = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+	call->ran_in = tcc_branch_status_from_name(SPI_getvalue(tuple, tupdesc, 3));
+	call->server = copy_value(tuple, tupdesc, 4);
+	call->sql = copy_value(tuple, tupdesc, 5);
+	call->payload = copy_value(tuple, tupdesc, 6);
+	call->attempts = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 7, &isnull));
+	call->owner = DatumGetObjectId(SPI_getbinval(tuple, tupdesc, 8, &isnull));
 	call->outcome = TCC_CALL_PENDING;
 
 	return call;
@@ -213,8 +211,7 @@ send_due_calls(int room, List **done, List **local)
 	 */
 	values[0] = Int32GetDatum(tcc_max_concurrent_calls);
 	nrows = tcc_spi_exec(&due_plan,
-						 "SELECT b.gid, b.branch_id, g.mode, b.status,"
-						 "       b.server,"
+						 "SELECT b.gid, b.branch_id, b.status, b.server,"
 						 "       CASE b.status WHEN 'confirming'"
 						 "       THEN b.confirm_sql ELSE b.cancel_sql END,"
 						 "       b.payload, b.attempts, g.owner::oid"

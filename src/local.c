@@ -60,8 +60,7 @@ local_call_is_due(TccCall *call)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	due = tcc_lock_global_tx_nowait(call->gid, &tx) == GLOBAL_LOCKED &&
-		tcc_branch_is(call->gid, call->branch_id,
-					  tcc_branch_status_from_name(call->phase));
+		tcc_branch_is(call->gid, call->branch_id, call->ran_in);
 	SPI_finish();
 	return due;
 }

@@ -123,7 +123,10 @@ retry_delay_ms(int attempts)
 static bool
 in_call_phase(GlobalTx *tx, TccCall *call)
 {
-	return strcmp(tcc_status_name(tx->status), call->phase) == 0;
+	Assert(call->ran_in == BRANCH_CONFIRMING ||
+		   call->ran_in == BRANCH_CANCELLING);
+	return STATUS_IS(tx, call->ran_in == BRANCH_CONFIRMING ?
+					 TCC_CONFIRMING : TCC_CANCELLING);
 }
 
 /*
@@ -139,7 +142,7 @@ in_call_phase(GlobalTx *tx, TccCall *call)
 static void
 record_success(GlobalTx *tx, TccCall *call)
 {
-	bool		confirming = (strcmp(call->phase, "confirming") == 0);
+	bool		confirming = (call->ran_in == BRANCH_CONFIRMING);
 
 	if (!tcc_record_attempt(tx, call,
 							confirming ? BRANCH_CONFIRMED : BRANCH_CANCELLED,
@@ -200,7 +203,7 @@ abort_saga(GlobalTx *tx, TccCall *call, bool outcome_unknown)
 static char *
 failure_message(GlobalTx *tx, TccCall *call)
 {
-	bool		confirming = (strcmp(call->phase, "confirming") == 0);
+	bool		confirming = (call->ran_in == BRANCH_CONFIRMING);
 	const char *error = call->error ? call->error : "";
 
 	if (MODE_IS_TCC(tx))
@@ -246,7 +249,7 @@ record_failure(GlobalTx *tx, TccCall *call)
 	out_of_attempts = tcc_max_attempts > 0 &&
 		call->attempts + 1 >= tcc_max_attempts;
 	saga_step = strcmp(tx->mode, "saga") == 0 &&
-		strcmp(call->phase, "confirming") == 0 &&
+		call->ran_in == BRANCH_CONFIRMING &&
 		STATUS_IS(tx, TCC_CONFIRMING);
 
 	if (saga_step && !call->permanent)
@@ -267,7 +270,7 @@ record_failure(GlobalTx *tx, TccCall *call)
 	give_up = call->permanent || out_of_attempts;
 	if (!tcc_record_attempt(tx, call,
 							give_up ? BRANCH_FAILED :
-							tcc_branch_status_from_name(call->phase),
+							call->ran_in,
 							give_up ? -1 : retry_delay_ms(call->attempts + 1),
 							true))
 		return;

@@ -32,26 +32,6 @@ typedef enum TccStatus
 
 #define TCC_STATUS_COUNT	(TCC_FAILED + 1)
 
-/*
- * The statuses of a branch (doc/design.md, States); the names are what
- * tcc.branch.status holds.
- */
-typedef enum BranchStatus
-{
-	BRANCH_REGISTERED,
-	BRANCH_TRIED,
-	BRANCH_TRY_FAILED,
-	BRANCH_CONFIRMING,
-	BRANCH_CONFIRMED,
-	BRANCH_CANCELLING,
-	BRANCH_CANCELLED,
-	BRANCH_FAILED,
-	BRANCH_ABORTED,
-	BRANCH_SKIPPED
-} BranchStatus;
-
-#define BRANCH_STATUS_COUNT	(BRANCH_SKIPPED + 1)
-
 /* A global transaction's row, as read under its lock */
 typedef struct GlobalTx
 {

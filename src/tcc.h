@@ -36,6 +36,26 @@ extern int	tcc_retention;			/* seconds, 0: keep forever */
 extern int	tcc_fence_retention;	/* seconds, 0: keep forever */
 
 /*
+ * The statuses of a branch (doc/design.md, States); the names are what
+ * tcc.branch.status holds (state.c).
+ */
+typedef enum BranchStatus
+{
+	BRANCH_REGISTERED,
+	BRANCH_TRIED,
+	BRANCH_TRY_FAILED,
+	BRANCH_CONFIRMING,
+	BRANCH_CONFIRMED,
+	BRANCH_CANCELLING,
+	BRANCH_CANCELLED,
+	BRANCH_FAILED,
+	BRANCH_ABORTED,
+	BRANCH_SKIPPED
+} BranchStatus;
+
+#define BRANCH_STATUS_COUNT	(BRANCH_SKIPPED + 1)
+
+/*
  * One call of an action (a confirm, a cancel, a step or a compensation)
  * that the worker makes, from the moment the branch is found due until its
  * outcome is recorded.  dispatch.c fills in what to run; remote_pipeline.c
@@ -54,8 +74,8 @@ typedef struct TccCall
 	/* what to run */
 	char	   *gid;
 	char	   *branch_id;
-	char	   *mode;			/* tcc, saga or msg */
-	char	   *phase;			/* confirming or cancelling */
+	BranchStatus ran_in;		/* the branch's status it runs in: confirming
+								 * or cancelling, registered for a try */
 	char	   *server;			/* foreign server name, NULL for local */
 	Oid			serverid;		/* its OID, when remote */
 	Oid			owner;			/* the global transaction's owner */

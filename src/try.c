@@ -164,8 +164,7 @@ new_try_call(FunctionCallInfo fcinfo)
 	call->sql = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	tcc_check_action_sql(call->sql, "try_sql");
 	call->gid = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	call->mode = "tcc";
-	call->phase = "trying";
+	call->ran_in = BRANCH_REGISTERED;
 	call->server = PG_ARGISNULL(1) ? NULL :
 		text_to_cstring(PG_GETARG_TEXT_PP(1));
 	call->payload = PG_ARGISNULL(5) ? NULL :
