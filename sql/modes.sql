@@ -242,6 +242,18 @@ SELECT branch, bstatus, last_error, last_sqlstate
   FROM pg_temp.rows('modes-try-policy');
 SELECT tcc.rollback('modes-try-policy');
 RESET search_path;
+-- an owner dropped since has nobody to run its try as: 42704, nothing runs
+CREATE ROLE modes_gone;
+SET ROLE modes_gone;
+SELECT tcc.begin('modes-try-gone');
+RESET ROLE;
+DROP ROLE modes_gone;
+\set VERBOSITY sqlstate
+CALL tcc.try('modes-try-gone', NULL, 'SELECT 1', 'SELECT 1', 'SELECT 2',
+			 NULL, 'gone');
+\set VERBOSITY default
+SELECT branch, bstatus, last_sqlstate FROM pg_temp.rows('modes-try-gone');
+SELECT tcc.rollback('modes-try-gone');
 
 --
 -- tcc.wait

@@ -10,14 +10,15 @@
  *
  * - identity: the global transaction's owner, never the worker's
  *	 superuser; the caller of CALL tcc.try has the owner's privileges
- *	 already, or it could not have registered the branch;
+ *	 already, or it could not have registered the branch; an owner that
+ *	 has been dropped fails the action for good (42704);
  * - security context: restricted, as functions in index expressions run
  *	 for maintenance commands, so the action can create no temporary
  *	 objects, LISTEN, nor change the session's role;
  * - search_path: the one a new session of the owner in this database
  *	 would start with (action_search_path), so that a try and the confirm
  *	 of the same branch resolve names alike, whatever the calling session
- *	 or the worker has set;
+ *	 or the worker has set or was started with;
  * - timeout: tcc.call_timeout, as a statement timeout the action cannot
  *	 catch;
  * - settings: every setting the action changes is rolled back after it,
@@ -51,12 +52,10 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 
 #include "tcc.h"
-
-/* search_path as the server's configuration set it, when tcc was loaded */
-static char *server_search_path = NULL;
 
 /* what running an action under the policy changed, to be put back */
 typedef struct ActionPolicy
@@ -65,26 +64,8 @@ typedef struct ActionPolicy
 	int			save_sec_context;
 	int			nestlevel;
 	TimestampTz caller_timeout; /* the caller's statement timeout, or 0 */
+	TimestampTz own_timeout;	/* tcc.call_timeout's, when armed, or 0 */
 } ActionPolicy;
-
-/*
- * tcc_action_init
- *		Remember the server's configured search_path; called by _PG_init.
- *
- * _PG_init calls this only when tcc is in shared_preload_libraries, in
- * the postmaster, after the configuration files and the command line and
- * before any database or role setting: the value then is the server's
- * own, and every backend inherits it.  See server_search_path_value.
- */
-void
-tcc_action_init(void)
-{
-	if (!IsUnderPostmaster)
-		server_search_path = MemoryContextStrdup(TopMemoryContext,
-												 GetConfigOption("search_path",
-																 false,
-																 false));
-}
 
 /*
  * said_false
@@ -201,7 +182,7 @@ action_failed(TccCall *call, MemoryContext oldcontext,
 /*
  * search_path_in
  *		The value of search_path in setconfig, a pg_db_role_setting array of
- *		"name=value" texts, or NULL.
+ *		"name=value" texts, in palloc'd memory, or NULL.
  */
 static char *
 search_path_in(ArrayType *setconfig)
@@ -217,12 +198,20 @@ search_path_in(ArrayType *setconfig)
 	{
 		char	   *name;
 		char	   *value;
+		char	   *path = NULL;
 
 		if (nulls[i])
 			continue;
+
+		/* ParseLongOption mallocs both, as guc.c's ProcessGUCArray knows */
 		ParseLongOption(TextDatumGetCString(elems[i]), &name, &value);
 		if (value != NULL && pg_strcasecmp(name, "search_path") == 0)
-			return value;
+			path = pstrdup(value);
+		free(name);
+		if (value)
+			free(value);
+		if (path)
+			return path;
 	}
 	return NULL;
 }
@@ -265,15 +254,45 @@ configured_search_path(Oid databaseid, Oid roleid)
 }
 
 /*
+ * file_search_path
+ *		The search_path that the configuration files set (postgresql.conf,
+ *		and postgresql.auto.conf for ALTER SYSTEM), or NULL.
+ *
+ * Read from the files themselves, as the pg_file_settings view does: this
+ * backend's own value hides theirs once a database or role setting or the
+ * client's connection options replaced it.  The files are read as they
+ * are now, which is what every backend has applied since the last reload
+ * (a file changed but not reloaded yet counts early; no backend acts on
+ * that for long).
+ */
+static char *
+file_search_path(void)
+{
+	ConfigVariable *head = NULL;
+	ConfigVariable *tail = NULL;
+	ConfigVariable *item;
+	char	   *path = NULL;
+
+	(void) ParseConfigFile(ConfigFileName, true, NULL, 0, 0, DEBUG1,
+						   &head, &tail);
+	(void) ParseConfigFile(PG_AUTOCONF_FILENAME, false, NULL, 0, 0, DEBUG1,
+						   &head, &tail);
+	for (item = head; item != NULL; item = item->next)
+		if (!item->ignore && pg_strcasecmp(item->name, "search_path") == 0)
+			path = item->value;	/* the last one wins */
+	if (path)
+		path = pstrdup(path);
+	FreeConfigVariables(head);
+	return path;
+}
+
+/*
  * server_search_path_value
  *		search_path as the server's configuration sets it, the same in every
- *		backend.
- *
- * This backend's reset value is that, unless a database or role setting,
- * or the client's connection options, replaced it (its reset source says
- * which): then it is the value remembered when the postmaster loaded tcc
- * (tcc_action_init), which misses a change of the configuration file made
- * since; and without tcc preloaded, PostgreSQL's built-in default.
+ *		backend: this backend's reset value when that came from the
+ *		configuration files or the server's command line (its reset source
+ *		says so), else what the files say (file_search_path), else
+ *		PostgreSQL's built-in default.
  */
 static const char *
 server_search_path_value(void)
@@ -285,12 +304,14 @@ server_search_path_value(void)
 	for (i = 0; i < nvars; i++)
 	{
 		struct config_string *conf = (struct config_string *) vars[i];
+		char	   *path;
 
 		if (strcmp(vars[i]->name, "search_path") != 0)
 			continue;
 		if (vars[i]->reset_source <= PGC_S_ARGV)
 			return conf->reset_val;
-		return server_search_path ? server_search_path : conf->boot_val;
+		path = file_search_path();
+		return path ? path : conf->boot_val;
 	}
 	elog(ERROR, "search_path is not a setting");
 	return NULL;				/* keep the compiler quiet */
@@ -323,7 +344,8 @@ action_search_path(Oid owner)
  *
  * tcc.call_timeout is armed as the statement timeout, since that setting
  * arms its timer only for a client's statement; in CALL tcc.try, the
- * caller's own statement timeout, when sooner, stays in force.
+ * caller's own statement timeout, when sooner, stays in force instead
+ * (tcc_run_action_here decides which).
  */
 static void
 enter_policy(TccCall *call, ActionPolicy *policy)
@@ -340,29 +362,24 @@ enter_policy(TccCall *call, ActionPolicy *policy)
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 
-	if (tcc_call_timeout > 0)
-	{
-		TimestampTz end =
-			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										tcc_call_timeout);
-
-		if (policy->caller_timeout == 0 || end < policy->caller_timeout)
-			enable_timeout_at(STATEMENT_TIMEOUT, end);
-	}
+	if (policy->own_timeout != 0)
+		enable_timeout_at(STATEMENT_TIMEOUT, policy->own_timeout);
 }
 
 /*
  * restore_timeout
- *		Disarm the action's timeout and re-arm the caller's, unless it has
- *		passed already (then the action failed on it).
+ *		Disarm tcc.call_timeout's timer, when armed, and re-arm the caller's
+ *		in its place.  A caller's deadline that passed meanwhile (the action
+ *		caught tcc's cancel and ran on) fires at once, as it would have
+ *		without tcc; a caller's timer that was never replaced is left alone.
  */
 static void
 restore_timeout(ActionPolicy *policy)
 {
-	if (tcc_call_timeout <= 0)
+	if (policy->own_timeout == 0)
 		return;
 	disable_timeout(STATEMENT_TIMEOUT, false);
-	if (policy->caller_timeout > GetCurrentTimestamp())
+	if (policy->caller_timeout != 0)
 		enable_timeout_at(STATEMENT_TIMEOUT, policy->caller_timeout);
 }
 
@@ -383,8 +400,38 @@ tcc_run_action_here(TccCall *call)
 	ResourceOwner oldowner = CurrentResourceOwner;
 	ActionPolicy policy;
 
+	/*
+	 * The owner may have been dropped since (its transactions are then a
+	 * superuser's): there is nobody to run the action as, and never will be.
+	 */
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(call->owner)))
+	{
+		call->outcome = TCC_CALL_ERROR;
+		call->error = MemoryContextStrdup(GetMemoryChunkContext(call),
+										  psprintf("role with OID %u, which "
+												   "owns the global "
+												   "transaction, does not "
+												   "exist", call->owner));
+		strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
+		call->permanent = true;
+		return;
+	}
+
+	/*
+	 * Which statement timeout applies is settled here, before PG_TRY, so
+	 * that PG_CATCH reads nothing that PG_TRY changed.
+	 */
 	policy.caller_timeout = get_timeout_active(STATEMENT_TIMEOUT) ?
 		get_timeout_finish_time(STATEMENT_TIMEOUT) : 0;
+	policy.own_timeout = 0;
+	if (tcc_call_timeout > 0)
+	{
+		TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  tcc_call_timeout);
+
+		if (policy.caller_timeout == 0 || end < policy.caller_timeout)
+			policy.own_timeout = end;
+	}
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);

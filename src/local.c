@@ -17,7 +17,6 @@
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 
 #include "state.h"
 #include "tcc.h"
@@ -31,7 +30,7 @@
  *		block other sessions for as long as the worker lives), prepared
  *		statements and the state of sequences (currval).
  *
- * Settings are rolled back by tcc_run_local_call itself.  The restricted
+ * Settings are rolled back by tcc_run_action_here itself (action.c).  The restricted
  * security context already refuses the rest of what DISCARD ALL clears:
  * temporary objects, LISTEN, cursors WITH HOLD and role changes.  Advisory
  * locks taken for the transaction only are released by its commit, which
@@ -99,19 +98,8 @@ tcc_run_local_call(TccCall *call)
 		return false;
 	}
 
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(call->owner)))
-	{
-		call->outcome = TCC_CALL_ERROR;
-		call->error = psprintf("role with OID %u, which owns the global "
-							   "transaction, does not exist", call->owner);
-		strlcpy(call->sqlstate, "42704", sizeof(call->sqlstate));
-		call->permanent = true;
-	}
-	else
-	{
-		tcc_run_action_here(call);
-		forget_session_state();
-	}
+	tcc_run_action_here(call);
+	forget_session_state();
 
 	/* the error text must outlive the transaction until tcc_free_call */
 	if (call->error && GetMemoryChunkContext(call->error) != tcc_calls_context)

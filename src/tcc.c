@@ -253,8 +253,6 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-	tcc_action_init();
-
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = tcc_shmem_request_hook;
 	prev_shmem_startup_hook = shmem_startup_hook;

@@ -125,7 +125,6 @@ extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 
 /* action.c */
-extern void tcc_action_init(void);
 extern void tcc_run_action_here(TccCall *call);
 
 /* action_sql.c */

@@ -14,7 +14,8 @@
  *	   end and the participant's try is never orphaned;
  *	2. run the try on the participant (over libpq, with the connection
  *	   cache and the user mapping of the transaction's owner that the
- *	   worker uses; or, for a local branch, here, as the caller);
+ *	   worker uses; or, for a local branch, here, as the owner, under the
+ *	   policy of every local action, action.c);
  *	3. record the outcome, tried or try_failed, and commit; a failed try's
  *	   error is then raised to the caller with the participant's SQLSTATE.
  *

@@ -500,6 +500,78 @@ SELECT string_agg(action || ':' || found, ',' ORDER BY action DESC)
 	'try:p7sp,confirm:p7sp',
 	"7: the try and the worker's confirm both found the owner's p7sp.which()");
 $status{'p7-path'} = 'confirmed';
+
+# ... and where the owner has no setting of its own, with the server's
+# configuration as it is now (here ALTER SYSTEM, then a reload), also in a
+# session whose own search_path came from a role setting of the caller
+$coord->safe_psql(
+	'postgres', q{
+CREATE ROLE p7_owner LOGIN;
+CREATE ROLE p7_caller LOGIN IN ROLE p7_owner;
+ALTER ROLE p7_caller SET search_path = public;
+CREATE SCHEMA p7conf;
+GRANT USAGE ON SCHEMA p7conf TO p7_owner;
+CREATE FUNCTION p7conf.which() RETURNS text LANGUAGE sql
+	AS $$SELECT 'p7conf'$$;
+GRANT INSERT ON public.p7_log TO p7_owner;});
+$coord->safe_psql('postgres',
+	'ALTER SYSTEM SET search_path = p7conf, public; SELECT pg_reload_conf()');
+ok($coord->poll_query_until('postgres', 'SHOW search_path', 'p7conf, public'),
+	'7: search_path = p7conf, public in the configuration, reloaded');
+run_as($coord, 'postgres', 'p7_owner', q{SELECT tcc.begin('p7-conf')});
+is( run_as(
+		$coord, 'postgres', 'p7_caller', q{
+SHOW search_path;
+CALL tcc.try('p7-conf', NULL,
+			 'INSERT INTO public.p7_log VALUES (''try-conf'', which())',
+			 'INSERT INTO public.p7_log VALUES (''confirm-conf'', which())',
+			 'SELECT 1');
+SELECT tcc.commit('p7-conf');}),
+	"public\n1\nconfirming",
+	"7: p7_caller's session has its role's search_path, and commits p7-conf");
+is($coord->safe_psql('postgres', q{SELECT tcc.wait('p7-conf', '30 s')}),
+	'confirmed', '7: p7-conf is confirmed');
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT string_agg(action || ':' || found, ',' ORDER BY action DESC)
+  FROM public.p7_log WHERE action LIKE '%-conf'}),
+	'try-conf:p7conf,confirm-conf:p7conf',
+	'7: the try and the confirm both used the configured search_path');
+ok(set_conf($coord, 'search_path', undef, '"$user", public'),
+	'7: search_path reset');
+$status{'p7-conf'} = 'confirmed';
+
+# that lookup reads pg_db_role_setting for every local action and must
+# not leak: a session's 3000 local tries, with ten long settings to read
+# each time, leave its memory as it was
+$coord->safe_psql('postgres',
+	join('',
+		map { "ALTER DATABASE postgres SET p7leak.s$_ = '" . ('x' x 200) . "';" }
+		  1 .. 10));
+my $leak = $coord->safe_psql(
+	'postgres', q{
+CREATE FUNCTION pg_temp.rss_kb() RETURNS bigint LANGUAGE sql AS $$
+	SELECT (regexp_match(pg_read_file('/proc/self/status'),
+						 'RssAnon:\s+(\d+)'))[1]::bigint$$;
+SELECT tcc.begin('p7-leak', '1 hour');
+DO $$DECLARE b text; BEGIN FOR i IN 1..500 LOOP
+	b := NULL;
+	CALL tcc.try('p7-leak', NULL, 'SELECT 1', 'SELECT 1', 'SELECT 1', NULL, b);
+END LOOP; END$$;
+SELECT pg_temp.rss_kb() AS before \gset
+DO $$DECLARE b text; BEGIN FOR i IN 1..3000 LOOP
+	b := NULL;
+	CALL tcc.try('p7-leak', NULL, 'SELECT 1', 'SELECT 1', 'SELECT 1', NULL, b);
+END LOOP; END$$;
+SELECT pg_temp.rss_kb() - :before;
+SELECT tcc.rollback('p7-leak');});
+my $grown = (split /\n/, $leak)[1];
+note "7: 3000 local tries grew the session's RssAnon by $grown kB";
+cmp_ok($grown, '<', 2048, '7: the search_path lookups leak nothing');
+$coord->safe_psql('postgres', 'ALTER DATABASE postgres RESET ALL');
+is($coord->safe_psql('postgres', q{SELECT tcc.wait('p7-leak', '30 s')}),
+	'cancelled', '7: p7-leak is cancelled');
+$status{'p7-leak'} = 'cancelled';
 check_invariants('7', %ends, sold => $sold);
 
 # ------------------------------------------------------------- 8. tcc.wait
