@@ -452,6 +452,39 @@ SELECT status || ':' || last_sqlstate FROM tcc.branches
  WHERE gid = 'p7-local-timeout'}),
 	'try_failed:57014',
 	'7: the local branch is try_failed with 57014');
+
+# the caller's own statement_timeout, later than tcc.call_timeout, still
+# ends the CALL when the try catches tcc's cancel and runs on past it, as
+# it would have without tcc
+$coord->safe_psql(
+	'postgres', q{
+CREATE FUNCTION public.p7_stubborn() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	BEGIN
+		PERFORM pg_sleep(5);
+	EXCEPTION WHEN query_canceled THEN
+		NULL;
+	END;
+	PERFORM pg_sleep(2);
+	RETURN true;
+END $$;
+SELECT tcc.begin('p7-stubborn');});
+$t0 = time();
+$err = psql_fails($coord, 'postgres', q{
+SET statement_timeout = '2s';
+CALL tcc.try('p7-stubborn', NULL, 'SELECT p7_stubborn()', 'SELECT 1',
+			 'SELECT 2', NULL, 'stubborn');});
+$elapsed = time() - $t0;
+like($err, qr/ERROR:  57014: canceling statement due to statement timeout/m,
+	"7: the caller's statement_timeout ends a try that caught tcc's cancel");
+note sprintf('7: the stubborn CALL failed after %.2f s', $elapsed);
+is( $coord->safe_psql(
+		'postgres', q{
+SELECT tcc.rollback('p7-stubborn');
+SELECT tcc.wait('p7-stubborn', '30 s');}),
+	"cancelling\ncancelled",
+	'7: p7-stubborn rolled back');
+$status{'p7-stubborn'} = 'cancelled';
 ok(set_conf($coord, 'tcc.call_timeout', undef, '10s'), '7: tcc.call_timeout reset');
 is( $coord->safe_psql(
 		'postgres', q{
