@@ -134,7 +134,8 @@ tcc_generate_gid(void)
 
 	/* milliseconds since the Unix epoch, from the database clock */
 	unix_ms = (uint64) (GetCurrentTimestamp() / 1000) +
-		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+		SECS_PER_DAY * 1000;
 
 	uuid[0] = (uint8) (unix_ms >> 40);
 	uuid[1] = (uint8) (unix_ms >> 32);
@@ -177,8 +178,18 @@ tcc_check_interval(Interval *interval, const char *argname, bool allow_zero)
 				 errmsg("%s must not be negative", argname) :
 				 errmsg("%s must be greater than zero", argname),
 				 errdetail("The value given was %s.",
-						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(interval))))));
+						   tcc_interval_text(interval))));
+}
+
+/*
+ * tcc_interval_text
+ *		interval as text, for a message.
+ */
+char *
+tcc_interval_text(Interval *interval)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out,
+											   IntervalPGetDatum(interval)));
 }
 
 /*
@@ -241,8 +252,7 @@ tcc_add_interval(TimestampTz start, Interval *interval, bool subtract,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s %s is too long", argname,
-						DatumGetCString(DirectFunctionCall1(interval_out,
-															IntervalPGetDatum(interval)))),
+						tcc_interval_text(interval)),
 				 errdetail("The resulting time would fall outside the range "
 						   "of timestamp with time zone."),
 				 errhint("Use a value of at most a few years.")));

@@ -59,9 +59,7 @@ deadline_after(TimestampTz start, Interval *timeout)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout must be greater than zero"),
 				 errdetail("Counted on the calendar from now, %s ends no "
-						   "later than now.",
-						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(timeout)))),
+						   "later than now.", tcc_interval_text(timeout)),
 				 errhint("Months and days are counted on the calendar; "
 						 "give the timeout in hours, minutes or seconds.")));
 	return deadline;

@@ -128,7 +128,8 @@ copy_value(HeapTuple tuple, TupleDesc tupdesc, int col)
 static TccCall *
 new_call(int row)
 {
-	TccCall    *call = MemoryContextAllocZero(tcc_calls_context, sizeof(TccCall));
+	TccCall    *call = MemoryContextAllocZero(tcc_calls_context,
+											  sizeof(TccCall));
 	HeapTuple	tuple = SPI_tuptable->vals[row];
 	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
 	bool		isnull;

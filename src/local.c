@@ -30,8 +30,9 @@
  *		block other sessions for as long as the worker lives), prepared
  *		statements and the state of sequences (currval).
  *
- * Settings are rolled back by tcc_run_action_here itself (action.c).  The restricted
- * security context already refuses the rest of what DISCARD ALL clears:
+ * Settings are rolled back by tcc_run_action_here itself (action.c).  The
+ * restricted security context already refuses the rest of what DISCARD ALL
+ * clears:
  * temporary objects, LISTEN, cursors WITH HOLD and role changes.  Advisory
  * locks taken for the transaction only are released by its commit, which
  * follows at once.

@@ -67,7 +67,8 @@ tcc_sqlstate_is_permanent(const char *sqlstate)
 /*
  * sqlstate_is_transient
  *		Whether an error of a saga's forward step may go away by itself, so
- *		that the step is tried again rather than failing (doc/design.md, Running an action).
+ *		that the step is tried again rather than failing (doc/design.md,
+ *		Running an action).
  *
  * These are the errors that say nothing about the step itself: the
  * connection was lost (class 08) or the call took longer than

@@ -438,13 +438,17 @@ tcc_participant_server(const char *name, ForeignServer **server,
 							   "NULL to run the action in this database."));
 
 	if ((*server)->fdwid != get_foreign_data_wrapper_oid("tcc_fdw", false))
+	{
+		ForeignDataWrapper *fdw = GetForeignDataWrapper((*server)->fdwid);
+
 		return refusal(r, "42809",
 					   psprintf("server \"%s\" is not a tcc participant",
 								(*server)->servername),
 					   psprintf("It uses foreign-data wrapper \"%s\".",
-								GetForeignDataWrapper((*server)->fdwid)->fdwname),
+								fdw->fdwname),
 					   pstrdup("Create participants with CREATE SERVER ... "
 							   "FOREIGN DATA WRAPPER tcc_fdw."));
+	}
 	return true;
 }
 

@@ -111,8 +111,8 @@ tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
 		datname = ((RenameStmt *) parsetree)->subname;
 	else if (IsA(parsetree, CreatedbStmt))
 	{
-		DefElem    *def = tcc_option_named(((CreatedbStmt *) parsetree)->options,
-										   "template");
+		CreatedbStmt *stmt = (CreatedbStmt *) parsetree;
+		DefElem    *def = tcc_option_named(stmt->options, "template");
 
 		if (def != NULL && def->arg != NULL)
 			datname = defGetString(def);

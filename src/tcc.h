@@ -146,6 +146,7 @@ extern void tcc_check_not_null(FunctionCallInfo fcinfo, int argno,
 							   const char *argname);
 extern void tcc_check_interval(Interval *interval, const char *argname,
 							   bool allow_zero);
+extern char *tcc_interval_text(Interval *interval);
 extern char *tcc_clip(const char *str);
 extern TimestampTz tcc_add_interval(TimestampTz start, Interval *interval,
 									bool subtract, const char *argname);
