@@ -71,10 +71,12 @@ deadline_after(TimestampTz start, Interval *timeout)
  *		*deadline from them.
  */
 static void
-begin_args(FunctionCallInfo fcinfo, char **gid, char **mode, Jsonb **meta,
+begin_args(FunctionCallInfo fcinfo, char **gid, TccMode *mode, Jsonb **meta,
 		   TimestampTz *deadline)
 {
 	Interval   *timeout;
+	char	   *mode_name;
+	int			m;
 
 	*gid = PG_ARGISNULL(0) ? tcc_generate_gid() :
 		tcc_check_id(PG_GETARG_TEXT_PP(0), "gid", true);
@@ -92,13 +94,13 @@ begin_args(FunctionCallInfo fcinfo, char **gid, char **mode, Jsonb **meta,
 	*deadline = deadline_after(GetCurrentStatementStartTimestamp(), timeout);
 
 	tcc_check_not_null(fcinfo, 2, "mode");
-	*mode = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strcmp(*mode, "tcc") != 0 && strcmp(*mode, "saga") != 0 &&
-		strcmp(*mode, "msg") != 0)
+	mode_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if ((m = tcc_mode_from_name(mode_name)) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown mode \"%s\"", tcc_clip(*mode)),
+				 errmsg("unknown mode \"%s\"", tcc_clip(mode_name)),
 				 errhint("The mode is one of tcc, saga and msg.")));
+	*mode = (TccMode) m;
 
 	*meta = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	if (*meta != NULL && !JB_ROOT_IS_OBJECT(*meta))
@@ -115,7 +117,7 @@ begin_args(FunctionCallInfo fcinfo, char **gid, char **mode, Jsonb **meta,
  *		only its owner may, while it is trying, in the same mode.
  */
 static void
-check_begin_again(GlobalTx *old, Oid caller, const char *mode)
+check_begin_again(GlobalTx *old, Oid caller, TccMode mode)
 {
 	if (!has_privs_of_role(caller, old->owner))
 		ereport(ERROR,
@@ -133,13 +135,13 @@ check_begin_again(GlobalTx *old, Oid caller, const char *mode)
 						   tcc_status_name(old->status)),
 				 errhint("Choose another gid, or pass NULL to have one "
 						 "generated.")));
-	if (strcmp(old->mode, mode) != 0)
+	if (old->mode != mode)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("global transaction \"%s\" already exists with "
-						"mode %s", old->gid, old->mode),
+						"mode %s", old->gid, tcc_mode_name(old->mode)),
 				 errhint("Begin it again with mode %s, or choose "
-						 "another gid.", old->mode)));
+						 "another gid.", tcc_mode_name(old->mode))));
 }
 
 /*
@@ -155,7 +157,7 @@ tcc_begin(PG_FUNCTION_ARGS)
 	TccSpiSession session;
 	GlobalTx	old;
 	char	   *gid;
-	char	   *mode;
+	TccMode		mode;
 	Jsonb	   *meta;
 	TimestampTz deadline;
 

@@ -63,10 +63,14 @@ static void
 fill_global_tx(GlobalTx *tx, int row)
 {
 	char	   *failed_phase;
+	int			mode;
 	bool		isnull;
 
 	tx->gid = tcc_spi_getstring(row, 1);
-	tx->mode = tcc_spi_getstring(row, 2);
+	mode = tcc_mode_from_name(tcc_spi_getstring(row, 2));
+	if (mode < 0)
+		elog(ERROR, "unknown mode of global transaction \"%s\"", tx->gid);
+	tx->mode = (TccMode) mode;
 	tx->status = tcc_status_from_name(tcc_spi_getstring(row, 3));
 	failed_phase = tcc_spi_getstring(row, 4);
 	tx->failed_phase = failed_phase ? tcc_status_from_name(failed_phase) :
@@ -243,7 +247,7 @@ tcc_lock_expired(int limit, GlobalTx **txs)
  * and then finds its row.
  */
 bool
-tcc_insert_global_tx(const char *gid, const char *mode, Oid owner,
+tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
 					 Jsonb *meta, TimestampTz deadline, GlobalTx *existing)
 {
 	static SPIPlanPtr insert_plan = NULL;
@@ -254,7 +258,7 @@ tcc_insert_global_tx(const char *gid, const char *mode, Oid owner,
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	values[0] = CStringGetTextDatum(gid);
-	values[1] = CStringGetTextDatum(mode);
+	values[1] = CStringGetTextDatum(tcc_mode_name(mode));
 	values[2] = ObjectIdGetDatum(owner);
 	values[3] = JsonbPGetDatum(meta);
 	nulls[3] = meta ? ' ' : 'n';

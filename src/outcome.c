@@ -249,7 +249,7 @@ record_failure(GlobalTx *tx, TccCall *call)
 
 	out_of_attempts = tcc_max_attempts > 0 &&
 		call->attempts + 1 >= tcc_max_attempts;
-	saga_step = strcmp(tx->mode, "saga") == 0 &&
+	saga_step = tx->mode == TCC_MODE_SAGA &&
 		call->ran_in == BRANCH_CONFIRMING &&
 		STATUS_IS(tx, TCC_CONFIRMING);
 

@@ -114,7 +114,7 @@ check_branch_target(GlobalTx *tx, NewBranch *nb)
 									 &mapping, &umid, &refusal))
 			tcc_refuse(&refusal);
 	}
-	if (nb->undo_sql != NULL && strcmp(tx->mode, "msg") == 0)
+	if (nb->undo_sql != NULL && tx->mode == TCC_MODE_MSG)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("global transaction \"%s\" is a msg transaction, "

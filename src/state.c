@@ -38,6 +38,12 @@ static const char *const status_names[TCC_STATUS_COUNT] = {
 	[TCC_FAILED] = "failed",
 };
 
+static const char *const mode_names[TCC_MODE_COUNT] = {
+	[TCC_MODE_TCC] = "tcc",
+	[TCC_MODE_SAGA] = "saga",
+	[TCC_MODE_MSG] = "msg",
+};
+
 static const char *const branch_status_names[BRANCH_STATUS_COUNT] = {
 	[BRANCH_REGISTERED] = "registered",
 	[BRANCH_TRIED] = "tried",
@@ -113,6 +119,33 @@ tcc_status_from_name(const char *name)
 {
 	return (TccStatus) index_of_name(status_names, TCC_STATUS_COUNT, name,
 									 "global transaction");
+}
+
+/*
+ * tcc_mode_name
+ *		The name of a global transaction's mode.
+ */
+const char *
+tcc_mode_name(TccMode mode)
+{
+	Assert(mode >= 0 && mode < TCC_MODE_COUNT);
+	return mode_names[mode];
+}
+
+/*
+ * tcc_mode_from_name
+ *		The mode called name, or -1 when there is none (tcc.begin refuses
+ *		the name; the table's CHECK constraint allows no other).
+ */
+int
+tcc_mode_from_name(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < TCC_MODE_COUNT; i++)
+		if (strcmp(mode_names[i], name) == 0)
+			return i;
+	return -1;
 }
 
 /*
@@ -322,7 +355,7 @@ tcc_check_mode(GlobalTx *tx, bool want_tcc, const char *function,
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("global transaction \"%s\" is a %s transaction",
-						tx->gid, tx->mode),
+						tx->gid, tcc_mode_name(tx->mode)),
 				 errdetail("%s applies to %s transactions only.", function,
 						   want_tcc ? "tcc" : "saga and msg"),
 				 errhint("Use %s.", instead)));

@@ -32,11 +32,25 @@ typedef enum TccStatus
 
 #define TCC_STATUS_COUNT	(TCC_FAILED + 1)
 
+/*
+ * The modes of a global transaction (doc/design.md, States): the kind of
+ * phase two it gets.  The names are what tcc.global_transaction.mode holds
+ * and tcc.begin takes.
+ */
+typedef enum TccMode
+{
+	TCC_MODE_TCC,
+	TCC_MODE_SAGA,
+	TCC_MODE_MSG
+} TccMode;
+
+#define TCC_MODE_COUNT		(TCC_MODE_MSG + 1)
+
 /* A global transaction's row, as read under its lock */
 typedef struct GlobalTx
 {
 	const char *gid;
-	const char *mode;
+	TccMode		mode;
 	TccStatus	status;
 	TccStatus	failed_phase;	/* the phase a failed transaction left */
 	Oid			owner;
@@ -75,12 +89,14 @@ typedef enum BranchSet
 } BranchSet;
 
 /* the kind of phase two a transaction gets, from its mode */
-#define MODE_IS_TCC(tx)		(strcmp((tx)->mode, "tcc") == 0)
+#define MODE_IS_TCC(tx)		((tx)->mode == TCC_MODE_TCC)
 #define STATUS_IS(tx, s)	((tx)->status == (s))
 
 /* state.c: statuses and edges */
 extern const char *tcc_status_name(TccStatus status);
 extern TccStatus tcc_status_from_name(const char *name);
+extern const char *tcc_mode_name(TccMode mode);
+extern int	tcc_mode_from_name(const char *name);
 extern const char *tcc_branch_status_name(BranchStatus status);
 extern BranchStatus tcc_branch_status_from_name(const char *name);
 extern void tcc_check_edge(GlobalTx *tx, TccStatus new_status);
@@ -100,7 +116,7 @@ extern void tcc_read_global_tx(TccSpiSession *session, const char *gid,
 extern void tcc_lock_global_tx(TccSpiSession *session, const char *gid,
 							   GlobalTx *tx);
 extern GlobalLock tcc_lock_global_tx_nowait(const char *gid, GlobalTx *tx);
-extern bool tcc_insert_global_tx(const char *gid, const char *mode,
+extern bool tcc_insert_global_tx(const char *gid, TccMode mode,
 								 Oid owner, Jsonb *meta,
 								 TimestampTz deadline, GlobalTx *existing);
 extern int32 tcc_count_branch(GlobalTx *tx);
