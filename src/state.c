@@ -81,22 +81,17 @@ static const bool legal_edges[TCC_STATUS_COUNT][TCC_STATUS_COUNT] = {
 
 /*
  * index_of_name
- *		The index of name in names[0 .. count - 1]; what names a status (of a
- *		kind that what says, for the message), as the tables' CHECK
- *		constraints allow no other, so that an unknown name is a
- *		can't-happen error.
+ *		The index of name in names[0 .. count - 1], or -1.
  */
 static int
-index_of_name(const char *const *names, int count, const char *name,
-			  const char *what)
+index_of_name(const char *const *names, int count, const char *name)
 {
 	int			i;
 
 	for (i = 0; i < count; i++)
 		if (strcmp(names[i], name) == 0)
 			return i;
-	elog(ERROR, "unknown %s status \"%s\"", what, name);
-	return 0;					/* keep the compiler quiet */
+	return -1;
 }
 
 /*
@@ -112,13 +107,18 @@ tcc_status_name(TccStatus status)
 
 /*
  * tcc_status_from_name
- *		The global transaction status called name.
+ *		The global transaction status called name; the table's CHECK
+ *		constraint allows no other, so an unknown one is a can't-happen
+ *		error.
  */
 TccStatus
 tcc_status_from_name(const char *name)
 {
-	return (TccStatus) index_of_name(status_names, TCC_STATUS_COUNT, name,
-									 "global transaction");
+	int			i = index_of_name(status_names, TCC_STATUS_COUNT, name);
+
+	if (i < 0)
+		elog(ERROR, "unknown global transaction status \"%s\"", name);
+	return (TccStatus) i;
 }
 
 /*
@@ -134,18 +134,13 @@ tcc_mode_name(TccMode mode)
 
 /*
  * tcc_mode_from_name
- *		The mode called name, or -1 when there is none (tcc.begin refuses
- *		the name; the table's CHECK constraint allows no other).
+ *		The mode called name, or -1 when there is none: tcc.begin refuses
+ *		such a name, and the table's CHECK constraint allows no other.
  */
 int
 tcc_mode_from_name(const char *name)
 {
-	int			i;
-
-	for (i = 0; i < TCC_MODE_COUNT; i++)
-		if (strcmp(mode_names[i], name) == 0)
-			return i;
-	return -1;
+	return index_of_name(mode_names, TCC_MODE_COUNT, name);
 }
 
 /*
@@ -161,13 +156,18 @@ tcc_branch_status_name(BranchStatus status)
 
 /*
  * tcc_branch_status_from_name
- *		The branch status called name.
+ *		The branch status called name; as for tcc_status_from_name, an
+ *		unknown one is a can't-happen error.
  */
 BranchStatus
 tcc_branch_status_from_name(const char *name)
 {
-	return (BranchStatus) index_of_name(branch_status_names,
-										BRANCH_STATUS_COUNT, name, "branch");
+	int			i = index_of_name(branch_status_names, BRANCH_STATUS_COUNT,
+								  name);
+
+	if (i < 0)
+		elog(ERROR, "unknown branch status \"%s\"", name);
+	return (BranchStatus) i;
 }
 
 /*
