@@ -102,7 +102,7 @@ said_false(void)
  * (rows from before the check existed, say) can never succeed, and the
  * call says so in call->permanent (action_failed takes that back
  * for an error that is not about the text).  Settings the action itself
- * makes are left to the caller, which knows whose session this is.
+ * makes are rolled back by the caller (tcc_run_action_here).
  */
 static void
 run_action(TccCall *call)
@@ -219,18 +219,17 @@ search_path_in(ArrayType *setconfig)
 /*
  * configured_search_path
  *		The search_path that ALTER ROLE or ALTER DATABASE set for role roleid
- *		in database databaseid (either InvalidOid for all), or NULL.
+ *		in database databaseid (either InvalidOid for all), or NULL; rel is
+ *		pg_db_role_setting, opened by the caller.
  */
 static char *
-configured_search_path(Oid databaseid, Oid roleid)
+configured_search_path(Relation rel, Oid databaseid, Oid roleid)
 {
-	Relation	rel;
 	ScanKeyData keys[2];
 	SysScanDesc scan;
 	HeapTuple	tuple;
 	char	   *path = NULL;
 
-	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
 	ScanKeyInit(&keys[0], Anum_pg_db_role_setting_setdatabase,
 				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(databaseid));
 	ScanKeyInit(&keys[1], Anum_pg_db_role_setting_setrole,
@@ -249,7 +248,6 @@ configured_search_path(Oid databaseid, Oid roleid)
 			path = search_path_in(DatumGetArrayTypeP(setconfig));
 	}
 	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
 	return path;
 }
 
@@ -293,28 +291,33 @@ file_search_path(void)
  *		configuration files or the server's command line (its reset source
  *		says so), else what the files say (file_search_path), else
  *		PostgreSQL's built-in default.
+ *
+ * The setting's entry is found once per backend: the entries stay where
+ * they are, only the array that points to them grows.
  */
 static const char *
 server_search_path_value(void)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			nvars = GetNumConfigOptions();
-	int			i;
+	static struct config_string *conf = NULL;
+	char	   *path;
 
-	for (i = 0; i < nvars; i++)
+	if (conf == NULL)
 	{
-		struct config_string *conf = (struct config_string *) vars[i];
-		char	   *path;
+		struct config_generic **vars = get_guc_variables();
+		int			nvars = GetNumConfigOptions();
+		int			i;
 
-		if (strcmp(vars[i]->name, "search_path") != 0)
-			continue;
-		if (vars[i]->reset_source <= PGC_S_ARGV)
-			return conf->reset_val;
-		path = file_search_path();
-		return path ? path : conf->boot_val;
+		for (i = 0; i < nvars && conf == NULL; i++)
+			if (strcmp(vars[i]->name, "search_path") == 0)
+				conf = (struct config_string *) vars[i];
+		if (conf == NULL)
+			elog(ERROR, "search_path is not a setting");
 	}
-	elog(ERROR, "search_path is not a setting");
-	return NULL;				/* keep the compiler quiet */
+
+	if (conf->gen.reset_source <= PGC_S_ARGV)
+		return conf->reset_val;
+	path = file_search_path();
+	return path ? path : conf->boot_val;
 }
 
 /*
@@ -327,14 +330,19 @@ server_search_path_value(void)
 static const char *
 action_search_path(Oid owner)
 {
-	const char *path;
+	const Oid	levels[4][2] = {
+		{MyDatabaseId, owner}, {InvalidOid, owner},
+		{MyDatabaseId, InvalidOid}, {InvalidOid, InvalidOid}
+	};
+	Relation	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
+	const char *path = NULL;
+	int			i;
 
-	if ((path = configured_search_path(MyDatabaseId, owner)) != NULL ||
-		(path = configured_search_path(InvalidOid, owner)) != NULL ||
-		(path = configured_search_path(MyDatabaseId, InvalidOid)) != NULL ||
-		(path = configured_search_path(InvalidOid, InvalidOid)) != NULL)
-		return path;
-	return server_search_path_value();
+	for (i = 0; i < lengthof(levels) && path == NULL; i++)
+		path = configured_search_path(rel, levels[i][0], levels[i][1]);
+	table_close(rel, AccessShareLock);
+
+	return path ? path : server_search_path_value();
 }
 
 /*

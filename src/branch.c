@@ -39,7 +39,7 @@
 	"       updated_at = now()" \
 	" WHERE gid = $1"
 
-/* the statements of tcc_set_branches, by BranchSet; $3 is unused */
+/* the statements of set_branches, by BranchSet; $3 is the branch id */
 static const char *const set_branches_sql[] = {
 	[BRANCHES_ALL] = BRANCH_SCHEDULE,
 	[BRANCHES_REGISTERED] = BRANCH_SCHEDULE " AND status = 'registered'",
@@ -51,10 +51,8 @@ static const char *const set_branches_sql[] = {
 	"               WHERE gid = $1 AND status = 'confirmed')",
 	[BRANCHES_TO_RETRY] = BRANCH_SCHEDULE
 	"   AND status IN ('failed', $2)",
+	[BRANCHES_ONE] = BRANCH_SCHEDULE " AND branch_id = $3",
 };
-
-/* one more, by branch id, for tcc_set_branch */
-#define BRANCH_ONE	(BRANCHES_TO_RETRY + 1)
 
 /*
  * tcc_insert_branch
@@ -95,15 +93,15 @@ tcc_insert_branch(GlobalTx *tx, const char *branch_id, int32 seq,
 
 /*
  * set_branches
- *		Put the branches of tx that which (or, for BRANCH_ONE, branch_id)
+ *		Put the branches of tx that which (with branch_id, for BRANCHES_ONE)
  *		selects in new_status, scheduled as the file header says; true when
  *		there was one.
  */
 static bool
-set_branches(GlobalTx *tx, int which, const char *branch_id,
+set_branches(GlobalTx *tx, BranchSet which, const char *branch_id,
 			 BranchStatus new_status)
 {
-	static SPIPlanPtr plans[BRANCH_ONE + 1];
+	static SPIPlanPtr plans[lengthof(set_branches_sql)];
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
@@ -114,10 +112,8 @@ set_branches(GlobalTx *tx, int which, const char *branch_id,
 	values[2] = branch_id ? CStringGetTextDatum(branch_id) : (Datum) 0;
 	nulls[2] = branch_id ? ' ' : 'n';
 
-	return tcc_spi_exec(&plans[which],
-						which == BRANCH_ONE ?
-						BRANCH_SCHEDULE " AND branch_id = $3" :
-						set_branches_sql[which],
+	Assert((which == BRANCHES_ONE) == (branch_id != NULL));
+	return tcc_spi_exec(&plans[which], set_branches_sql[which],
 						3, argtypes, values, nulls, false, 0) > 0;
 }
 
@@ -140,7 +136,7 @@ tcc_set_branches(GlobalTx *tx, BranchSet which, BranchStatus new_status)
 void
 tcc_set_branch(GlobalTx *tx, const char *branch_id, BranchStatus new_status)
 {
-	(void) set_branches(tx, BRANCH_ONE, branch_id, new_status);
+	(void) set_branches(tx, BRANCHES_ONE, branch_id, new_status);
 }
 
 /*

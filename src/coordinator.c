@@ -348,7 +348,7 @@ tcc_purge(PG_FUNCTION_ARGS)
 	uint64		deleted;
 
 	tcc_spi_begin(&session);
-	deleted = tcc_delete_finished(cutoff, session.caller, 0);
+	deleted = tcc_purge_finished(cutoff, session.caller);
 	tcc_spi_end(&session);
 
 	PG_RETURN_INT64((int64) deleted);

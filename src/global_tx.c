@@ -397,48 +397,56 @@ tcc_fail_global_tx(GlobalTx *tx, const char *error)
 }
 
 /*
- * tcc_delete_finished
- *		Delete the confirmed and cancelled transactions that finished before
- *		cutoff, with their branches; returns how many.
+ * tcc_purge_finished
+ *		tcc.purge's DELETE: the confirmed and cancelled transactions that
+ *		finished before cutoff, with their branches, of roles whose
+ *		privileges caller has; returns how many.
  *
- * For tcc.purge (caller valid): only those of roles the caller has the
- * privileges of, all at once.  For the worker's retention (caller
- * InvalidOid): anybody's, up to limit, skipping rows that are locked.  The
- * owner test goes through pg_roles because pg_has_role() fails for a role
- * that no longer exists; the transactions of a dropped role are a
+ * The owner test goes through pg_roles because pg_has_role() fails for a
+ * role that no longer exists; the transactions of a dropped role are a
  * superuser's to purge.  Failed transactions are never deleted: they wait
  * for a human.
  */
 uint64
-tcc_delete_finished(TimestampTz cutoff, Oid caller, int limit)
+tcc_purge_finished(TimestampTz cutoff, Oid caller)
 {
-	static SPIPlanPtr user_plan = NULL;
-	static SPIPlanPtr batch_plan = NULL;
+	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[3] = {TIMESTAMPTZOID, OIDOID, BOOLOID};
 	Datum		values[3];
 
 	values[0] = TimestampTzGetDatum(cutoff);
-	if (!OidIsValid(caller))
-	{
-		argtypes[1] = INT4OID;
-		values[1] = Int32GetDatum(limit);
-		return tcc_spi_exec(&batch_plan,
-							"DELETE FROM tcc.global_transaction"
-							" WHERE gid IN ("
-							"        SELECT gid FROM tcc.global_transaction"
-							"         WHERE finished_at < $1"
-							"         ORDER BY finished_at LIMIT $2"
-							"           FOR UPDATE SKIP LOCKED)",
-							2, argtypes, values, NULL, false, 0);
-	}
-
 	values[1] = ObjectIdGetDatum(caller);
 	values[2] = BoolGetDatum(superuser_arg(caller));
-	return tcc_spi_exec(&user_plan,
+	return tcc_spi_exec(&plan,
 						"DELETE FROM tcc.global_transaction"
 						" WHERE finished_at < $1"
 						"   AND ($3 OR owner IN (SELECT oid FROM pg_roles"
 						"                         WHERE pg_has_role($2, oid,"
 						"                                           'USAGE')))",
 						3, argtypes, values, NULL, false, 0);
+}
+
+/*
+ * tcc_purge_finished_batch
+ *		The worker's retention: up to limit of anybody's confirmed and
+ *		cancelled transactions that finished before cutoff, oldest first,
+ *		skipping rows that are locked; returns how many.
+ */
+uint64
+tcc_purge_finished_batch(TimestampTz cutoff, int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		values[2];
+
+	values[0] = TimestampTzGetDatum(cutoff);
+	values[1] = Int32GetDatum(limit);
+	return tcc_spi_exec(&plan,
+						"DELETE FROM tcc.global_transaction"
+						" WHERE gid IN ("
+						"        SELECT gid FROM tcc.global_transaction"
+						"         WHERE finished_at < $1"
+						"         ORDER BY finished_at LIMIT $2"
+						"           FOR UPDATE SKIP LOCKED)",
+						2, argtypes, values, NULL, false, 0);
 }

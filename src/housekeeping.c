@@ -98,11 +98,10 @@ purge_batch(bool fence)
 
 	/* now() is the start of the transaction, as in the fence statement */
 	if (!fence)
-		return tcc_delete_finished(GetCurrentTransactionStartTimestamp() -
-								   (TimestampTz) tcc_retention *
-								   USECS_PER_SEC,
-								   InvalidOid, TCC_BATCH_SIZE) ==
-			TCC_BATCH_SIZE;
+		return tcc_purge_finished_batch(GetCurrentTransactionStartTimestamp() -
+										(TimestampTz) tcc_retention *
+										USECS_PER_SEC,
+										TCC_BATCH_SIZE) == TCC_BATCH_SIZE;
 
 	values[0] = Int32GetDatum(tcc_fence_retention);
 	values[1] = Int32GetDatum(TCC_BATCH_SIZE);

@@ -85,7 +85,8 @@ typedef enum BranchSet
 	BRANCHES_REGISTERED,		/* those that never ran */
 	BRANCHES_FIRST_REGISTERED,	/* the first of those: the next saga step */
 	BRANCHES_LAST_CONFIRMED,	/* the newest step done: the next to undo */
-	BRANCHES_TO_RETRY			/* failed, or waiting in the new status */
+	BRANCHES_TO_RETRY,			/* failed, or waiting in the new status */
+	BRANCHES_ONE				/* the one named (tcc_set_branch) */
 } BranchSet;
 
 /* the kind of phase two a transaction gets, from its mode */
@@ -123,8 +124,8 @@ extern int32 tcc_count_branch(GlobalTx *tx);
 extern void tcc_set_global_status(GlobalTx *tx, TccStatus new_status,
 								  const char *reason);
 extern void tcc_fail_global_tx(GlobalTx *tx, const char *error);
-extern uint64 tcc_delete_finished(TimestampTz cutoff, Oid caller,
-								  int limit);
+extern uint64 tcc_purge_finished(TimestampTz cutoff, Oid caller);
+extern uint64 tcc_purge_finished_batch(TimestampTz cutoff, int limit);
 extern int	tcc_lock_expired(int limit, GlobalTx **txs);
 
 /* branch.c: the branches' rows */
