@@ -127,6 +127,28 @@ sub try_call
 	'SELECT ${prefix}_cancel(\$1, \$2, \$3)', '$pl', $branch);};
 }
 
+# rollback_and_wait(gid, label): tcc.rollback of the trying gid answers
+# cancelling, and tcc.wait then returns cancelled
+sub rollback_and_wait
+{
+	my ($gid, $label) = @_;
+	is( $coord->safe_psql(
+			'postgres', qq{
+SELECT tcc.rollback('$gid');
+SELECT tcc.wait('$gid', '30 s');}),
+		"cancelling\ncancelled", $label);
+}
+
+# branch_outcome(gid): status:last_sqlstate of gid's one branch
+sub branch_outcome
+{
+	my ($gid) = @_;
+	return $coord->safe_psql(
+		'postgres', qq{
+SELECT status || ':' || last_sqlstate FROM tcc.branches
+ WHERE gid = '$gid'});
+}
+
 # psql_fails(node, db, sql): run sql, which must fail; returns psql's
 # stderr, in verbose form (with SQLSTATE, HINT, CONTEXT)
 sub psql_fails
@@ -252,12 +274,7 @@ like(
 	'2: tcc.commit is refused with 55000');
 is($coord->safe_psql('postgres', q{SELECT tcc.status('p2-error')}),
 	'trying', '2: the refused commit changed nothing');
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT tcc.rollback('p2-error');
-SELECT tcc.wait('p2-error', '30 s');}),
-	"cancelling\ncancelled",
-	'2: rollback, then tcc.wait returns cancelled');
+rollback_and_wait('p2-error', '2: rollback, then tcc.wait returns cancelled');
 is(branches_of($coord, 'p2-error'), 'ord:cancelled,inv:cancelled',
 	'2: both branches cancelled');
 $status{'p2-error'} = 'cancelled';
@@ -286,12 +303,7 @@ SELECT status || ':' || coalesce(last_error, '-') FROM tcc.branches
 	'try_failed:the try returned false',
 	'3: the branch is try_failed');
 is(inventory_row($participant), '100|0|2', '3: the refused try froze nothing');
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT tcc.rollback('p3-false');
-SELECT tcc.wait('p3-false', '30 s');}),
-	"cancelling\ncancelled",
-	'3: rollback, then tcc.wait returns cancelled');
+rollback_and_wait('p3-false', '3: rollback, then tcc.wait returns cancelled');
 $status{'p3-false'} = 'cancelled';
 $fence{inventory}{'p3-false'} = 'inv:cancelled_early';
 check_invariants('3', %ends, sold => $sold);
@@ -398,12 +410,7 @@ is(branches_of($coord, 'p6-cancel'), 'inv:registered',
 	'6: the branch stays registered');
 is($participant->safe_psql('inventory', 'SELECT frozen FROM product'),
 	'0', '6: the cancelled try froze nothing');
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT tcc.rollback('p6-cancel');
-SELECT tcc.wait('p6-cancel', '30 s');}),
-	"cancelling\ncancelled",
-	'6: rollback, then tcc.wait returns cancelled');
+rollback_and_wait('p6-cancel', '6: rollback, then tcc.wait returns cancelled');
 $status{'p6-cancel'} = 'cancelled';
 $fence{inventory}{'p6-cancel'} = 'inv:cancelled_early';
 check_invariants('6', %ends, sold => $sold);
@@ -425,11 +432,7 @@ like($err, qr/ERROR:  57014: .*tcc\.call_timeout/m,
 	'7: the try times out with 57014, naming tcc.call_timeout');
 cmp_ok($elapsed, '<', 10, '7: after about tcc.call_timeout');
 note sprintf('7: the CALL failed after %.2f s', $elapsed);
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT status || ':' || last_sqlstate FROM tcc.branches
- WHERE gid = 'p7-call-timeout'}),
-	'try_failed:57014',
+is(branch_outcome('p7-call-timeout'), 'try_failed:57014',
 	'7: the branch is try_failed with 57014');
 ok($participant->poll_query_until('inventory', $slow_gone),
 	'7: the timed-out try was cancelled on the participant');
@@ -446,11 +449,7 @@ like($err, qr/ERROR:  57014: canceling statement due to statement timeout/m,
 	'7: a local try times out with 57014');
 cmp_ok($elapsed, '<', 4, '7: after about tcc.call_timeout, not the 5 s sleep');
 note sprintf('7: the local CALL failed after %.2f s', $elapsed);
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT status || ':' || last_sqlstate FROM tcc.branches
- WHERE gid = 'p7-local-timeout'}),
-	'try_failed:57014',
+is(branch_outcome('p7-local-timeout'), 'try_failed:57014',
 	'7: the local branch is try_failed with 57014');
 
 # the caller's own statement_timeout, later than tcc.call_timeout, still
@@ -478,28 +477,14 @@ $elapsed = time() - $t0;
 like($err, qr/ERROR:  57014: canceling statement due to statement timeout/m,
 	"7: the caller's statement_timeout ends a try that caught tcc's cancel");
 note sprintf('7: the stubborn CALL failed after %.2f s', $elapsed);
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT tcc.rollback('p7-stubborn');
-SELECT tcc.wait('p7-stubborn', '30 s');}),
-	"cancelling\ncancelled",
-	'7: p7-stubborn rolled back');
+rollback_and_wait('p7-stubborn', '7: p7-stubborn rolled back');
 $status{'p7-stubborn'} = 'cancelled';
 ok(set_conf($coord, 'tcc.call_timeout', undef, '10s'), '7: tcc.call_timeout reset');
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT tcc.rollback('p7-call-timeout');
-SELECT tcc.wait('p7-call-timeout', '30 s');}),
-	"cancelling\ncancelled",
+rollback_and_wait('p7-call-timeout',
 	'7: rollback, then tcc.wait returns cancelled');
 $status{'p7-call-timeout'} = 'cancelled';
 $fence{inventory}{'p7-call-timeout'} = 'inv:cancelled_early';
-is( $coord->safe_psql(
-		'postgres', q{
-SELECT tcc.rollback('p7-local-timeout');
-SELECT tcc.wait('p7-local-timeout', '30 s');}),
-	"cancelling\ncancelled",
-	'7: the local one too');
+rollback_and_wait('p7-local-timeout', '7: the local one too');
 $status{'p7-local-timeout'} = 'cancelled';
 
 # a try and the confirm of the same local branch resolve names alike: with
