@@ -15,19 +15,24 @@ OBJS = \
 	src/coordinator.o \
 	src/dispatch.o \
 	src/durable.o \
+	src/family.o \
 	src/fence.o \
 	src/global_tx.o \
 	src/housekeeping.o \
 	src/install.o \
 	src/launcher.o \
 	src/local.o \
+	src/local_pool.o \
 	src/outcome.o \
 	src/participant.o \
 	src/register.o \
 	src/remote_conn.o \
 	src/remote_pipeline.o \
 	src/remote_wait.o \
+	src/runner.o \
+	src/runner_slots.o \
 	src/shmem.o \
+	src/shmem_worker.o \
 	src/state.o \
 	src/tcc.o \
 	src/tcc_spi.o \

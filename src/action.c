@@ -21,6 +21,8 @@
  *	 or the worker has set or was started with;
  * - timeout: tcc.call_timeout, as a statement timeout the action cannot
  *	 catch;
+ * - planner: the server's settings, not those tcc's processes pin for
+ *	 their own statements (tcc_worker_pin_session);
  * - settings: every setting the action changes is rolled back after it,
  *	 as ANALYZE does; and an error is the action's outcome, not the
  *	 caller's, because the action runs in a subtransaction.
@@ -346,6 +348,29 @@ action_search_path(Oid owner)
 }
 
 /*
+ * unpin_planner
+ *		Give the action the server's values of the planner settings that
+ *		tcc's processes pin for their own statements (tcc_planner_pins):
+ *		those are for tcc's statements, not for the owner's.
+ */
+static void
+unpin_planner(void)
+{
+	int			i;
+
+	for (i = 0; tcc_planner_pins[i].name != NULL; i++)
+	{
+		const char *name = tcc_planner_pins[i].name;
+		char	   *reset = pstrdup(GetConfigOptionResetString(name));
+
+		if (strcmp(reset, GetConfigOption(name, false, false)) != 0)
+			(void) set_config_option(name, reset, PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+		pfree(reset);
+	}
+}
+
+/*
  * enter_policy
  *		Make the current subtransaction run call's action under the policy
  *		of the file header, saving in *policy what to put back.
@@ -369,6 +394,7 @@ enter_policy(TccCall *call, ActionPolicy *policy)
 	(void) set_config_option("search_path", path,
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	unpin_planner();
 
 	if (policy->own_timeout != 0)
 		enable_timeout_at(STATEMENT_TIMEOUT, policy->own_timeout);

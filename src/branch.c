@@ -262,3 +262,44 @@ tcc_branches_left(GlobalTx *tx, BranchStatus done)
 						" LIMIT 1",
 						2, argtypes, values, NULL, false, 1) == 1;
 }
+
+/*
+ * tcc_read_due_call
+ *		Fill in what call must run (its action, payload and attempts so
+ *		far) from its branch, if that is still in the status call runs in;
+ *		false when it is not (it moved on, or is gone).  The strings are
+ *		allocated in context.
+ *
+ * A process that runs local actions reads them here, under the global
+ * transaction's lock, rather than trusting what the dispatcher read
+ * earlier: the text run is the one in the table when the call runs.
+ */
+bool
+tcc_read_due_call(TccCall *call, MemoryContext context)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	bool		isnull;
+	char	   *value;
+
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	values[2] = CStringGetTextDatum(tcc_branch_status_name(call->ran_in));
+	if (tcc_spi_exec(&plan,
+					 "SELECT CASE status WHEN 'confirming' THEN confirm_sql"
+					 "       ELSE cancel_sql END, payload, attempts"
+					 "  FROM tcc.branch"
+					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
+					 3, argtypes, values, NULL, false, 1) != 1)
+		return false;
+
+	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	call->sql = value ? MemoryContextStrdup(context, value) : NULL;
+	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	call->payload = value ? MemoryContextStrdup(context, value) : NULL;
+	call->attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 3,
+												 &isnull));
+	return true;
+}

@@ -1,10 +1,32 @@
 /*-------------------------------------------------------------------------
  *
  * dispatch.c
- *	  The worker's dispatch: finding the branches that are due and sending
- *	  their actions (remote ones without waiting for the answer, local ones
- *	  run here), and the table of the calls in flight, so that a branch is
- *	  never sent twice before its outcome is recorded.
+ *	  A dispatcher's view of the due work: finding the branches of its
+ *	  partition that are due, queueing them per owner, sending remote ones
+ *	  (without waiting for the answer) in fair turns between owners, and
+ *	  handing local ones to the local-action processes (local_pool.c); and
+ *	  the table of the calls in flight, so that a branch is never sent
+ *	  twice before its outcome is recorded.
+ *
+ * Partitions.  A database's gids are divided among its dispatchers by a
+ * hash of the gid (family.c starts them): dispatcher k of n serves the
+ * branches whose gid hashes to k modulo n, and nobody else does, so two
+ * processes never send the same branch.  All branches of a transaction
+ * are in the same partition, and so are all of its outcomes.
+ *
+ * Reading each due row once.  The due rows are read in the order of the
+ * due index (next_attempt_at, gid, seq), from a mark: the position of the
+ * last row read.  A round reads on from the mark, so rows already queued
+ * or in flight are not read again while there is a backlog.  When a read
+ * comes back short, it has reached the end, and the next one starts from
+ * the beginning again: that is how rows that became due behind the mark
+ * are found (a transaction that committed after the mark passed the time
+ * it began, a branch put back by a busy row or a process that died), at
+ * the cost of reading what is in flight once per pass.
+ *
+ * Fair turns.  Calls wait in one queue per owner, and are sent one per
+ * owner in turn, so that one owner's thousands of due branches cannot hold
+ * back another owner's single one for longer than one turn.
  *
  * src/dispatch.c
  *
@@ -15,11 +37,19 @@
 #include "executor/spi.h"
 #include "foreign/foreign.h"
 #include "utils/hsearch.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "runner.h"
 #include "state.h"
 #include "tcc.h"
 #include "worker.h"
+
+/* due rows read per round at most */
+#define TCC_SCAN_ROWS		500
+
+/* calls queued or in flight at most, beyond which no more are read */
+#define TCC_MAX_QUEUED		10000
 
 /* a branch, as the key of the calls in flight */
 typedef struct InFlightKey
@@ -28,34 +58,78 @@ typedef struct InFlightKey
 	char		branch_id[TCC_MAX_ID_LEN + 1];
 } InFlightKey;
 
-/* the branches whose call has been sent and not yet recorded */
+/* the remote calls of one owner waiting for their turn */
+typedef struct OwnerQueue
+{
+	Oid			owner;			/* hash key */
+	List	   *calls;			/* in tcc_calls_context, oldest first */
+} OwnerQueue;
+
+/* the branches found due and not yet recorded: queued, sent or running */
 static HTAB *in_flight = NULL;
+
+/* remote calls not yet sent, per owner */
+static HTAB *remote_queues = NULL;
+static int	remote_queued = 0;
+
+/* this dispatcher's partition */
+static int	my_partition = 0;
+static int	npartitions = 1;
+
+/* the position of the last due row read (see the header) */
+static bool have_mark = false;
+static TimestampTz mark_due;
+static char mark_gid[TCC_MAX_ID_LEN + 1];
+static int32 mark_seq;
 
 /* the calls, from the moment they are found due until recorded */
 MemoryContext tcc_calls_context = NULL;
 
 /*
  * tcc_dispatch_init
- *		Set up the memory of the calls and the table of those in flight,
- *		once per worker.
+ *		Set up the memory of the calls, the table of those in flight and
+ *		the owners' queues, once per dispatcher, for partition partition of
+ *		npartitions.
  */
 void
-tcc_dispatch_init(void)
+tcc_dispatch_init(int partition, int partitions)
 {
 	HASHCTL		ctl;
+
+	Assert(partition >= 0 && partition < partitions);
+	my_partition = partition;
+	npartitions = partitions;
 
 	tcc_calls_context = AllocSetContextCreate(TopMemoryContext, "tcc calls",
 											  ALLOCSET_DEFAULT_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(InFlightKey);
 	ctl.entrysize = sizeof(InFlightKey);
-	in_flight = hash_create("tcc calls in flight", 256, &ctl,
+	in_flight = hash_create("tcc calls in flight", 1024, &ctl,
 							HASH_ELEM | HASH_BLOBS);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(OwnerQueue);
+	remote_queues = hash_create("tcc remote calls per owner", 64, &ctl,
+								HASH_ELEM | HASH_BLOBS);
+	tcc_local_pool_init();
+}
+
+/*
+ * tcc_dispatch_rescan
+ *		Read the due rows from the beginning at the next round: some branch
+ *		that was found due earlier is due again without having moved.
+ */
+void
+tcc_dispatch_rescan(void)
+{
+	have_mark = false;
 }
 
 /*
  * in_flight_key
- *		The hash key of call's branch.
+ *		The hash key of a branch.
  */
 static void
 in_flight_key(InFlightKey *key, const char *gid, const char *branch_id)
@@ -80,7 +154,8 @@ tcc_add_call(List **list, TccCall *call)
 
 /*
  * tcc_free_call
- *		Release a call once its outcome is recorded.
+ *		Release a call once its outcome is recorded, or once it turned out
+ *		not to be due any more: its branch may be found due again.
  */
 void
 tcc_free_call(TccCall *call)
@@ -94,7 +169,8 @@ tcc_free_call(TccCall *call)
 	pfree(call->branch_id);
 	if (call->server)
 		pfree(call->server);
-	pfree(call->sql);
+	if (call->sql)
+		pfree(call->sql);
 	if (call->payload)
 		pfree(call->payload);
 	if (call->error)
@@ -153,28 +229,43 @@ new_call(int row)
 }
 
 /*
- * send_call
- *		Start call, a branch found due: a remote one is sent to its
- *		participant; a local one goes to *local, to be run once the remote
- *		ones are on their way; one that needs no call (an absent
- *		compensation: nothing to undo) or cannot be made (its server was
- *		dropped or replaced since the registration) goes to *done with its
- *		outcome.
+ * queue_remote
+ *		Put remote call at the end of its owner's queue.
  */
 static void
-send_call(TccCall *call, List **done, List **local)
+queue_remote(TccCall *call)
+{
+	OwnerQueue *queue;
+	bool		found;
+
+	queue = hash_search(remote_queues, &call->owner, HASH_ENTER, &found);
+	if (!found)
+		queue->calls = NIL;
+	tcc_add_call(&queue->calls, call);
+	remote_queued++;
+}
+
+/*
+ * queue_call
+ *		Queue call, a branch found due: a remote one waits for its owner's
+ *		turn to be sent, a local one goes to the local-action processes;
+ *		one that needs no call (an absent compensation: nothing to undo)
+ *		or cannot be made (its server was dropped or replaced since the
+ *		registration) goes to *done with its outcome.
+ */
+static void
+queue_call(TccCall *call, List **done)
 {
 	ForeignServer *server;
 	TccRefusal	refusal;
 
 	if (call->sql == NULL)
 	{
-		call->sql = MemoryContextStrdup(tcc_calls_context, "");
 		call->outcome = TCC_CALL_DONE;
 		tcc_add_call(done, call);
 	}
 	else if (call->server == NULL)
-		tcc_add_call(local, call);
+		tcc_local_pool_add(call);
 	else if (!tcc_participant_server(call->server, &server, &refusal))
 	{
 		call->outcome = TCC_CALL_ERROR;
@@ -187,50 +278,85 @@ send_call(TccCall *call, List **done, List **local)
 	else
 	{
 		call->serverid = server->serverid;
-		tcc_remote_send(call, done);
+		queue_remote(call);
 	}
 }
 
 /*
- * send_due_calls
- *		Start the calls of up to room branches that are due and not in
- *		flight already (see send_call); local ones go to *local.
+ * scan_due
+ *		Read up to limit due rows of this partition from the mark on (all
+ *		of them, when there is no mark); returns how many (in SPI_tuptable).
+ *
+ * The query is written so that it has one good plan (see tcc_pin_plans):
+ * a range scan of the partial due index, in its order, and the owner
+ * from the primary key of the global transaction.
+ */
+static uint64
+scan_due(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[6] = {TIMESTAMPTZOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID};
+	Datum		values[6];
+
+	values[0] = TimestampTzGetDatum(have_mark ? mark_due : DT_NOBEGIN);
+	values[1] = CStringGetTextDatum(have_mark ? mark_gid : "");
+	values[2] = Int32GetDatum(have_mark ? mark_seq : PG_INT32_MIN);
+	values[3] = Int32GetDatum(npartitions);
+	values[4] = Int32GetDatum(my_partition);
+	values[5] = Int32GetDatum(limit);
+	return tcc_spi_exec(&plan,
+						"SELECT b.gid, b.branch_id, b.status, b.server,"
+						"       CASE b.status WHEN 'confirming'"
+						"       THEN b.confirm_sql ELSE b.cancel_sql END,"
+						"       b.payload, b.attempts, g.owner::oid,"
+						"       b.next_attempt_at, b.seq"
+						"  FROM tcc.branch b"
+						"  JOIN tcc.global_transaction g ON g.gid = b.gid"
+						" WHERE b.status IN ('confirming', 'cancelling')"
+						"   AND b.next_attempt_at <= now()"
+						"   AND (b.next_attempt_at, b.gid, b.seq) >"
+						"       ($1, $2, $3)"
+						"   AND (pg_catalog.hashtext(b.gid) & 2147483647)"
+						"       % $4 = $5"
+						" ORDER BY b.next_attempt_at, b.gid, b.seq"
+						" LIMIT $6",
+						6, argtypes, values, NULL, true, 0);
+}
+
+/*
+ * same_gid
+ *		Whether due rows a and b are of the same global transaction.
+ */
+static bool
+same_gid(uint64 a, uint64 b)
+{
+	return strcmp(SPI_getvalue(SPI_tuptable->vals[a],
+							   SPI_tuptable->tupdesc, 1),
+				  SPI_getvalue(SPI_tuptable->vals[b],
+							   SPI_tuptable->tupdesc, 1)) == 0;
+}
+
+/*
+ * queue_rows
+ *		Queue the due rows first .. last - 1, all of one transaction, that
+ *		are not in flight yet: confirms in registration order, cancels in
+ *		reverse (the rows come in registration order).
  */
 static void
-send_due_calls(int room, List **done, List **local)
+queue_rows(uint64 first, uint64 last, List **done)
 {
-	static SPIPlanPtr due_plan = NULL;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
-	uint64		nrows;
-	uint64		row;
+	uint64		i;
 
-	/*
-	 * Branches in flight are still due in the table; ask for enough rows to
-	 * find room new ones among them (room plus those in flight).  Confirms
-	 * go in registration order, cancels in reverse.
-	 */
-	values[0] = Int32GetDatum(tcc_max_concurrent_calls);
-	nrows = tcc_spi_exec(&due_plan,
-						 "SELECT b.gid, b.branch_id, b.status, b.server,"
-						 "       CASE b.status WHEN 'confirming'"
-						 "       THEN b.confirm_sql ELSE b.cancel_sql END,"
-						 "       b.payload, b.attempts, g.owner::oid"
-						 "  FROM tcc.branch b"
-						 "  JOIN tcc.global_transaction g ON g.gid = b.gid"
-						 " WHERE b.status IN ('confirming', 'cancelling')"
-						 "   AND b.next_attempt_at <= now()"
-						 " ORDER BY b.next_attempt_at, b.gid,"
-						 "          CASE b.status WHEN 'confirming'"
-						 "          THEN b.seq ELSE -b.seq END"
-						 " LIMIT $1",
-						 1, argtypes, values, NULL, true, 0);
-
-	for (row = 0; row < nrows && room > 0; row++)
+	for (i = first; i < last; i++)
 	{
+		uint64		row = i;
 		InFlightKey key;
 		bool		found;
-		TccCall    *call;
+
+		if (strcmp(SPI_getvalue(SPI_tuptable->vals[first],
+								SPI_tuptable->tupdesc, 3), "cancelling") == 0)
+			row = last - 1 - (i - first);
 
 		in_flight_key(&key,
 					  SPI_getvalue(SPI_tuptable->vals[row],
@@ -238,31 +364,140 @@ send_due_calls(int room, List **done, List **local)
 					  SPI_getvalue(SPI_tuptable->vals[row],
 								   SPI_tuptable->tupdesc, 2));
 		(void) hash_search(in_flight, &key, HASH_ENTER, &found);
-		if (found)
-			continue;
+		if (!found)
+			queue_call(new_call((int) row), done);
+	}
+}
 
-		call = new_call(row);
-		room--;
-		send_call(call, done, local);
+/*
+ * set_mark
+ *		Remember due row row as the last one read.
+ */
+static void
+set_mark(uint64 row)
+{
+	HeapTuple	tuple = SPI_tuptable->vals[row];
+	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+	bool		isnull;
+
+	mark_due = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+	strlcpy(mark_gid, SPI_getvalue(tuple, tupdesc, 1), sizeof(mark_gid));
+	mark_seq = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
+	have_mark = true;
+}
+
+/*
+ * read_due
+ *		Read the next due rows of this partition and queue those not in
+ *		flight yet, a transaction at a time.
+ *
+ * A full read may have cut the last transaction's rows in two; they are
+ * left for the next read (the mark stays before them), so that a
+ * transaction's cancels are queued together, newest first, unless one
+ * transaction alone fills a read.  A short read reached the end: the next
+ * one starts from the beginning.
+ */
+static void
+read_due(List **done)
+{
+	uint64		nrows;
+	uint64		first = 0;
+	uint64		end;
+	uint64		i;
+
+	if (hash_get_num_entries(in_flight) >= TCC_MAX_QUEUED)
+		return;
+	nrows = scan_due(TCC_SCAN_ROWS);
+	if (nrows == 0)
+	{
+		have_mark = false;
+		return;
+	}
+
+	end = nrows;
+	if (nrows == TCC_SCAN_ROWS)
+	{
+		while (end > 1 && same_gid(end - 1, nrows - 1))
+			end--;
+		if (end == 1 && same_gid(0, nrows - 1))
+			end = nrows;
+	}
+
+	for (i = 1; i <= end; i++)
+	{
+		if (i == end || !same_gid(i, first))
+		{
+			queue_rows(first, i, done);
+			first = i;
+		}
+	}
+
+	if (nrows < TCC_SCAN_ROWS)
+		have_mark = false;
+	else
+		set_mark(end - 1);
+}
+
+/*
+ * send_queued
+ *		Send the queued remote calls, one per owner in turn, while fewer
+ *		than tcc.max_concurrent_calls are in flight.
+ */
+static void
+send_queued(List **done)
+{
+	int			room = tcc_max_concurrent_calls - tcc_remote_in_flight();
+
+	while (room > 0 && remote_queued > 0)
+	{
+		HASH_SEQ_STATUS status;
+		OwnerQueue *queue;
+
+		hash_seq_init(&status, remote_queues);
+		while ((queue = hash_seq_search(&status)) != NULL)
+		{
+			TccCall    *call;
+
+			if (room <= 0)
+			{
+				hash_seq_term(&status);
+				break;
+			}
+			call = (TccCall *) linitial(queue->calls);
+			queue->calls = list_delete_first(queue->calls);
+			remote_queued--;
+			room--;
+			if (queue->calls == NIL)
+				(void) hash_search(remote_queues, &queue->owner, HASH_REMOVE,
+								   NULL);
+			tcc_remote_send(call, done);
+		}
 	}
 }
 
 /*
  * next_retry_at
- *		When the next branch that waits for a retry becomes due (0: none
- *		waits), so the worker can sleep until then.
+ *		When the next branch of this partition that waits for a retry
+ *		becomes due (0: none waits), so the dispatcher can sleep until then.
  */
 static TimestampTz
 next_retry_at(void)
 {
 	static SPIPlanPtr next_plan = NULL;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2];
 	bool		isnull;
 
+	values[0] = Int32GetDatum(npartitions);
+	values[1] = Int32GetDatum(my_partition);
 	if (tcc_spi_exec(&next_plan,
-					 "SELECT min(next_attempt_at) FROM tcc.branch"
+					 "SELECT next_attempt_at FROM tcc.branch"
 					 " WHERE status IN ('confirming', 'cancelling')"
-					 "   AND next_attempt_at > now()",
-					 0, NULL, NULL, NULL, true, 1) == 1)
+					 "   AND next_attempt_at > now()"
+					 "   AND (pg_catalog.hashtext(gid) & 2147483647)"
+					 "       % $1 = $2"
+					 " ORDER BY next_attempt_at LIMIT 1",
+					 2, argtypes, values, NULL, true, 1) == 1)
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
 									  SPI_tuptable->tupdesc, 1, &isnull);
@@ -275,47 +510,30 @@ next_retry_at(void)
 
 /*
  * tcc_dispatch
- *		Send the actions of the branches that are due; local ones are run
- *		(and recorded) here, after the remote ones are on their way.
- *		Calls that fail before being sent go to *done.
+ *		Read what became due in this dispatcher's partition, send the
+ *		queued remote calls in fair turns and hand the local ones to the
+ *		local-action processes.  Calls that fail before being sent, and
+ *		local calls whose process died, go to *done.
  *
- * Returns false when the extension is gone.  *next_due is set to when the
- * next branch becomes due (0: none is waiting; now, after local calls, as
- * more may be due already).  When tcc.max_concurrent_calls are in flight,
- * the rest waits for answers to come back.
+ * Returns false when the extension is gone.  *wake_at is lowered to when
+ * the dispatcher must look again at the latest (0: not set): when the
+ * next retry is due, when the local pool needs a look, or now when the
+ * read stopped before the end of what is due.
  */
 bool
-tcc_dispatch(List **done, TimestampTz *next_due)
+tcc_dispatch(List **done, TimestampTz *wake_at)
 {
-	List	   *local = NIL;
-	ListCell   *lc;
-	int			room = tcc_max_concurrent_calls - tcc_remote_in_flight();
-
-	*next_due = 0;
-
 	if (!tcc_begin_round("sending due actions"))
 		return false;
-
-	if (room > 0)
-		send_due_calls(room, done, &local);
-
-	/* when the next retry is due, so the worker can sleep until then */
-	*next_due = next_retry_at();
-
+	read_due(done);
+	send_queued(done);			/* in a transaction: it reads catalogs */
+	tcc_lower_time(wake_at, next_retry_at());
 	tcc_end_round();
 
-	foreach(lc, local)
-	{
-		/*
-		 * Local calls are recorded here, so no answer will wake the worker
-		 * for the branches the LIMIT left out (or the next saga step): look
-		 * again at once, not a naptime later.  A call that could not run
-		 * (its transaction busy) waits for the naptime instead.
-		 */
-		if (tcc_run_local_call((TccCall *) lfirst(lc)))
-			*next_due = GetCurrentTimestamp();
-	}
-	list_free(local);
+	tcc_lower_time(wake_at, tcc_local_pool_run(done));
 
+	/* more rows to read, and room for them: read on at once */
+	if (have_mark && hash_get_num_entries(in_flight) < TCC_MAX_QUEUED)
+		tcc_lower_time(wake_at, GetCurrentTimestamp());
 	return true;
 }

@@ -1,10 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * housekeeping.c
- *	  The worker's rounds of its own: cancelling the transactions still
- *	  trying after their deadline, and purging what tcc.retention and
- *	  tcc.fence_retention allow, in bounded batches so that neither ever
- *	  delays a due call; and the transaction every round runs in.
+ *	  The housekeeper, a process of each database's family (family.c):
+ *	  cancelling the transactions still trying after their deadline, and
+ *	  purging what tcc.retention and tcc.fence_retention allow, in its own
+ *	  process so that neither ever delays a due call; and the transaction
+ *	  every round of tcc's processes runs in.
+ *
+ * Deadlines are looked at every tcc.naptime.  Retention deletes batches
+ * of TCC_PURGE_BATCH_SIZE, each its own transaction, back to back while a
+ * backlog remains (a retention just lowered, a purge that had been off),
+ * looking at the deadlines again between batches once a naptime has
+ * passed.  Only when the postmaster has no slot for a housekeeper does the
+ * leader do this itself, in small bounded rounds (tcc_housekeeping).
  *
  * src/housekeeping.c
  *
@@ -14,18 +22,25 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
 #include "utils/snapmgr.h"
 
 #include "state.h"
 #include "tcc.h"
+#include "tcc_shmem.h"
 #include "worker.h"
 
-/* rows the timeout and retention statements handle per statement */
+/* rows the timeout statement, and retention in a leader, handle at once */
 #define TCC_BATCH_SIZE		500
 
-/* statements of retention per naptime, so purging never starves calls */
+/* statements of retention per naptime in a leader, which has calls to make */
 #define TCC_PURGE_BATCHES	10
+
+/* transactions the housekeeper purges per statement */
+#define TCC_PURGE_BATCH_SIZE	5000
 
 /*
  * tcc_begin_round
@@ -89,7 +104,7 @@ expire_transactions(void)
  *		full, so there may be more.
  */
 static bool
-purge_batch(bool fence)
+purge_batch(bool fence, int limit)
 {
 	static SPIPlanPtr fence_plan = NULL;
 	Oid			argtypes[2] = {INT4OID, INT4OID};
@@ -101,10 +116,10 @@ purge_batch(bool fence)
 		return tcc_purge_finished_batch(GetCurrentTransactionStartTimestamp() -
 										(TimestampTz) tcc_retention *
 										USECS_PER_SEC,
-										TCC_BATCH_SIZE) == TCC_BATCH_SIZE;
+										limit) == limit;
 
 	values[0] = Int32GetDatum(tcc_fence_retention);
-	values[1] = Int32GetDatum(TCC_BATCH_SIZE);
+	values[1] = Int32GetDatum(limit);
 	deleted = tcc_spi_exec(&fence_plan,
 						   "DELETE FROM tcc.fence"
 						   " WHERE (gid, branch_id) IN ("
@@ -113,50 +128,125 @@ purge_batch(bool fence)
 						   "               $1 * interval '1 second'"
 						   "         LIMIT $2 FOR UPDATE SKIP LOCKED)",
 						   2, argtypes, values, NULL, false, 0);
-	return deleted == TCC_BATCH_SIZE;
+	return deleted == limit;
 }
 
 /*
  * purge
- *		Up to TCC_PURGE_BATCHES batches of purge_batch(fence), each its own
- *		transaction; false when the extension is gone.
+ *		Up to batches batches of limit rows of purge_batch(fence), each its
+ *		own transaction; false when the extension is gone.  *more says
+ *		whether the last batch was full.
  */
 static bool
-purge(bool fence)
+purge(bool fence, int batches, int limit, bool *more)
 {
 	int			i;
 
-	for (i = 0; i < TCC_PURGE_BATCHES; i++)
+	*more = false;
+	for (i = 0; i < batches; i++)
 	{
-		bool		more;
-
 		if (!tcc_begin_round(fence ? "purging fence rows" :
-						 "purging finished transactions"))
+							 "purging finished transactions"))
 			return false;
-		more = purge_batch(fence);
+		*more = purge_batch(fence, limit);
 		tcc_end_round();
-		if (!more)
+		if (!*more)
 			break;
 	}
 	return true;
 }
 
 /*
- * tcc_housekeeping
- *		Timeouts and retention; false when the extension is gone.
- *
- * Each kind of work is its own transaction, so a long purge does not hold
- * back the cancels of expired transactions, and all of it is bounded per
- * call so that phase two is never starved.
+ * expire
+ *		One round of the deadline cancels; false when the extension is gone.
  */
-bool
-tcc_housekeeping(void)
+static bool
+expire(void)
 {
 	if (!tcc_begin_round("cancelling expired transactions"))
 		return false;
 	(void) expire_transactions();
 	tcc_end_round();
+	return true;
+}
 
-	return (tcc_retention == 0 || purge(false)) &&
-		(tcc_fence_retention == 0 || purge(true));
+/*
+ * tcc_housekeeping
+ *		Timeouts and retention in a leader that has no housekeeper; false
+ *		when the extension is gone.
+ *
+ * Each kind of work is its own transaction, so a long purge does not hold
+ * back the cancels of expired transactions, and all of it is bounded per
+ * call so that the leader's calls are never starved.
+ */
+bool
+tcc_housekeeping(void)
+{
+	bool		more;
+
+	return expire() &&
+		(tcc_retention == 0 ||
+		 purge(false, TCC_PURGE_BATCHES, TCC_BATCH_SIZE, &more)) &&
+		(tcc_fence_retention == 0 ||
+		 purge(true, TCC_PURGE_BATCHES, TCC_BATCH_SIZE, &more));
+}
+
+/*
+ * housekeeper_round
+ *		Deadlines, then retention batches until there is no backlog or a
+ *		naptime has passed; false when the extension is gone.  *more says
+ *		whether a backlog remains.
+ */
+static bool
+housekeeper_round(bool *more)
+{
+	TimestampTz until = GetCurrentTimestamp() +
+		(TimestampTz) tcc_naptime * 1000;
+	bool		more_tx = tcc_retention != 0;
+	bool		more_fence = tcc_fence_retention != 0;
+
+	if (!expire())
+		return false;
+	while ((more_tx || more_fence) && GetCurrentTimestamp() < until)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (more_tx && !purge(false, 1, TCC_PURGE_BATCH_SIZE, &more_tx))
+			return false;
+		if (more_fence && !purge(true, 1, TCC_PURGE_BATCH_SIZE, &more_fence))
+			return false;
+	}
+	*more = more_tx || more_fence;
+	return true;
+}
+
+/*
+ * tcc_housekeeper_main
+ *		The housekeeper's loop: a round every tcc.naptime, or at once while
+ *		retention has a backlog.  It exits when its leader has gone or the
+ *		extension has.
+ */
+void
+tcc_housekeeper_main(void)
+{
+	for (;;)
+	{
+		bool		more = false;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (tcc_child_orphaned())
+			return;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (!housekeeper_round(&more))
+			return;
+		if (more)
+			continue;
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 tcc_sleep_time(0), PG_WAIT_EXTENSION);
+	}
 }

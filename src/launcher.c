@@ -46,6 +46,7 @@
 
 #include "tcc.h"
 #include "tcc_shmem.h"
+#include "worker.h"
 
 /* seconds between two listings of the databases */
 #define TCC_RESCAN_INTERVAL	10
@@ -65,19 +66,20 @@ static LaunchedWorker launched[2 * TCC_MAX_WORKERS];
 static int	nlaunched = 0;
 
 /*
- * init_worker
+ * tcc_init_bgworker
  *		Fill in *worker for a tcc process whose body is function: it
- *		connects to a database and starts only once recovery has finished.
+ *		connects to a database, starts only once recovery has finished, and
+ *		is not restarted by the postmaster (whoever starts it watches it).
  */
-static void
-init_worker(BackgroundWorker *worker, const char *function,
-			const char *type, int restart_time)
+void
+tcc_init_bgworker(BackgroundWorker *worker, const char *function,
+				  const char *type)
 {
 	memset(worker, 0, sizeof(BackgroundWorker));
 	worker->bgw_flags = BGWORKER_SHMEM_ACCESS |
 		BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker->bgw_restart_time = restart_time;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker->bgw_library_name, BGW_MAXLEN, "tcc");
 	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
 	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
@@ -94,8 +96,8 @@ tcc_register_launcher(void)
 {
 	BackgroundWorker worker;
 
-	init_worker(&worker, "tcc_launcher_main", "tcc launcher",
-				TCC_RESTART_PAUSE);
+	tcc_init_bgworker(&worker, "tcc_launcher_main", "tcc launcher");
+	worker.bgw_restart_time = TCC_RESTART_PAUSE;
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -167,8 +169,7 @@ launch_worker(Oid dboid)
 		return false;
 
 	/* the launcher restarts workers itself, see shmem.c */
-	init_worker(&worker, "tcc_worker_main", "tcc worker",
-				BGW_NEVER_RESTART);
+	tcc_init_bgworker(&worker, "tcc_worker_main", "tcc worker");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "tcc worker for database %u",
 			 dboid);
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);

@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * local.c
- *	  Running a local action (server NULL) in the worker, as the global
- *	  transaction's owner, in a security-restricted context, and recording
- *	  its outcome in the same transaction.
+ *	  Running a batch of local actions (server NULL) in one transaction, as
+ *	  their global transactions' owners, in a security-restricted context,
+ *	  each outcome recorded in the same transaction.  A runner process
+ *	  (runner.c) does this for its dispatcher; a dispatcher does it itself
+ *	  only when no runner can be started.
  *
  * src/local.c
  *
@@ -18,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
+#include "runner.h"
 #include "state.h"
 #include "tcc.h"
 #include "worker.h"
@@ -46,63 +49,52 @@ forget_session_state(void)
 }
 
 /*
- * local_call_is_due
- *		Lock call's global transaction, without waiting, and check that its
- *		branch is still due in call's phase.  The caller is in a transaction.
+ * run_one
+ *		Run call, a local action of a batch, in the batch's transaction,
+ *		and record its outcome there: lock its global transaction without
+ *		waiting, read what is to run from its branch if that is still due
+ *		in call's phase, run it under the policy of every local action
+ *		(action.c) and record what happened (outcome.c).
+ *
+ * A row held by somebody else (a user's repeated commit, another
+ * process recording an outcome of the same transaction) is LOCAL_BUSY:
+ * nothing ran, and the branch is looked at again later.  The lock, once
+ * taken, is held until the batch commits, so that the branch is confirmed
+ * exactly when the action's effects commit; a second branch of the same
+ * transaction in the same batch finds the row locked by this very
+ * transaction, which does not count as busy.
  */
-static bool
-local_call_is_due(TccCall *call)
+static TccLocalResult
+run_one(TccCall *call)
 {
 	GlobalTx	tx;
-	bool		due;
+	GlobalLock	lock;
+	bool		due = false;
 
-	Assert(IsTransactionState());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	due = tcc_lock_global_tx_nowait(call->gid, &tx) == GLOBAL_LOCKED &&
-		tcc_branch_is(call->gid, call->branch_id, call->ran_in);
-	SPI_finish();
-	return due;
-}
-
-/*
- * tcc_run_local_call
- *		Run a local action (server NULL) here, as the transaction's owner,
- *		and record its outcome in the same transaction: the branch is
- *		confirmed exactly when the action's effects commit.
- *
- * The transaction's row is locked first, as everywhere, and the branch
- * must still be due in the same phase; if the row is busy, or the branch
- * moved on, nothing runs and false is returned (the branch is looked at
- * again in a later round).
- *
- * The action runs under the policy of every local action (action.c): as
- * the owner, never the worker, restricted, with the owner's default
- * search_path and tcc.call_timeout.  What else it leaves in the worker's
- * session, which serves every owner, is dropped afterwards, whatever the
- * outcome (forget_session_state).
- */
-bool
-tcc_run_local_call(TccCall *call)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	tcc_commit_durably();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, call->sql);
-
-	if (!local_call_is_due(call))
+	lock = tcc_lock_global_tx_nowait(call->gid, &tx);
+	if (lock == GLOBAL_LOCKED)
 	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		tcc_free_call(call);
-		return false;
+		call->owner = tx.owner;
+		due = tcc_read_due_call(call, tcc_calls_context);
+	}
+	SPI_finish();
+	if (lock == GLOBAL_BUSY)
+		return LOCAL_BUSY;
+	if (!due)
+		return LOCAL_STALE;
+
+	if (call->sql == NULL)
+		call->outcome = TCC_CALL_DONE;	/* no compensation: nothing to undo */
+	else
+	{
+		pgstat_report_activity(STATE_RUNNING, call->sql);
+		tcc_run_action_here(call);
+		forget_session_state();
 	}
 
-	tcc_run_action_here(call);
-	forget_session_state();
-
-	/* the error text must outlive the transaction until tcc_free_call */
+	/* the error text must outlive the action's memory */
 	if (call->error && GetMemoryChunkContext(call->error) != tcc_calls_context)
 		call->error = MemoryContextStrdup(tcc_calls_context, call->error);
 
@@ -112,9 +104,42 @@ tcc_run_local_call(TccCall *call)
 	(void) tcc_record_outcome(call);
 	SPI_finish();
 
+	return call->outcome == TCC_CALL_DONE ? LOCAL_SUCCEEDED : LOCAL_FAILED;
+}
+
+/*
+ * tcc_run_local_batch
+ *		Run the local actions calls[0 .. ncalls - 1] (server NULL) in one
+ *		transaction, each action in a subtransaction of its own
+ *		(tcc_run_action_here), its outcome recorded in the same
+ *		transaction; results[i] says what became of calls[i].  progress,
+ *		when given, is told the number of each call before it starts.
+ *
+ * The batch commits once, with one WAL flush for all of its actions and
+ * their outcomes; a branch is confirmed exactly when its action's effects
+ * commit.  An error outside the actions (in tcc's own statements) rolls
+ * the whole batch back and propagates: none of it happened, and every
+ * branch of it is still due.
+ */
+void
+tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
+					TccLocalProgress progress)
+{
+	int			i;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	tcc_commit_durably();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	for (i = 0; i < ncalls; i++)
+	{
+		if (progress)
+			progress(i);
+		results[i] = run_one(calls[i]);
+	}
+
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-
-	tcc_free_call(call);
-	return true;
+	pgstat_report_activity(STATE_IDLE, NULL);
 }

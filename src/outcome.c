@@ -46,6 +46,17 @@ tcc_take_call_counts(uint64 *succeeded, uint64 *failed)
 }
 
 /*
+ * tcc_add_call_counts
+ *		Count calls whose outcomes another process recorded (a runner).
+ */
+void
+tcc_add_call_counts(uint64 succeeded, uint64 failed)
+{
+	calls_succeeded += succeeded;
+	calls_failed += failed;
+}
+
+/*
  * tcc_sqlstate_is_permanent
  *		Whether an error with this SQLSTATE can never succeed by being
  *		retried, so that the branch goes to failed at once.

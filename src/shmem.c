@@ -55,19 +55,9 @@
 
 #include "tcc.h"
 #include "tcc_shmem.h"
+#include "shmem_internal.h"
 
-typedef struct TccSharedState
-{
-	LWLock	   *lock;
-	Latch	   *launcher_latch; /* NULL while no launcher runs */
-	TccWorkerSlot slots[TCC_MAX_WORKERS];
-	ConditionVariable waiters[TCC_WAIT_BUCKETS];	/* for tcc.wait */
-} TccSharedState;
-
-static TccSharedState *tcc_shared = NULL;
-
-/* this worker's own slot, in a worker process */
-static TccWorkerSlot *my_slot = NULL;
+TccSharedState *tcc_shared = NULL;
 
 /*
  * tcc_shmem_request
@@ -118,11 +108,11 @@ tcc_shmem_present(void)
 }
 
 /*
- * find_slot
+ * tcc_find_slot
  *		The slot of database dboid, or NULL; the caller holds the lock.
  */
-static TccWorkerSlot *
-find_slot(Oid dboid)
+TccWorkerSlot *
+tcc_find_slot(Oid dboid)
 {
 	int			i;
 
@@ -150,7 +140,7 @@ request_slot(Oid dboid, TimestampTz not_before)
 	int			i;
 
 	Assert(LWLockHeldByMeInMode(tcc_shared->lock, LW_EXCLUSIVE));
-	slot = find_slot(dboid);
+	slot = tcc_find_slot(dboid);
 	if (slot != NULL)
 	{
 		if (slot->state == TCC_SLOT_ABSENT)
@@ -202,12 +192,18 @@ tcc_wake_database_worker(Oid dboid)
 	TccWorkerSlot *slot;
 
 	LWLockAcquire(tcc_shared->lock, LW_SHARED);
-	slot = find_slot(dboid);
+	slot = tcc_find_slot(dboid);
 	if (slot != NULL && slot->latch != NULL &&
 		(slot->state == TCC_SLOT_STARTING || slot->state == TCC_SLOT_IDLE ||
 		 slot->state == TCC_SLOT_WORKING))
 	{
+		int			i;
+
+		/* the work may be in any dispatcher's partition */
 		SetLatch(slot->latch);
+		for (i = 1; i < slot->ndispatchers; i++)
+			if (slot->dispatcher_latch[i] != NULL)
+				SetLatch(slot->dispatcher_latch[i]);
 		LWLockRelease(tcc_shared->lock);
 		return;
 	}
@@ -255,7 +251,7 @@ tcc_stop_database_worker(Oid dboid)
 		return;
 
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	slot = find_slot(dboid);
+	slot = tcc_find_slot(dboid);
 	if (slot != NULL)
 	{
 		slot->stop_requested = true;
@@ -355,7 +351,7 @@ tcc_launcher_sync_databases(Oid *dboids, int ndbs)
 	}
 	for (j = 0; j < ndbs; j++)
 	{
-		if (find_slot(dboids[j]) == NULL &&
+		if (tcc_find_slot(dboids[j]) == NULL &&
 			!request_slot(dboids[j], 0) && !warned)
 		{
 			ereport(WARNING,
@@ -421,7 +417,7 @@ tcc_launcher_worker_gone(Oid dboid)
 	TccWorkerSlot *slot;
 
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	slot = find_slot(dboid);
+	slot = tcc_find_slot(dboid);
 
 	/*
 	 * pid != 0 means a worker is attached: the one that stopped was a
@@ -437,122 +433,6 @@ tcc_launcher_worker_gone(Oid dboid)
 			USECS_PER_SEC;
 		slot->stop_requested = false;
 	}
-	LWLockRelease(tcc_shared->lock);
-}
-
-/* ------------------------------------------------------------------------
- * Workers
- * ------------------------------------------------------------------------
- */
-
-/*
- * tcc_worker_detach
- *		On exit, give the slot back: unless the database lacks the
- *		extension, the launcher starts a worker again after a pause
- *		(TCC_STOP_PAUSE when it was stopped for DROP or ALTER DATABASE,
- *		TCC_RESTART_PAUSE after an error or a pg_terminate_backend), so
- *		pending work resumes without anyone asking.
- *
- * The worker does this itself rather than leaving it to the launcher's
- * handle, which a launcher restarted since then does not have.
- */
-static void
-tcc_worker_detach(int code, Datum arg)
-{
-	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	if (my_slot->pid == MyProcPid)
-	{
-		my_slot->pid = 0;
-		my_slot->latch = NULL;
-		my_slot->open_connections = 0;
-		if (my_slot->state != TCC_SLOT_ABSENT)
-		{
-			my_slot->state = TCC_SLOT_REQUESTED;
-			my_slot->not_before = GetCurrentTimestamp() +
-				(my_slot->stop_requested ? TCC_STOP_PAUSE :
-				 TCC_RESTART_PAUSE) * USECS_PER_SEC;
-			my_slot->stop_requested = false;
-			if (tcc_shared->launcher_latch != NULL)
-				SetLatch(tcc_shared->launcher_latch);
-		}
-	}
-	LWLockRelease(tcc_shared->lock);
-	my_slot = NULL;
-}
-
-/*
- * tcc_worker_attach
- *		Take the slot of this worker's database; false when another worker
- *		already serves it (which the launcher's bookkeeping should prevent,
- *		but two workers on one database would call participants twice).
- */
-bool
-tcc_worker_attach(Oid dboid)
-{
-	TccWorkerSlot *slot;
-
-	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	slot = find_slot(dboid);
-
-	/*
-	 * stop_requested: a DROP or ALTER DATABASE wants this database free of
-	 * connections and asked while this worker was being started.
-	 */
-	if (slot == NULL || (slot->pid != 0 && slot->pid != MyProcPid) ||
-		slot->stop_requested)
-	{
-		LWLockRelease(tcc_shared->lock);
-		return false;
-	}
-	slot->pid = MyProcPid;
-	slot->latch = MyLatch;
-	slot->state = TCC_SLOT_STARTING;
-	slot->started_at = GetCurrentTimestamp();
-	my_slot = slot;
-	LWLockRelease(tcc_shared->lock);
-
-	before_shmem_exit(tcc_worker_detach, (Datum) 0);
-	return true;
-}
-
-/*
- * tcc_worker_mark_absent
- *		Record that this worker's database has no tcc extension, so that the
- *		launcher does not start it again until a backend asks.
- */
-void
-tcc_worker_mark_absent(void)
-{
-	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	my_slot->state = TCC_SLOT_ABSENT;
-	LWLockRelease(tcc_shared->lock);
-}
-
-/*
- * tcc_worker_set_state
- *		Publish what this worker is doing; a wake-up also stamps the time.
- */
-void
-tcc_worker_set_state(TccSlotState state)
-{
-	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	if (state == TCC_SLOT_WORKING && my_slot->state != TCC_SLOT_WORKING)
-		my_slot->last_wakeup = GetCurrentTimestamp();
-	my_slot->state = state;
-	LWLockRelease(tcc_shared->lock);
-}
-
-/*
- * tcc_worker_count
- *		Add to this worker's call counters and publish its connection count.
- */
-void
-tcc_worker_count(uint64 succeeded, uint64 failed, int open_connections)
-{
-	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	my_slot->calls_succeeded += succeeded;
-	my_slot->calls_failed += failed;
-	my_slot->open_connections = open_connections;
 	LWLockRelease(tcc_shared->lock);
 }
 

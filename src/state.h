@@ -142,6 +142,7 @@ extern bool tcc_record_attempt(GlobalTx *tx, TccCall *call,
 							   bool with_error);
 extern bool tcc_branch_is(const char *gid, const char *branch_id,
 						  BranchStatus status);
+extern bool tcc_read_due_call(TccCall *call, MemoryContext context);
 extern char *tcc_first_branch_in(const char *gid, BranchStatus status);
 extern bool tcc_branches_left(GlobalTx *tx, BranchStatus done);
 

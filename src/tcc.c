@@ -27,7 +27,9 @@
 #include "utils/acl.h"
 #include "utils/guc.h"
 
+#include "runner.h"
 #include "tcc.h"
+#include "tcc_shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -42,6 +44,8 @@ int			tcc_connect_timeout = 10000;
 int			tcc_max_concurrent_calls = 100;
 int			tcc_retention = 7 * 24 * 3600;
 int			tcc_fence_retention = 7 * 24 * 3600;
+int			tcc_dispatchers = 2;
+int			tcc_local_processes = 2;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -59,6 +63,7 @@ tcc_shmem_request_hook(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	tcc_shmem_request();
+	tcc_runner_shmem_request();
 }
 
 /*
@@ -71,6 +76,7 @@ tcc_shmem_startup_hook(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	tcc_shmem_startup();
+	tcc_runner_shmem_startup();
 }
 
 /*
@@ -141,6 +147,44 @@ tcc_process_utility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+}
+
+/*
+ * define_process_settings
+ *		Define the settings of how many processes serve a database; the
+ *		number of dispatchers is fixed at server start, and so exists only
+ *		when tcc is preloaded (a later definition of a PGC_POSTMASTER
+ *		setting is refused).
+ */
+static void
+define_process_settings(void)
+{
+	DefineCustomIntVariable("tcc.local_processes",
+							"Processes each tcc dispatcher runs local "
+							"actions in.",
+							"An owner that has none busy gets one more, up "
+							"to 16, so that one owner's slow actions do not "
+							"hold back another's.",
+							&tcc_local_processes,
+							2, 1, TCC_MAX_RUNNERS_PER_DISPATCHER,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	DefineCustomIntVariable("tcc.dispatchers",
+							"Processes that divide the phase two of one "
+							"database among them.",
+							"Each serves the transactions whose gid hashes "
+							"to its share.  Each database also gets a "
+							"housekeeper, and each of these processes its "
+							"runners of local actions: max_worker_processes "
+							"must leave room for them.",
+							&tcc_dispatchers,
+							2, 1, TCC_MAX_DISPATCHERS,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
 }
 
 /*
@@ -248,6 +292,7 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	define_process_settings();
 	MarkGUCPrefixReserved("tcc");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -34,6 +34,17 @@ extern int	tcc_connect_timeout;	/* milliseconds */
 extern int	tcc_max_concurrent_calls;
 extern int	tcc_retention;			/* seconds, 0: keep forever */
 extern int	tcc_fence_retention;	/* seconds, 0: keep forever */
+extern int	tcc_dispatchers;		/* per database */
+extern int	tcc_local_processes;	/* runners per dispatcher */
+
+/* a setting tcc's processes pin for their own statements (worker.c) */
+typedef struct TccPin
+{
+	const char *name;
+	const char *value;
+} TccPin;
+
+extern const TccPin tcc_planner_pins[];
 
 /*
  * The statuses of a branch (doc/design.md, States); the names are what
@@ -82,6 +93,9 @@ typedef struct TccCall
 	char	   *sql;			/* the action */
 	char	   *payload;		/* jsonb as text, or NULL */
 	int			attempts;		/* attempts made before this one */
+
+	/* a local call waits in its queue until then (its row was busy) */
+	TimestampTz not_before;
 
 	/* filled in by remote_pipeline.c while in flight */
 	TimestampTz deadline;		/* give up waiting at this time (0: never) */
@@ -215,6 +229,8 @@ extern ConditionVariable *tcc_wait_variable(const char *gid);
 /* launcher.c and worker.c: bgw_function_name entry points */
 extern PGDLLEXPORT void tcc_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void tcc_worker_main(Datum main_arg);
+extern PGDLLEXPORT void tcc_child_main(Datum main_arg);
+extern PGDLLEXPORT void tcc_runner_main(Datum main_arg);
 extern void tcc_register_launcher(void);
 
 #endif							/* TCC_H */

@@ -26,6 +26,12 @@
 /* seconds before a worker stopped for DROP/ALTER DATABASE comes back */
 #define TCC_STOP_PAUSE		10
 
+/* the most processes that dispatch phase two for one database */
+#define TCC_MAX_DISPATCHERS	8
+
+/* background worker slots tcc leaves to others (see tcc_worker_budget) */
+#define TCC_RESERVED_WORKERS	2
+
 /* condition variables for tcc.wait: a power of two, a multiple of 64 */
 #define TCC_WAIT_BUCKETS	128
 
@@ -53,6 +59,21 @@ typedef struct TccWorkerSlot
 	uint64		calls_succeeded;
 	uint64		calls_failed;
 	int			open_connections;
+
+	/*
+	 * The worker the launcher starts (pid, latch above) leads a family of
+	 * processes for its database (family.c): dispatchers 1 to
+	 * ndispatchers - 1, each serving its partition of the gids as the
+	 * leader serves partition 0, and a housekeeper.  A new leader bumps
+	 * generation, so that a child of an earlier one cannot join.
+	 */
+	uint32		generation;
+	int			ndispatchers;
+	int			dispatcher_pid[TCC_MAX_DISPATCHERS];
+	Latch	   *dispatcher_latch[TCC_MAX_DISPATCHERS];
+	int			dispatcher_connections[TCC_MAX_DISPATCHERS];
+	int			housekeeper_pid;
+	int			runners_per_dispatcher;
 } TccWorkerSlot;
 
 /* the launcher */
@@ -68,6 +89,19 @@ extern ConditionVariable *tcc_wait_bucket_variable(int bucket);
 
 /* a worker */
 extern bool tcc_worker_attach(Oid dboid);
+extern uint32 tcc_worker_generation(void);
+extern int	tcc_worker_budget(void);
+extern void tcc_worker_set_family(int ndispatchers, int runners);
+extern int	tcc_worker_runner_budget(void);
+typedef enum TccChildAttach
+{
+	CHILD_ATTACHED,
+	CHILD_WAIT,
+	CHILD_REFUSED
+} TccChildAttach;
+extern TccChildAttach tcc_child_attach(Oid dboid, uint32 generation,
+									   int dispatcher, int *ndispatchers);
+extern bool tcc_child_orphaned(void);
 extern void tcc_worker_mark_absent(void);
 extern void tcc_worker_set_state(TccSlotState state);
 extern void tcc_worker_count(uint64 succeeded, uint64 failed,

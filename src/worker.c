@@ -4,40 +4,41 @@
  *	  The tcc worker of one database: drives phase two.
  *
  * The launcher (launcher.c) starts one worker per database where tcc is
- * installed.  In a loop the worker
+ * installed: the leader of that database's family (family.c), which also
+ * serves partition 0 of its gids.  Every dispatcher (the leader and the
+ * other tcc.dispatchers - 1) runs the same loop, in which it
  *
  *	1. records the outcomes of the calls that came back (one transaction for
  *	   all of them), moving branches and global transactions on;
- *	2. every tcc.naptime, cancels the transactions still trying after their
- *	   deadline (reason "timeout") and purges what tcc.retention and
- *	   tcc.fence_retention allow, in small batches;
- *	3. finds the branches that are due (confirming or cancelling, with
- *	   next_attempt_at in the past) and sends their actions: to a remote
- *	   participant over a cached libpq connection without waiting for the
- *	   answer (remote_pipeline.c), or, for a local action, runs it here as
- *	   the transaction's owner and records its outcome in the same
- *	   transaction;
- *	4. sleeps until a call comes back (remote_wait.c), a backend wakes it at
- *	   the commit of a transaction that created work (wakeup.c), the next
- *	   retry is due, or tcc.naptime passes.
+ *	2. reads the branches of its partition that became due (confirming or
+ *	   cancelling, with next_attempt_at in the past), sends remote actions
+ *	   to their participants over cached libpq connections without waiting
+ *	   for the answers (remote_pipeline.c), owners taking turns, and hands
+ *	   local actions to runner processes (local_pool.c, runner.c), which
+ *	   run them as the transactions' owners and record their outcomes in
+ *	   the same transactions;
+ *	3. sleeps until a call comes back (remote_wait.c), a runner finishes,
+ *	   a backend wakes it at the commit of a transaction that created work
+ *	   (wakeup.c), the next retry is due, or tcc.naptime passes.
+ *
+ * Deadlines and retention are the housekeeper's (housekeeping.c), so that
+ * they never delay a due call.
  *
  * Every change of state is guarded by the status it expects, under the row
  * lock of the global transaction, so the worker and the SQL API cannot
- * overwrite each other (see coordinator.c).  The timeout scan skips rows
- * that are locked, so a transaction being committed right now is looked at
- * again a naptime later instead of being waited for; recording an outcome
- * does wait for the row lock, which a user holds only for the length of
- * one of the API's calls on a transaction in phase two (a repeated commit).
+ * overwrite each other (see coordinator.c).  Recording an outcome takes
+ * that lock without waiting: an outcome whose row a user holds (a
+ * repeated commit) is recorded in a later round.
  *
  * What an outcome does depends on the mode (doc/design.md, States and
  * Running an action).  A TCC transaction's confirms (or cancels) are all due
  * at once, and it ends when the last one succeeds.  Saga and msg steps run
  * one at a time, in order.  A saga's forward step that fails for good stops
  * the saga: its completed steps are compensated one at a time, newest first
- * (record_failure, abort_saga).  Every other action must succeed in the end
- * and is retried until tcc.max_attempts, after which its transaction is
- * failed.  Whatever ends a transaction, or fails it, wakes its tcc.wait
- * callers at commit.
+ * (outcome.c).  Every other action must succeed in the end and is retried
+ * until tcc.max_attempts, after which its transaction is failed.
+ * Whatever ends a transaction, or fails it, wakes its tcc.wait callers at
+ * commit.
  *
  * Delivery is at least once.  The outcome of a call is recorded after the
  * participant answered; a crash in between (of either side) means the call
@@ -46,8 +47,9 @@
  *
  * The jobs are in files of their own: dispatch.c (what is due, sending it,
  * the calls in flight), outcome.c (recording outcomes, retry policy, saga
- * compensation), local.c (local actions), housekeeping.c (deadlines and
- * retention); this file has the loop.
+ * compensation), local_pool.c and runner.c (local actions), family.c (the
+ * processes of a database), housekeeping.c (deadlines and retention); this
+ * file has the loop and the settings every tcc process pins.
  *
  * src/worker.c
  *
@@ -68,6 +70,23 @@
 #include "tcc.h"
 #include "tcc_shmem.h"
 #include "worker.h"
+
+/*
+ * The planner settings of tcc's own statements in its processes (see
+ * tcc_worker_pin_session).  Generic plans, because a custom plan for a
+ * status given as a constant could use a partial index whose predicate
+ * that constant implies.
+ */
+const TccPin tcc_planner_pins[] = {
+	{"enable_seqscan", "off"},
+	{"enable_bitmapscan", "off"},
+	{"enable_sort", "off"},
+	{"enable_hashjoin", "off"},
+	{"enable_mergejoin", "off"},
+	{"enable_material", "off"},
+	{"plan_cache_mode", "force_generic_plan"},
+	{NULL, NULL}
+};
 
 /* this worker's database, for messages */
 static char *my_database_name = NULL;
@@ -109,8 +128,55 @@ worker_exit_absent(void)
 }
 
 /*
+ * pin_setting
+ *		Set name to value for the whole session, whatever the configuration
+ *		or ALTER DATABASE ... SET says.
+ */
+static void
+pin_setting(const char *name, const char *value)
+{
+	SetConfigOption(name, value, PGC_SUSET, PGC_S_SESSION);
+}
+
+/*
+ * tcc_worker_pin_session
+ *		Pin the settings under which tcc's own statements run in every
+ *		process of a family: dispatchers, housekeeper and runners.
+ *
+ * tcc's statements run as the bootstrap superuser: no user object may be
+ * found before the built-in one.  Its transactions are writable READ
+ * COMMITTED ones (its guarded UPDATEs rely on that) and are not cut short
+ * by timeouts meant for clients; local actions get tcc.call_timeout of
+ * their own.
+ *
+ * The planner settings (tcc_planner_pins) keep the plans of tcc's
+ * statements the same whatever the statistics say: an index range scan in
+ * the order of the due index, lookups by primary key, nested loops.
+ * Without them, statistics taken while few branches were due made the
+ * status UPDATE scan the due index and the due query sort the backlog,
+ * which grew with the backlog until an ANALYZE during it.  Every one of
+ * tcc's statements has an index path, so disabling the others never leaves
+ * one without a plan.  Local actions run with these put back to the
+ * server's values (action.c).
+ */
+void
+tcc_worker_pin_session(void)
+{
+	int			i;
+
+	pin_setting("search_path", "pg_catalog, pg_temp");
+	pin_setting("default_transaction_isolation", "read committed");
+	pin_setting("default_transaction_read_only", "off");
+	pin_setting("statement_timeout", "0");
+	pin_setting("lock_timeout", "0");
+	pin_setting("idle_in_transaction_session_timeout", "0");
+	for (i = 0; tcc_planner_pins[i].name != NULL; i++)
+		pin_setting(tcc_planner_pins[i].name, tcc_planner_pins[i].value);
+}
+
+/*
  * worker_start
- *		Connect the worker to database dboid and take its slot, pin the
+ *		Connect the leader to database dboid and take its slot, pin the
  *		settings of its own session, and exit at once when the extension is
  *		not installed there or the database is a template.
  */
@@ -132,28 +198,7 @@ worker_start(Oid dboid)
 						dboid)));
 		proc_exit(0);
 	}
-
-	/*
-	 * tcc's own statements run as the worker's superuser: no user object
-	 * may be found before the built-in one.
-	 */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
-					PGC_S_SESSION);
-
-	/*
-	 * Whatever ALTER DATABASE ... SET says, the worker's own transactions
-	 * are writable READ COMMITTED ones (its guarded UPDATEs rely on that)
-	 * and are not cut short by timeouts meant for clients; local actions
-	 * get tcc.call_timeout of their own.
-	 */
-	SetConfigOption("default_transaction_isolation", "read committed",
-					PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("default_transaction_read_only", "off",
-					PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("idle_in_transaction_session_timeout", "0",
-					PGC_SUSET, PGC_S_SESSION);
+	tcc_worker_pin_session();
 
 	StartTransactionCommand();
 
@@ -207,27 +252,25 @@ publish_counts(void)
 
 /*
  * sleep_time
- *		How long the worker may sleep, in milliseconds: until the next
- *		housekeeping or until next_due (0: no branch waits), whichever
- *		comes first.  It also publishes this worker's statistics, which
- *		may ask for a shorter sleep.
+ *		How long the dispatcher may sleep, in milliseconds: until wake_at
+ *		(0: no time is set, so tcc.naptime).  It also publishes this
+ *		process's statistics, which may ask for a shorter sleep.
  */
-static long
-sleep_time(TimestampTz next_housekeeping, TimestampTz next_due)
+long
+tcc_sleep_time(TimestampTz wake_at)
 {
-	TimestampTz now;
-	TimestampTz wake_at;
+	TimestampTz now = GetCurrentTimestamp();
 	long		sleep_ms;
 	long		stats_ms;
 
-	wake_at = next_housekeeping;
-	if (next_due != 0 && next_due < wake_at)
-		wake_at = next_due;
-	now = GetCurrentTimestamp();
-	sleep_ms = wake_at > now ? (long) ((wake_at - now + 999) / 1000) : 0;
+	if (wake_at == 0)
+		sleep_ms = tcc_naptime;
+	else
+		sleep_ms = wake_at > now ? (long) ((wake_at - now + 999) / 1000) : 0;
+	sleep_ms = Min(sleep_ms, tcc_naptime);
 
 	/*
-	 * Publish what this worker's transactions did to the cumulative
+	 * Publish what this process's transactions did to the cumulative
 	 * statistics (at most once a second), as a backend does when idle:
 	 * otherwise autovacuum never hears of the rows it updates and deletes,
 	 * nor pg_stat_* of its commits and WAL, until it exits.  Pending counts
@@ -240,40 +283,58 @@ sleep_time(TimestampTz next_housekeeping, TimestampTz next_due)
 }
 
 /*
- * tcc_worker_main
- *		The body of the worker of the database whose OID is main_arg.
+ * leader_duties
+ *		What only the leader does in each round: start again the children
+ *		that stopped, and, while its family has no housekeeper, the
+ *		housekeeping every tcc.naptime.  *wake_at is lowered to when this
+ *		must be done next.
+ */
+static void
+leader_duties(TimestampTz *wake_at)
+{
+	static TimestampTz next_housekeeping = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (tcc_family_watch(wake_at))
+		return;
+	if (now >= next_housekeeping)
+	{
+		if (!tcc_housekeeping())
+			worker_exit_absent();
+		next_housekeeping = now + (int64) tcc_naptime * 1000;
+	}
+	if (*wake_at == 0 || next_housekeeping < *wake_at)
+		*wake_at = next_housekeeping;
+}
+
+/*
+ * tcc_dispatch_loop
+ *		The loop of dispatcher partition of npartitions (0 is the leader).
  *
- * SIGTERM is handled by die(): the worker stops at the next interrupt
+ * SIGTERM is handled by die(): the dispatcher stops at the next interrupt
  * check, which every wait makes (the waits for participants included), so
  * a slow participant cannot delay a shutdown.
  */
 void
-tcc_worker_main(Datum main_arg)
+tcc_dispatch_loop(int partition, int npartitions)
 {
 	List	   *done = NIL;		/* calls with an outcome to record */
 	List	   *deferred = NIL; /* ... whose transaction was busy */
-	TimestampTz next_housekeeping = 0;
 	MemoryContext loop_context;
 
-	worker_start(DatumGetObjectId(main_arg));
-
-	tcc_dispatch_init();
+	tcc_dispatch_init(partition, npartitions);
 	tcc_remote_init(true);
 	loop_context = AllocSetContextCreate(TopMemoryContext, "tcc worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
 
-	ereport(LOG,
-			(errmsg("tcc worker started for database \"%s\"",
-					my_database_name)));
-
 	for (;;)
 	{
-		TimestampTz now;
-		TimestampTz next_due;
-		long		sleep_ms;
+		TimestampTz wake_at = 0;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		if (partition != 0 && tcc_child_orphaned())
+			proc_exit(0);
 
 		/* what each round allocates outside its transactions goes here */
 		MemoryContextReset(loop_context);
@@ -290,15 +351,10 @@ tcc_worker_main(Datum main_arg)
 		if (done != NIL || deferred != NIL)
 			record_done(&done, &deferred);
 
-		now = GetCurrentTimestamp();
-		if (now >= next_housekeeping)
-		{
-			if (!tcc_housekeeping())
-				worker_exit_absent();
-			next_housekeeping = now + (int64) tcc_naptime * 1000;
-		}
+		if (partition == 0)
+			leader_duties(&wake_at);
 
-		if (!tcc_dispatch(&done, &next_due))
+		if (!tcc_dispatch(&done, &wake_at))
 			worker_exit_absent();
 		publish_counts();
 
@@ -307,10 +363,30 @@ tcc_worker_main(Datum main_arg)
 			continue;
 		/* (deferred ones wait, at most a naptime, for their row's lock) */
 
-		sleep_ms = sleep_time(next_housekeeping, next_due);
 		if (tcc_remote_in_flight() == 0)
 			tcc_worker_set_state(TCC_SLOT_IDLE);
 		MemoryContextSwitchTo(loop_context);
-		tcc_remote_wait(sleep_ms, &done);
+		tcc_remote_wait(tcc_sleep_time(wake_at), &done);
 	}
+}
+
+/*
+ * tcc_worker_main
+ *		The body of the leader of the database whose OID is main_arg.
+ */
+void
+tcc_worker_main(Datum main_arg)
+{
+	int			npartitions;
+
+	worker_start(DatumGetObjectId(main_arg));
+	npartitions = tcc_family_start();
+
+	ereport(LOG,
+			(errmsg("tcc worker started for database \"%s\"",
+					my_database_name),
+			 errdetail("Its gids are divided among %d dispatchers.",
+					   npartitions)));
+
+	tcc_dispatch_loop(0, npartitions);
 }

@@ -12,29 +12,54 @@
 #define TCC_WORKER_H
 
 #include "nodes/pg_list.h"
+#include "postmaster/bgworker.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "tcc.h"
 
+/*
+ * tcc_lower_time
+ *		Make *at the sooner of *at and t, where 0 means "not set".
+ */
+static inline void
+tcc_lower_time(TimestampTz *at, TimestampTz t)
+{
+	if (t != 0 && (*at == 0 || t < *at))
+		*at = t;
+}
+
+/* worker.c */
+extern void tcc_worker_pin_session(void);
+extern long tcc_sleep_time(TimestampTz wake_at);
+extern void tcc_dispatch_loop(int partition, int npartitions);
+
+/* launcher.c */
+extern void tcc_init_bgworker(BackgroundWorker *worker, const char *function,
+							  const char *type);
+
+/* family.c */
+extern int	tcc_family_start(void);
+extern bool tcc_family_watch(TimestampTz *next_at);
+
 /* dispatch.c */
 extern MemoryContext tcc_calls_context;
-extern void tcc_dispatch_init(void);
+extern void tcc_dispatch_init(int partition, int partitions);
+extern void tcc_dispatch_rescan(void);
 extern void tcc_add_call(List **list, TccCall *call);
 extern void tcc_free_call(TccCall *call);
-extern bool tcc_dispatch(List **done, TimestampTz *next_due);
+extern bool tcc_dispatch(List **done, TimestampTz *wake_at);
 
 /* outcome.c */
 extern void tcc_take_call_counts(uint64 *succeeded, uint64 *failed);
+extern void tcc_add_call_counts(uint64 succeeded, uint64 failed);
 extern bool tcc_record_outcome(TccCall *call);
 extern List *tcc_record_outcomes(List *done);
-
-/* local.c */
-extern bool tcc_run_local_call(TccCall *call);
 
 /* housekeeping.c */
 extern bool tcc_begin_round(const char *activity);
 extern void tcc_end_round(void);
 extern bool tcc_housekeeping(void);
+extern void tcc_housekeeper_main(void);
 
 #endif							/* TCC_WORKER_H */

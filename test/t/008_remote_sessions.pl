@@ -82,7 +82,9 @@ my $coord = tcc_cluster(
 		'tcc.retry_base' => '50ms',
 		'tcc.retry_max' => '300ms',
 		'tcc.call_timeout' => '1s',
-		'tcc.connect_timeout' => '2s'
+		'tcc.connect_timeout' => '2s',
+		# one dispatcher, so one connection per (server, role) to watch
+		'tcc.dispatchers' => '1'
 	]);
 
 $coord->safe_psql('postgres', 'CREATE EXTENSION tcc');

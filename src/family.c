@@ -1,0 +1,261 @@
+/*-------------------------------------------------------------------------
+ *
+ * family.c
+ *	  The processes that serve one database: the leader (the worker the
+ *	  launcher starts, worker.c) starts tcc.dispatchers - 1 more
+ *	  dispatchers, each serving its partition of the gids as the leader
+ *	  serves partition 0 (dispatch.c), and a housekeeper that cancels
+ *	  expired transactions and purges old ones (housekeeping.c), so that
+ *	  neither ever waits behind the other's work.  Each dispatcher starts
+ *	  its own runners for local actions (local_pool.c).
+ *
+ * The number of partitions is fixed for the life of a leader: it is
+ * tcc.dispatchers, or fewer when the postmaster has no background worker
+ * slot for the rest at the start.  A child that stops is started again
+ * after TCC_CHILD_RESTART_PAUSE; meanwhile its partition waits, since
+ * serving it from another process could send a branch the dying one had
+ * in flight.  A child whose leader has gone exits (see shmem_worker.c),
+ * and a new leader divides the gids anew.  Without a housekeeper, the
+ * leader does the housekeeping itself.
+ *
+ * src/family.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+
+#include "runner.h"
+#include "tcc.h"
+#include "tcc_shmem.h"
+#include "worker.h"
+
+/* seconds before a child that stopped is started again */
+#define TCC_CHILD_RESTART_PAUSE	1
+
+/* the number of a child that is the housekeeper, not a dispatcher */
+#define HOUSEKEEPER			(-1)
+
+/* what a child is told at its start (bgw_extra) */
+typedef struct ChildArgs
+{
+	Oid			dboid;
+	uint32		generation;
+} ChildArgs;
+
+/* a child of this leader: children[0] is the housekeeper */
+typedef struct Child
+{
+	BackgroundWorkerHandle *handle; /* NULL: not running */
+	TimestampTz restart_at;		/* when to start it again */
+} Child;
+
+static Child children[TCC_MAX_DISPATCHERS];
+static int	family_size = 1;
+static bool have_housekeeper = false;
+static bool warned_no_slot = false;
+
+/*
+ * child_of
+ *		The entry of children for dispatcher number dispatcher (> 0), or
+ *		for the housekeeper.
+ */
+static Child *
+child_of(int dispatcher)
+{
+	return &children[dispatcher == HOUSEKEEPER ? 0 : dispatcher];
+}
+
+/*
+ * start_child
+ *		Register dispatcher number dispatcher, or the housekeeper; false
+ *		when the postmaster has no slot free.
+ */
+static bool
+start_child(int dispatcher)
+{
+	BackgroundWorker worker;
+	ChildArgs	args;
+	MemoryContext oldcontext;
+	bool		ok;
+
+	if (dispatcher == HOUSEKEEPER)
+	{
+		tcc_init_bgworker(&worker, "tcc_child_main", "tcc housekeeper");
+		snprintf(worker.bgw_name, BGW_MAXLEN,
+				 "tcc housekeeper for database %u", MyDatabaseId);
+	}
+	else
+	{
+		tcc_init_bgworker(&worker, "tcc_child_main", "tcc dispatcher");
+		snprintf(worker.bgw_name, BGW_MAXLEN,
+				 "tcc dispatcher %d for database %u", dispatcher,
+				 MyDatabaseId);
+	}
+	worker.bgw_main_arg = Int32GetDatum(dispatcher);
+	args.dboid = MyDatabaseId;
+	args.generation = tcc_worker_generation();
+	memcpy(worker.bgw_extra, &args, sizeof(args));
+	worker.bgw_notify_pid = MyProcPid;
+
+	oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+	ok = RegisterDynamicBackgroundWorker(&worker,
+										 &child_of(dispatcher)->handle);
+	MemoryContextSwitchTo(oldcontext);
+	if (!ok)
+	{
+		child_of(dispatcher)->handle = NULL;
+		if (!warned_no_slot)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start a tcc process for database %u",
+							MyDatabaseId),
+					 errhint("Raise max_worker_processes: tcc needs, per "
+							 "database, tcc.dispatchers, a housekeeper and "
+							 "the runners of local actions.")));
+		warned_no_slot = true;
+	}
+	return ok;
+}
+
+/*
+ * tcc_family_start
+ *		Start the other dispatchers and the housekeeper of this leader's
+ *		database, as many as its share of the background worker slots
+ *		allows (tcc_worker_budget), and say how many runners each
+ *		dispatcher may have; returns into how many partitions the gids are
+ *		divided: tcc.dispatchers, or fewer.
+ *
+ * Dispatchers come first, then the housekeeper, then runners.  The
+ * children wait to join until the leader has published the number of
+ * partitions (tcc_child_attach), so that every dispatcher divides the gids
+ * alike.
+ */
+int
+tcc_family_start(void)
+{
+	int			budget = tcc_worker_budget();
+	int			i;
+
+	memset(children, 0, sizeof(children));
+	family_size = 1;
+	for (i = 1; i < tcc_dispatchers && budget > 0 && start_child(i); i++)
+	{
+		family_size = i + 1;
+		budget--;
+	}
+	have_housekeeper = budget > 0;
+	budget -= have_housekeeper ? 1 : 0;
+	tcc_worker_set_family(family_size,
+						  Min(budget / family_size,
+							  TCC_MAX_RUNNERS_PER_DISPATCHER));
+	if (have_housekeeper)
+		(void) start_child(HOUSEKEEPER);
+	if (family_size < tcc_dispatchers)
+		ereport(LOG,
+				(errmsg("tcc serves database %u with %d of the %d dispatchers "
+						"tcc.dispatchers asks for",
+						MyDatabaseId, family_size, tcc_dispatchers),
+				 errhint("Raise max_worker_processes: tcc takes at most an "
+						 "equal share of what is left after %d slots for "
+						 "others.", TCC_RESERVED_WORKERS)));
+	if (!have_housekeeper)
+		ereport(LOG,
+				(errmsg("tcc serves database %u without a housekeeper",
+						MyDatabaseId),
+				 errdetail("Its leader cancels expired transactions and "
+						   "purges old ones between its calls."),
+				 errhint("Raise max_worker_processes: tcc takes at most an "
+						 "equal share of what is left after %d slots for "
+						 "others.", TCC_RESERVED_WORKERS)));
+	return family_size;
+}
+
+/*
+ * tcc_family_watch
+ *		Start again the children that stopped, once their pause is over;
+ *		returns whether the housekeeper runs (when it does not, the leader
+ *		does the housekeeping).  *next_at is lowered to the next restart.
+ */
+bool
+tcc_family_watch(TimestampTz *next_at)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	for (i = have_housekeeper ? 0 : 1; i < family_size; i++)
+	{
+		Child	   *child = &children[i];
+		int			dispatcher = (i == 0) ? HOUSEKEEPER : i;
+		pid_t		pid;
+
+		if (child->handle != NULL &&
+			GetBackgroundWorkerPid(child->handle, &pid) == BGWH_STOPPED)
+		{
+			pfree(child->handle);
+			child->handle = NULL;
+			child->restart_at = now + TCC_CHILD_RESTART_PAUSE * USECS_PER_SEC;
+		}
+		if (child->handle != NULL)
+			continue;
+		if (child->restart_at <= now && start_child(dispatcher))
+			continue;
+		if (child->restart_at <= now)
+			child->restart_at = now + TCC_CHILD_RESTART_PAUSE * USECS_PER_SEC;
+		if (*next_at == 0 || child->restart_at < *next_at)
+			*next_at = child->restart_at;
+	}
+	return have_housekeeper && children[0].handle != NULL;
+}
+
+/*
+ * tcc_child_main
+ *		The body of a child: dispatcher number main_arg of its family, or
+ *		its housekeeper (-1).
+ */
+void
+tcc_child_main(Datum main_arg)
+{
+	int			dispatcher = DatumGetInt32(main_arg);
+	int			ndispatchers = 0;
+	ChildArgs	args;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(args.dboid, InvalidOid, 0);
+	tcc_worker_pin_session();
+
+	for (;;)
+	{
+		TccChildAttach attached = tcc_child_attach(args.dboid,
+												   args.generation,
+												   dispatcher,
+												   &ndispatchers);
+
+		if (attached == CHILD_ATTACHED)
+			break;
+		if (attached == CHILD_REFUSED)
+			proc_exit(0);
+		/* the leader is still starting the family: a moment */
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	if (dispatcher == HOUSEKEEPER)
+		tcc_housekeeper_main();
+	else
+		tcc_dispatch_loop(dispatcher, ndispatchers);
+	proc_exit(0);
+}
