@@ -152,40 +152,18 @@ tcc_local_pool_add(TccCall *call)
 static bool
 start_runner(void)
 {
-	BackgroundWorker worker;
-	MemoryContext oldcontext;
 	Runner	   *r = NULL;
 	int			i;
-	int			extra[2];
 
 	for (i = 0; i < TCC_MAX_RUNNERS_PER_DISPATCHER && r == NULL; i++)
 		if (runners[i].slot < 0)
 			r = &runners[i];
-	if (r == NULL || (r->slot = tcc_runner_take_slot(MyDatabaseId)) < 0)
+	if (r == NULL || (r->slot = tcc_runner_start(&r->handle)) < 0)
 	{
 		if (r)
 			r->slot = -1;
 		return false;
 	}
-
-	tcc_init_bgworker(&worker, "tcc_runner_main", "tcc runner");
-	snprintf(worker.bgw_name, BGW_MAXLEN,
-			 "tcc runner for database %u", MyDatabaseId);
-	worker.bgw_main_arg = Int32GetDatum(r->slot);
-	extra[0] = (int) MyDatabaseId;
-	extra[1] = MyProcPid;
-	memcpy(worker.bgw_extra, extra, sizeof(extra));
-	worker.bgw_notify_pid = MyProcPid;
-
-	oldcontext = MemoryContextSwitchTo(TopMemoryContext);
-	if (!RegisterDynamicBackgroundWorker(&worker, &r->handle))
-	{
-		MemoryContextSwitchTo(oldcontext);
-		tcc_runner_free_slot(r->slot);
-		r->slot = -1;
-		return false;
-	}
-	MemoryContextSwitchTo(oldcontext);
 	r->ready = false;
 	r->ncalls = 0;
 	r->ended = false;
@@ -239,31 +217,11 @@ take_batch(Runner *r, LocalQueue *queue)
 static void
 give_batch(Runner *r, LocalQueue *queue)
 {
-	TccRunnerSlot *slot = tcc_runner_slot(r->slot);
-	int			n = take_batch(r, queue);
-	int			i;
-
-	r->ncalls = n;
+	r->ncalls = take_batch(r, queue);
 	r->owner = queue->owner;
 	r->ended = false;
 	queue->busy++;
-
-	tcc_runner_lock(true);
-	for (i = 0; i < n; i++)
-	{
-		strlcpy(slot->calls[i].gid, r->calls[i]->gid,
-				sizeof(slot->calls[i].gid));
-		strlcpy(slot->calls[i].branch_id, r->calls[i]->branch_id,
-				sizeof(slot->calls[i].branch_id));
-		slot->calls[i].ran_in = r->calls[i]->ran_in;
-		slot->calls[i].result = LOCAL_NOT_RUN;
-	}
-	slot->ncalls = n;
-	slot->current = -1;
-	slot->state = RUNNER_ASSIGNED;
-	if (slot->latch)
-		SetLatch(slot->latch);
-	tcc_runner_unlock();
+	tcc_runner_assign(r->slot, r->calls, r->ncalls);
 }
 
 /*
@@ -350,64 +308,32 @@ finish_batch(Runner *r, const TccLocalResult *results, bool died,
 }
 
 /*
- * check_overrun
- *		End runner r's process if its current action has run longer than
- *		the hard limit; returns when that limit passes otherwise (0: no
- *		action runs, or there is no limit).
- */
-static TimestampTz
-check_overrun(Runner *r, TccRunnerSlot *slot, TimestampTz now)
-{
-	TimestampTz limit;
-
-	Assert(tcc_runner_lock_held());
-	if (slot->state != RUNNER_RUNNING || slot->current < 0 ||
-		tcc_call_timeout == 0 || r->ended)
-		return 0;
-	limit = slot->current_since +
-		(TimestampTz) (tcc_call_timeout + TCC_HARD_LIMIT_GRACE_MS) * 1000;
-	if (now < limit)
-		return limit;
-	if (slot->pid != 0)
-		kill(slot->pid, SIGTERM);
-	r->ended = true;
-	return 0;
-}
-
-/*
  * watch_runner
  *		Look at runner r: collect a finished batch, notice a process that
- *		stopped (and what it took with it), end one that overran.  Returns
- *		when r must be looked at again at the latest (0: on its signal).
+ *		stopped (and what it took with it), end one whose action overran
+ *		the hard limit.  Returns when r must be looked at again at the
+ *		latest (0: on its signal).
  */
 static TimestampTz
 watch_runner(Runner *r, List **done)
 {
-	TccRunnerSlot *slot = tcc_runner_slot(r->slot);
 	TccLocalResult results[TCC_RUNNER_BATCH];
+	TccRunnerLook look;
 	pid_t		pid;
 	bool		stopped;
-	bool		finished;
-	int			current;
-	TimestampTz wake = 0;
-	int			i;
+	TimestampTz limit = 0;
 
 	stopped = GetBackgroundWorkerPid(r->handle, &pid) == BGWH_STOPPED;
+	if (!stopped && !r->ended && tcc_call_timeout > 0)
+		limit = (TimestampTz) (tcc_call_timeout + TCC_HARD_LIMIT_GRACE_MS) *
+			1000;
+	look = tcc_runner_look(r->slot, r->ncalls, results, limit);
+	r->ready = look.idle;
+	if (look.ended)
+		r->ended = true;
 
-	tcc_runner_lock(true);
-	finished = (slot->state == RUNNER_DONE);
-	current = slot->current;
-	for (i = 0; i < r->ncalls; i++)
-		results[i] = finished ? slot->calls[i].result : LOCAL_NOT_RUN;
-	if (finished)
-		slot->state = RUNNER_IDLE;
-	else if (!stopped)
-		wake = check_overrun(r, slot, GetCurrentTimestamp());
-	r->ready = (slot->state == RUNNER_IDLE);
-	tcc_runner_unlock();
-
-	if (r->ncalls > 0 && (finished || stopped))
-		finish_batch(r, results, !finished, current, done);
+	if (r->ncalls > 0 && (look.finished || stopped))
+		finish_batch(r, results, !look.finished, look.current, done);
 	if (stopped)
 	{
 		tcc_runner_free_slot(r->slot);
@@ -415,7 +341,7 @@ watch_runner(Runner *r, List **done)
 		r->slot = -1;
 		r->ready = false;
 	}
-	return wake;
+	return look.limit_at;
 }
 
 /*

@@ -72,6 +72,16 @@ typedef struct TccRunnerSlot
 	TimestampTz current_since;
 } TccRunnerSlot;
 
+/* what the dispatcher learns of its runner (tcc_runner_look) */
+typedef struct TccRunnerLook
+{
+	bool		idle;			/* waits for a batch */
+	bool		finished;		/* finished one: the results are read */
+	bool		ended;			/* its call overran and it was ended now */
+	int			current;		/* the call under way, or -1 */
+	TimestampTz limit_at;		/* when the call under way overruns, or 0 */
+} TccRunnerLook;
+
 /* runner_slots.c */
 extern void tcc_runner_shmem_request(void);
 extern void tcc_runner_shmem_startup(void);
@@ -82,6 +92,11 @@ extern bool tcc_runner_lock_held(void);
 extern int	tcc_runner_take_slot(Oid dboid);
 extern void tcc_runner_free_slot(int i);
 extern void tcc_runner_orphan_slots(void);
+extern int	tcc_runner_start(struct BackgroundWorkerHandle **handle);
+extern void tcc_runner_assign(int i, TccCall **calls, int ncalls);
+extern TccRunnerLook tcc_runner_look(int i, int ncalls,
+									 TccLocalResult *results,
+									 TimestampTz limit);
 
 /* local_pool.c */
 extern void tcc_local_pool_init(void);

@@ -32,13 +32,16 @@
 #include <signal.h>
 
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 
-#include "tcc.h"
 #include "runner.h"
+#include "tcc.h"
+#include "worker.h"
 
 typedef struct TccRunnerShared
 {
@@ -196,4 +199,116 @@ tcc_runner_orphan_slots(void)
 			slot->state = RUNNER_FREE;
 	}
 	tcc_runner_unlock();
+}
+
+/*
+ * tcc_runner_start
+ *		Take a free slot for a runner of this dispatcher and register the
+ *		runner's process, with *handle to watch it by; returns the slot, or
+ *		-1 when no slot or background worker is to be had.
+ */
+int
+tcc_runner_start(BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+	MemoryContext oldcontext;
+	int			extra[2];
+	int			i = tcc_runner_take_slot(MyDatabaseId);
+	bool		ok;
+
+	if (i < 0)
+		return -1;
+
+	tcc_init_bgworker(&worker, "tcc_runner_main", "tcc runner");
+	snprintf(worker.bgw_name, BGW_MAXLEN,
+			 "tcc runner for database %u", MyDatabaseId);
+	worker.bgw_main_arg = Int32GetDatum(i);
+	extra[0] = (int) MyDatabaseId;
+	extra[1] = MyProcPid;
+	memcpy(worker.bgw_extra, extra, sizeof(extra));
+	worker.bgw_notify_pid = MyProcPid;
+
+	oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+	ok = RegisterDynamicBackgroundWorker(&worker, handle);
+	MemoryContextSwitchTo(oldcontext);
+	if (!ok)
+	{
+		tcc_runner_free_slot(i);
+		return -1;
+	}
+	return i;
+}
+
+/*
+ * tcc_runner_assign
+ *		Put the batch calls[0 .. ncalls - 1] in slot i, whose runner is
+ *		idle, and wake the runner.
+ */
+void
+tcc_runner_assign(int i, TccCall **calls, int ncalls)
+{
+	TccRunnerSlot *slot = &runner_shared->slots[i];
+	int			n;
+
+	Assert(ncalls > 0 && ncalls <= TCC_RUNNER_BATCH);
+	tcc_runner_lock(true);
+	Assert(slot->parent_pid == MyProcPid && slot->state == RUNNER_IDLE);
+	for (n = 0; n < ncalls; n++)
+	{
+		strlcpy(slot->calls[n].gid, calls[n]->gid,
+				sizeof(slot->calls[n].gid));
+		strlcpy(slot->calls[n].branch_id, calls[n]->branch_id,
+				sizeof(slot->calls[n].branch_id));
+		slot->calls[n].ran_in = calls[n]->ran_in;
+		slot->calls[n].result = LOCAL_NOT_RUN;
+	}
+	slot->ncalls = ncalls;
+	slot->current = -1;
+	slot->state = RUNNER_ASSIGNED;
+	if (slot->latch)
+		SetLatch(slot->latch);
+	tcc_runner_unlock();
+}
+
+/*
+ * tcc_runner_look
+ *		What the runner of slot i is doing: whether it is idle, whether it
+ *		finished its batch (then results[0 .. ncalls - 1] are filled in and
+ *		the slot is idle again), and otherwise which call runs.  With a
+ *		limit (microseconds, 0: none), a call that has run longer is ended:
+ *		its process gets SIGTERM (ended is set); else limit_at says when it
+ *		will have overrun.
+ */
+TccRunnerLook
+tcc_runner_look(int i, int ncalls, TccLocalResult *results,
+				TimestampTz limit)
+{
+	TccRunnerSlot *slot = &runner_shared->slots[i];
+	TccRunnerLook look;
+	int			n;
+
+	memset(&look, 0, sizeof(look));
+	tcc_runner_lock(true);
+	Assert(slot->parent_pid == MyProcPid);
+	look.finished = (slot->state == RUNNER_DONE);
+	look.current = slot->current;
+	for (n = 0; n < ncalls; n++)
+		results[n] = look.finished ? slot->calls[n].result : LOCAL_NOT_RUN;
+	if (look.finished)
+		slot->state = RUNNER_IDLE;
+	else if (limit != 0 && slot->state == RUNNER_RUNNING &&
+			 slot->current >= 0)
+	{
+		look.limit_at = slot->current_since + limit;
+		if (GetCurrentTimestamp() >= look.limit_at)
+		{
+			if (slot->pid != 0)
+				kill(slot->pid, SIGTERM);
+			look.ended = true;
+			look.limit_at = 0;
+		}
+	}
+	look.idle = (slot->state == RUNNER_IDLE);
+	tcc_runner_unlock();
+	return look;
 }

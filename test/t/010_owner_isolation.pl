@@ -102,6 +102,20 @@ SELECT tcc.commit('$gid');
 });
 }
 
+# retried_with(gid, sqlstate, error, seconds, name): the assertion that
+# gid's branch comes to have a failed attempt with sqlstate and an error
+# containing error
+sub retried_with
+{
+	my ($gid, $sqlstate, $error, $seconds, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	polled_is(
+		$node, 'postgres', qq{
+SELECT attempts >= 1 AND last_sqlstate = '$sqlstate'
+       AND last_error LIKE '%$error%'
+  FROM tcc.branches WHERE gid = '$gid'}, 't', $seconds, $name);
+}
+
 # status_of(gid)
 sub status_of
 {
@@ -128,11 +142,7 @@ my $took = polled_is($node, 'postgres', "SELECT tcc.status('bob-1')",
 	'confirmed', 2, '1: bob\'s branch is confirmed within 2 s');
 note("bob's branch took ${took}s behind the catching action");
 
-polled_is(
-	$node, 'postgres', q{
-SELECT attempts >= 1 AND last_sqlstate = '57014'
-       AND last_error LIKE '%ran longer than tcc.call_timeout%'
-  FROM tcc.branches WHERE gid = 'catch'}, 't', 15,
+retried_with('catch', '57014', 'ran longer than tcc.call_timeout', 15,
 	'1: the catching action is ended at the hard limit and retried');
 is(status_of('catch'), 'confirming',
 	'1: ended, the branch is not recorded as confirmed');
@@ -184,11 +194,7 @@ SELECT tcc.register_branch('poison', NULL,
 	'SELECT pg_terminate_backend(pg_backend_pid())', 'SELECT 1');
 SELECT tcc.commit('poison');
 });
-polled_is(
-	$node, 'postgres', q{
-SELECT attempts >= 1 AND last_sqlstate = '57P01'
-       AND last_error LIKE '%process running the action exited%'
-  FROM tcc.branches WHERE gid = 'poison'}, 't', 15,
+retried_with('poison', '57P01', 'process running the action exited', 15,
 	'4: the poison branch is retried, its attempts counted');
 quick_tx('bob', 'bob-4');
 polled_is($node, 'postgres', "SELECT tcc.status('bob-4')", 'confirmed', 5,
