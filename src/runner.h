@@ -12,6 +12,7 @@
 #ifndef TCC_RUNNER_H
 #define TCC_RUNNER_H
 
+#include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
@@ -92,7 +93,7 @@ extern bool tcc_runner_lock_held(void);
 extern int	tcc_runner_take_slot(Oid dboid);
 extern void tcc_runner_free_slot(int i);
 extern void tcc_runner_orphan_slots(void);
-extern int	tcc_runner_start(struct BackgroundWorkerHandle **handle);
+extern int	tcc_runner_start(BackgroundWorkerHandle **handle);
 extern void tcc_runner_assign(int i, TccCall **calls, int ncalls);
 extern TccRunnerLook tcc_runner_look(int i, int ncalls,
 									 TccLocalResult *results,
