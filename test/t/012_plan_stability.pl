@@ -1,0 +1,96 @@
+# test/t/012_plan_stability.pl: the worker's statements keep their good
+# plan whatever the statistics say (src/worker.c, tcc_worker_pin_session).
+#
+# Statistics taken while no branch is due (ANALYZE after a first batch of
+# transactions has finished) made the worker's cached plans scan the due
+# index for every status UPDATE and sort the whole backlog for the due
+# query, so that their cost grew with the backlog: a drain of remote
+# transactions fell from about 2,000 to 40 per second.  Here 3,000
+# transactions of two remote branches each are queued at once (committed
+# in one client transaction) after such an ANALYZE, in each of two
+# databases' worth of statistics: analyzed with the first batch finished,
+# and analyzed with the tables empty.  Each backlog must drain within 60 s
+# (at the slow plans' rate it takes over a minute; with the pinned plans a
+# few seconds), and every branch's effect arrives exactly once.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use TccTest;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = tcc_cluster('coordinator',
+	[ TccTest::FAST_WORKER, 'max_worker_processes' => '16' ]);
+$node->safe_psql('postgres', 'CREATE DATABASE part');
+$node->safe_psql('part', 'CREATE TABLE effect (gid text, branch_id text)');
+
+# queue(db, prefix, n): n transactions of two remote branches on server
+# part, committed all at once by one client transaction
+sub queue
+{
+	my ($db, $prefix, $n) = @_;
+	$node->safe_psql(
+		$db, qq{
+DO \$\$
+BEGIN
+	FOR i IN 1..$n LOOP
+		PERFORM tcc.begin('$prefix-' || i);
+		PERFORM tcc.register_branch('$prefix-' || i, 'part',
+			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
+		PERFORM tcc.register_branch('$prefix-' || i, 'part',
+			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'b');
+		PERFORM tcc.commit('$prefix-' || i);
+	END LOOP;
+END \$\$;
+});
+}
+
+# drained(db, prefix, n, seconds, label): the assertion that the n
+# transactions of prefix are confirmed within seconds
+sub drained
+{
+	my ($db, $prefix, $n, $seconds, $label) = @_;
+	my $start = time();
+	my $took = polled_is(
+		$node, $db, qq{
+SELECT count(*) FROM tcc.transactions
+ WHERE gid LIKE '$prefix-%' AND status = 'confirmed'}, $n, $seconds,
+		"$label: the backlog of $n drains within $seconds s");
+	note(sprintf("%s: %d transactions in %.1f s (%.0f/s)",
+			$label, $n, time() - $start, $n / (time() - $start)));
+}
+
+foreach my $case ([ 'finished', 1 ], [ 'empty', 0 ])
+{
+	my ($label, $first_batch) = @$case;
+	my $db = "coord_$label";
+
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, 'CREATE EXTENSION tcc');
+	create_server($node, $node, 'part', 'part', db => $db);
+
+	if ($first_batch)
+	{
+		queue($db, "first-$label", 2000);
+		drained($db, "first-$label", 2000, 120, "$label, first batch");
+	}
+
+	# statistics taken while nothing is due
+	$node->safe_psql($db,
+		'ANALYZE tcc.branch; ANALYZE tcc.global_transaction;');
+
+	queue($db, "backlog-$label", 3000);
+	drained($db, "backlog-$label", 3000, 60, "$label, after ANALYZE");
+}
+
+is( $node->safe_psql(
+		'part', 'SELECT count(*), count(DISTINCT (gid, branch_id)) FROM effect'),
+	'10000|10000',
+	'every branch had its effect exactly once');
+
+$node->stop('immediate');
+done_testing();
