@@ -24,6 +24,7 @@ OBJS = \
 	src/local.o \
 	src/local_pool.o \
 	src/outcome.o \
+	src/owners.o \
 	src/participant.o \
 	src/register.o \
 	src/remote_conn.o \

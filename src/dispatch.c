@@ -25,8 +25,9 @@
  * the cost of reading what is in flight once per pass.
  *
  * Fair turns.  Calls wait in one queue per owner, and are sent one per
- * owner in turn, so that one owner's thousands of due branches cannot hold
- * back another owner's single one for longer than one turn.
+ * owner in turn (owners.c), so that one owner's thousands of due branches
+ * cannot hold back another owner's single one for longer than one turn;
+ * and an owner that has found its most is passed over by the reads.
  *
  * src/dispatch.c
  *
@@ -48,9 +49,6 @@
 /* due rows read per round at most */
 #define TCC_SCAN_ROWS		500
 
-/* calls queued or in flight at most, beyond which no more are read */
-#define TCC_MAX_QUEUED		10000
-
 /* a branch, as the key of the calls in flight */
 typedef struct InFlightKey
 {
@@ -58,19 +56,8 @@ typedef struct InFlightKey
 	char		branch_id[TCC_MAX_ID_LEN + 1];
 } InFlightKey;
 
-/* the remote calls of one owner waiting for their turn */
-typedef struct OwnerQueue
-{
-	Oid			owner;			/* hash key */
-	List	   *calls;			/* in tcc_calls_context, oldest first */
-} OwnerQueue;
-
 /* the branches found due and not yet recorded: queued, sent or running */
 static HTAB *in_flight = NULL;
-
-/* remote calls not yet sent, per owner */
-static HTAB *remote_queues = NULL;
-static int	remote_queued = 0;
 
 /* this dispatcher's partition */
 static int	my_partition = 0;
@@ -89,7 +76,7 @@ MemoryContext tcc_calls_context = NULL;
  * tcc_dispatch_init
  *		Set up the memory of the calls, the table of those in flight and
  *		the owners' queues, once per dispatcher, for partition partition of
- *		npartitions.
+ *		partitions.
  */
 void
 tcc_dispatch_init(int partition, int partitions)
@@ -107,12 +94,7 @@ tcc_dispatch_init(int partition, int partitions)
 	ctl.entrysize = sizeof(InFlightKey);
 	in_flight = hash_create("tcc calls in flight", 1024, &ctl,
 							HASH_ELEM | HASH_BLOBS);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(Oid);
-	ctl.entrysize = sizeof(OwnerQueue);
-	remote_queues = hash_create("tcc remote calls per owner", 64, &ctl,
-								HASH_ELEM | HASH_BLOBS);
+	tcc_owners_init();
 	tcc_local_pool_init();
 }
 
@@ -164,6 +146,7 @@ tcc_free_call(TccCall *call)
 
 	in_flight_key(&key, call->gid, call->branch_id);
 	(void) hash_search(in_flight, &key, HASH_REMOVE, NULL);
+	tcc_owner_release(call);
 
 	pfree(call->gid);
 	pfree(call->branch_id);
@@ -229,23 +212,6 @@ new_call(int row)
 }
 
 /*
- * queue_remote
- *		Put remote call at the end of its owner's queue.
- */
-static void
-queue_remote(TccCall *call)
-{
-	OwnerQueue *queue;
-	bool		found;
-
-	queue = hash_search(remote_queues, &call->owner, HASH_ENTER, &found);
-	if (!found)
-		queue->calls = NIL;
-	tcc_add_call(&queue->calls, call);
-	remote_queued++;
-}
-
-/*
  * queue_call
  *		Queue call, a branch found due: a remote one waits for its owner's
  *		turn to be sent, a local one goes to the local-action processes;
@@ -278,7 +244,7 @@ queue_call(TccCall *call, List **done)
 	else
 	{
 		call->serverid = server->serverid;
-		queue_remote(call);
+		tcc_owner_queue_remote(call);
 	}
 }
 
@@ -287,17 +253,19 @@ queue_call(TccCall *call, List **done)
  *		Read up to limit due rows of this partition from the mark on (all
  *		of them, when there is no mark); returns how many (in SPI_tuptable).
  *
- * The query is written so that it has one good plan (see tcc_pin_plans):
- * a range scan of the partial due index, in its order, and the owner
- * from the primary key of the global transaction.
+ * The query is written so that it has one good plan (the settings of
+ * tcc_worker_pin_session): a range scan of the partial due index, in its
+ * order, and the owner from the primary key of the global transaction.
+ * The rows of owners that have found as many branches as they may
+ * (tcc_owners_at_limit) are passed over, to be found again later.
  */
 static uint64
 scan_due(int limit)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[6] = {TIMESTAMPTZOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID};
-	Datum		values[6];
+	Oid			argtypes[7] = {TIMESTAMPTZOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, OIDARRAYOID};
+	Datum		values[7];
 
 	values[0] = TimestampTzGetDatum(have_mark ? mark_due : DT_NOBEGIN);
 	values[1] = CStringGetTextDatum(have_mark ? mark_gid : "");
@@ -305,6 +273,7 @@ scan_due(int limit)
 	values[3] = Int32GetDatum(npartitions);
 	values[4] = Int32GetDatum(my_partition);
 	values[5] = Int32GetDatum(limit);
+	values[6] = PointerGetDatum(tcc_owners_at_limit());
 	return tcc_spi_exec(&plan,
 						"SELECT b.gid, b.branch_id, b.status, b.server,"
 						"       CASE b.status WHEN 'confirming'"
@@ -319,9 +288,10 @@ scan_due(int limit)
 						"       ($1, $2, $3)"
 						"   AND (pg_catalog.hashtext(b.gid) & 2147483647)"
 						"       % $4 = $5"
+						"   AND g.owner::oid <> ALL ($7)"
 						" ORDER BY b.next_attempt_at, b.gid, b.seq"
 						" LIMIT $6",
-						6, argtypes, values, NULL, true, 0);
+						7, argtypes, values, NULL, true, 0);
 }
 
 /*
@@ -335,6 +305,19 @@ same_gid(uint64 a, uint64 b)
 							   SPI_tuptable->tupdesc, 1),
 				  SPI_getvalue(SPI_tuptable->vals[b],
 							   SPI_tuptable->tupdesc, 1)) == 0;
+}
+
+/*
+ * row_owner
+ *		The owner of due row row.
+ */
+static Oid
+row_owner(uint64 row)
+{
+	bool		isnull;
+
+	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[row],
+										  SPI_tuptable->tupdesc, 8, &isnull));
 }
 
 /*
@@ -363,9 +346,11 @@ queue_rows(uint64 first, uint64 last, List **done)
 								   SPI_tuptable->tupdesc, 1),
 					  SPI_getvalue(SPI_tuptable->vals[row],
 								   SPI_tuptable->tupdesc, 2));
-		(void) hash_search(in_flight, &key, HASH_ENTER, &found);
-		if (!found)
-			queue_call(new_call((int) row), done);
+		(void) hash_search(in_flight, &key, HASH_FIND, &found);
+		if (found || !tcc_owner_take(row_owner(row)))
+			continue;			/* ours already, or its owner has enough */
+		(void) hash_search(in_flight, &key, HASH_ENTER, NULL);
+		queue_call(new_call((int) row), done);
 	}
 }
 
@@ -405,8 +390,6 @@ read_due(List **done)
 	uint64		end;
 	uint64		i;
 
-	if (hash_get_num_entries(in_flight) >= TCC_MAX_QUEUED)
-		return;
 	nrows = scan_due(TCC_SCAN_ROWS);
 	if (nrows == 0)
 	{
@@ -436,43 +419,6 @@ read_due(List **done)
 		have_mark = false;
 	else
 		set_mark(end - 1);
-}
-
-/*
- * send_queued
- *		Send the queued remote calls, one per owner in turn, while fewer
- *		than tcc.max_concurrent_calls are in flight.
- */
-static void
-send_queued(List **done)
-{
-	int			room = tcc_max_concurrent_calls - tcc_remote_in_flight();
-
-	while (room > 0 && remote_queued > 0)
-	{
-		HASH_SEQ_STATUS status;
-		OwnerQueue *queue;
-
-		hash_seq_init(&status, remote_queues);
-		while ((queue = hash_seq_search(&status)) != NULL)
-		{
-			TccCall    *call;
-
-			if (room <= 0)
-			{
-				hash_seq_term(&status);
-				break;
-			}
-			call = (TccCall *) linitial(queue->calls);
-			queue->calls = list_delete_first(queue->calls);
-			remote_queued--;
-			room--;
-			if (queue->calls == NIL)
-				(void) hash_search(remote_queues, &queue->owner, HASH_REMOVE,
-								   NULL);
-			tcc_remote_send(call, done);
-		}
-	}
 }
 
 /*
@@ -526,14 +472,14 @@ tcc_dispatch(List **done, TimestampTz *wake_at)
 	if (!tcc_begin_round("sending due actions"))
 		return false;
 	read_due(done);
-	send_queued(done);			/* in a transaction: it reads catalogs */
+	tcc_owners_send(done);		/* in a transaction: it reads catalogs */
 	tcc_lower_time(wake_at, next_retry_at());
 	tcc_end_round();
 
 	tcc_lower_time(wake_at, tcc_local_pool_run(done));
 
-	/* more rows to read, and room for them: read on at once */
-	if (have_mark && hash_get_num_entries(in_flight) < TCC_MAX_QUEUED)
+	/* more rows to read: read on at once */
+	if (have_mark)
 		tcc_lower_time(wake_at, GetCurrentTimestamp());
 	return true;
 }

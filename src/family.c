@@ -40,6 +40,12 @@
 /* seconds before a child that stopped is started again */
 #define TCC_CHILD_RESTART_PAUSE	1
 
+/*
+ * seconds a dispatcher may stay down (no slot to start it in) before the
+ * leader exits, so that its successor divides the gids among fewer
+ */
+#define TCC_CHILD_GIVE_UP		10
+
 /* the number of a child that is the housekeeper, not a dispatcher */
 #define HOUSEKEEPER			(-1)
 
@@ -55,6 +61,7 @@ typedef struct Child
 {
 	BackgroundWorkerHandle *handle; /* NULL: not running */
 	TimestampTz restart_at;		/* when to start it again */
+	TimestampTz down_since;		/* when it stopped, 0 while it runs */
 } Child;
 
 static Child children[TCC_MAX_DISPATCHERS];
@@ -133,7 +140,10 @@ start_child(int dispatcher)
  *		dispatcher may have; returns into how many partitions the gids are
  *		divided: tcc.dispatchers, or fewer.
  *
- * Dispatchers come first, then the housekeeper, then runners.  The
+ * The share goes first to a runner for the leader (one is allowed even
+ * with no share: a runner exits when idle, and without one local actions
+ * would run in the dispatcher), then to the housekeeper, then to more
+ * dispatchers with a runner each, and what is left to more runners.  The
  * children wait to join until the leader has published the number of
  * partitions (tcc_child_attach), so that every dispatcher divides the gids
  * alike.
@@ -141,20 +151,21 @@ start_child(int dispatcher)
 int
 tcc_family_start(void)
 {
-	int			budget = tcc_worker_budget();
-	int			i;
+	int			budget = tcc_worker_budget() - 1;
 
 	memset(children, 0, sizeof(children));
 	family_size = 1;
-	for (i = 1; i < tcc_dispatchers && budget > 0 && start_child(i); i++)
-	{
-		family_size = i + 1;
-		budget--;
-	}
 	have_housekeeper = budget > 0;
-	budget -= have_housekeeper ? 1 : 0;
+	if (have_housekeeper)
+		budget--;
+	while (family_size < tcc_dispatchers && budget >= 2 &&
+		   start_child(family_size))
+	{
+		family_size++;
+		budget -= 2;
+	}
 	tcc_worker_set_family(family_size,
-						  Min(budget / family_size,
+						  Min(1 + Max(budget, 0) / family_size,
 							  TCC_MAX_RUNNERS_PER_DISPATCHER));
 	if (have_housekeeper)
 		(void) start_child(HOUSEKEEPER);
@@ -179,6 +190,42 @@ tcc_family_start(void)
 }
 
 /*
+ * child_down
+ *		Child i, dispatcher number dispatcher or the housekeeper, is not
+ *		running: start it again once its pause is over.  A dispatcher that
+ *		cannot be started for TCC_CHILD_GIVE_UP seconds (the postmaster has
+ *		no slot) would leave its share of the gids unserved, and no other
+ *		process may take that share over while the division stands: the
+ *		leader exits instead, and the launcher starts a new one, which
+ *		divides the gids among as many as it can start.
+ */
+static void
+child_down(Child *child, int dispatcher, TimestampTz now)
+{
+	if (child->down_since == 0)
+		child->down_since = now;
+	if (child->restart_at <= now && start_child(dispatcher))
+	{
+		child->down_since = 0;
+		return;
+	}
+	if (dispatcher != HOUSEKEEPER &&
+		TimestampDifferenceExceeds(child->down_since, now,
+								   TCC_CHILD_GIVE_UP * 1000))
+	{
+		ereport(LOG,
+				(errmsg("tcc worker for database %u restarts: its "
+						"dispatcher %d could not be started again for %d s",
+						MyDatabaseId, dispatcher, TCC_CHILD_GIVE_UP),
+				 errdetail("The next worker divides the transactions among "
+						   "the dispatchers it can start.")));
+		proc_exit(1);
+	}
+	if (child->restart_at <= now)
+		child->restart_at = now + TCC_CHILD_RESTART_PAUSE * USECS_PER_SEC;
+}
+
+/*
  * tcc_family_watch
  *		Start again the children that stopped, once their pause is over;
  *		returns whether the housekeeper runs (when it does not, the leader
@@ -193,7 +240,6 @@ tcc_family_watch(TimestampTz *next_at)
 	for (i = have_housekeeper ? 0 : 1; i < family_size; i++)
 	{
 		Child	   *child = &children[i];
-		int			dispatcher = (i == 0) ? HOUSEKEEPER : i;
 		pid_t		pid;
 
 		if (child->handle != NULL &&
@@ -205,12 +251,9 @@ tcc_family_watch(TimestampTz *next_at)
 		}
 		if (child->handle != NULL)
 			continue;
-		if (child->restart_at <= now && start_child(dispatcher))
-			continue;
-		if (child->restart_at <= now)
-			child->restart_at = now + TCC_CHILD_RESTART_PAUSE * USECS_PER_SEC;
-		if (*next_at == 0 || child->restart_at < *next_at)
-			*next_at = child->restart_at;
+		child_down(child, i == 0 ? HOUSEKEEPER : i, now);
+		if (child->handle == NULL)
+			tcc_lower_time(next_at, child->restart_at);
 	}
 	return have_housekeeper && children[0].handle != NULL;
 }

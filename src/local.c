@@ -27,18 +27,17 @@
 
 /*
  * forget_session_state
- *		Drop what a local action left in the worker's session that outlives
+ *		Drop what a local action left in the runner's session that outlives
  *		its transaction, so that the next action starts from a session as
  *		clean as a new one: session-level advisory locks (which would also
- *		block other sessions for as long as the worker lives), prepared
+ *		block other sessions for as long as the runner lives), prepared
  *		statements and the state of sequences (currval).
  *
  * Settings are rolled back by tcc_run_action_here itself (action.c).  The
  * restricted security context already refuses the rest of what DISCARD ALL
- * clears:
- * temporary objects, LISTEN, cursors WITH HOLD and role changes.  Advisory
- * locks taken for the transaction only are released by its commit, which
- * follows at once.
+ * clears: temporary objects, LISTEN, cursors WITH HOLD and role changes.
+ * Advisory locks taken for the transaction only are released by the
+ * batch's commit, at most TCC_BATCH_TIME_MS (plus one action) later.
  */
 static void
 forget_session_state(void)
@@ -117,7 +116,10 @@ run_one(TccCall *call)
  *
  * The batch commits once, with one WAL flush for all of its actions and
  * their outcomes; a branch is confirmed exactly when its action's effects
- * commit.  An error outside the actions (in tcc's own statements) rolls
+ * commit.  No call starts once the batch has run for TCC_BATCH_TIME_MS:
+ * the batch holds its runner, the rows of its transactions and whatever
+ * its actions locked until it commits.  The calls not started are
+ * LOCAL_NOT_RUN, to be handed out again.  An error outside the actions (in tcc's own statements) rolls
  * the whole batch back and propagates: none of it happened, and every
  * branch of it is still due.
  */
@@ -127,19 +129,30 @@ tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
 {
 	int			i;
 
+	TimestampTz start = GetCurrentTimestamp();
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	tcc_commit_durably();
-	PushActiveSnapshot(GetTransactionSnapshot());
 
 	for (i = 0; i < ncalls; i++)
 	{
+		/* a batch holds its runner and its rows' locks: keep it short */
+		if (i > 0 && TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+												TCC_BATCH_TIME_MS))
+			break;
 		if (progress)
 			progress(i);
+		PushActiveSnapshot(GetTransactionSnapshot());
 		results[i] = run_one(calls[i]);
+		PopActiveSnapshot();
 	}
+	for (; i < ncalls; i++)
+		results[i] = LOCAL_NOT_RUN;
 
-	PopActiveSnapshot();
+	/* the commit is not an action: no time limit ends it (see runner.c) */
+	if (progress)
+		progress(-1);
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 }

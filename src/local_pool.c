@@ -72,7 +72,7 @@ typedef struct Runner
 typedef struct LocalQueue
 {
 	Oid			owner;			/* hash key */
-	List	   *calls;			/* in tcc_calls_context, oldest first */
+	TccCallQueue calls;			/* oldest first */
 	int			busy;			/* runners running its batches */
 } LocalQueue;
 
@@ -127,7 +127,7 @@ queue_of(Oid owner)
 
 	if (!found)
 	{
-		queue->calls = NIL;
+		memset(&queue->calls, 0, sizeof(queue->calls));
 		queue->busy = 0;
 	}
 	return queue;
@@ -140,7 +140,7 @@ queue_of(Oid owner)
 void
 tcc_local_pool_add(TccCall *call)
 {
-	tcc_add_call(&queue_of(call->owner)->calls, call);
+	tcc_queue_push(&queue_of(call->owner)->calls, call);
 	local_queued++;
 }
 
@@ -182,29 +182,23 @@ take_batch(Runner *r, LocalQueue *queue)
 {
 	int			n = 0;
 	int			k;
-	MemoryContext oldcontext;
+	TccCall    *next;
 
-	while (queue->calls != NIL && n < TCC_RUNNER_BATCH)
-	{
-		r->calls[n++] = (TccCall *) linitial(queue->calls);
-		queue->calls = list_delete_first(queue->calls);
-	}
+	while (n < TCC_RUNNER_BATCH &&
+		   (r->calls[n] = tcc_queue_pop(&queue->calls)) != NULL)
+		n++;
 
 	/* the transaction of the last call goes on in the queue: leave it */
 	k = n;
-	if (queue->calls != NIL &&
-		strcmp(((TccCall *) linitial(queue->calls))->gid,
-			   r->calls[n - 1]->gid) == 0)
+	next = tcc_queue_peek(&queue->calls);
+	if (next != NULL && strcmp(next->gid, r->calls[n - 1]->gid) == 0)
 		while (k > 0 && strcmp(r->calls[k - 1]->gid,
 							   r->calls[n - 1]->gid) == 0)
 			k--;
 	if (k == 0)
 		k = n;					/* one transaction fills the batch */
-
-	oldcontext = MemoryContextSwitchTo(tcc_calls_context);
 	while (n > k)
-		queue->calls = lcons(r->calls[--n], queue->calls);
-	MemoryContextSwitchTo(oldcontext);
+		tcc_queue_unpop(&queue->calls, r->calls[--n]);
 
 	local_queued -= n;
 	return n;
@@ -212,16 +206,28 @@ take_batch(Runner *r, LocalQueue *queue)
 
 /*
  * give_batch
- *		Hand runner r, idle, a batch of queue's calls.
+ *		Hand runner r, idle, a batch of queue's calls; false (the calls
+ *		back in the queue) when the runner has just stopped waiting.
  */
-static void
+static bool
 give_batch(Runner *r, LocalQueue *queue)
 {
-	r->ncalls = take_batch(r, queue);
+	int			n = take_batch(r, queue);
+
+	if (!tcc_runner_assign(r->slot, r->calls, n))
+	{
+		/* the runner is on its way out after idling: put the batch back */
+		local_queued += n;
+		while (n > 0)
+			tcc_queue_unpop(&queue->calls, r->calls[--n]);
+		r->ready = false;
+		return false;
+	}
+	r->ncalls = n;
 	r->owner = queue->owner;
 	r->ended = false;
 	queue->busy++;
-	tcc_runner_assign(r->slot, r->calls, r->ncalls);
+	return true;
 }
 
 /*
@@ -257,18 +263,23 @@ blame(TccCall *call, bool ended, List **done)
  * finish_batch
  *		Runner r's batch is over: results[i] says what became of call i,
  *		and current, when the process stopped with the batch under way
- *		(died), which call was running.
+ *		(died), which call was running.  counted: the outcomes were counted
+ *		where they were recorded (in this process).
+ *
+ * Calls the batch did not get to, or that rolled back with it, go back to
+ * the head of their owner's queue as they were: no attempt is counted
+ * for them.
  */
 static void
 finish_batch(Runner *r, const TccLocalResult *results, bool died,
-			 int current, List **done)
+			 int current, bool counted, List **done)
 {
 	LocalQueue *queue = queue_of(r->owner);
 	TimestampTz retry_at = GetCurrentTimestamp() +
 		(TimestampTz) tcc_naptime * 1000;
 	int			i;
 
-	for (i = 0; i < r->ncalls; i++)
+	for (i = r->ncalls - 1; i >= 0; i--)
 	{
 		TccCall    *call = r->calls[i];
 
@@ -276,8 +287,9 @@ finish_batch(Runner *r, const TccLocalResult *results, bool died,
 		{
 			case LOCAL_SUCCEEDED:
 			case LOCAL_FAILED:
-				tcc_add_call_counts(results[i] == LOCAL_SUCCEEDED ? 1 : 0,
-									results[i] == LOCAL_FAILED ? 1 : 0);
+				if (!counted)
+					tcc_add_call_counts(results[i] == LOCAL_SUCCEEDED,
+										results[i] == LOCAL_FAILED);
 				/* FALLTHROUGH */
 			case LOCAL_STALE:
 				tcc_free_call(call);
@@ -285,7 +297,7 @@ finish_batch(Runner *r, const TccLocalResult *results, bool died,
 			case LOCAL_BUSY:
 				/* somebody holds the row: try again a naptime later */
 				call->not_before = retry_at;
-				tcc_add_call(&queue->calls, call);
+				tcc_queue_push(&queue->calls, call);
 				local_queued++;
 				break;
 			case LOCAL_NOT_RUN:
@@ -293,9 +305,8 @@ finish_batch(Runner *r, const TccLocalResult *results, bool died,
 					blame(call, r->ended, done);
 				else
 				{
-					/* rolled back with the batch: due as it was */
-					tcc_free_call(call);
-					tcc_dispatch_rescan();
+					tcc_queue_unpop(&queue->calls, call);
+					local_queued++;
 				}
 				break;
 		}
@@ -303,7 +314,7 @@ finish_batch(Runner *r, const TccLocalResult *results, bool died,
 	queue->busy--;
 	r->ncalls = 0;
 	r->owner = InvalidOid;
-	if (queue->calls == NIL && queue->busy == 0)
+	if (tcc_queue_length(&queue->calls) == 0 && queue->busy == 0)
 		(void) hash_search(local_queues, &queue->owner, HASH_REMOVE, NULL);
 }
 
@@ -333,7 +344,7 @@ watch_runner(Runner *r, List **done)
 		r->ended = true;
 
 	if (r->ncalls > 0 && (look.finished || stopped))
-		finish_batch(r, results, !look.finished, look.current, done);
+		finish_batch(r, results, !look.finished, look.current, false, done);
 	if (stopped)
 	{
 		tcc_runner_free_slot(r->slot);
@@ -405,13 +416,12 @@ ready_queues(LocalQueue ***queues, int *starved, TimestampTz *wake)
 	{
 		TccCall    *head;
 
-		if (queue->calls == NIL)
+		head = tcc_queue_peek(&queue->calls);
+		if (head == NULL)
 			continue;
-		head = (TccCall *) linitial(queue->calls);
 		if (head->not_before > now)
 		{
-			if (*wake == 0 || head->not_before < *wake)
-				*wake = head->not_before;
+			tcc_lower_time(wake, head->not_before);
 			continue;
 		}
 		(*queues)[n++] = queue;
@@ -437,18 +447,20 @@ run_here(LocalQueue *queue, List **done)
 	if (!warned_no_runner)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start a process for local actions; "
-						"the tcc dispatcher runs them itself"),
+				 errmsg("could not start a process for local actions"),
+				 errdetail("The tcc dispatcher runs them itself, and waits "
+						   "for each."),
 				 errhint("Raise max_worker_processes: each tcc dispatcher "
 						 "needs up to tcc.local_processes of them.")));
 	warned_no_runner = true;
 
 	memset(&here, 0, sizeof(here));
+	memset(results, 0, sizeof(results));
 	here.ncalls = take_batch(&here, queue);
 	here.owner = queue->owner;
 	queue->busy++;
 	tcc_run_local_batch(here.calls, here.ncalls, results, NULL);
-	finish_batch(&here, results, false, -1, done);
+	finish_batch(&here, results, false, -1, true, done);
 }
 
 /*
@@ -468,21 +480,23 @@ assign_turn(LocalQueue **queues, int n, int starved, uint32 turn,
 	{
 		LocalQueue *queue = queues[(i + turn) % n];
 		Runner	   *r = idle_runner();
+		TccCall    *head = tcc_queue_peek(&queue->calls);
 		int			starting;
 		int			nrunners = count_runners(&starting);
 
-		if (queue->calls == NIL ||
-			((TccCall *) linitial(queue->calls))->not_before >
-			GetCurrentTimestamp())
+		if (head == NULL || head->not_before > GetCurrentTimestamp())
 			continue;
 
 		/* one that has a runner yields the idle ones to one that has none */
 		if (r != NULL && (queue->busy == 0 || starved == 0))
 		{
-			if (queue->busy == 0)
-				starved--;
-			give_batch(r, queue);
-			gave = true;
+			bool		was_starved = (queue->busy == 0);
+
+			if (give_batch(r, queue))
+			{
+				starved -= was_starved ? 1 : 0;
+				gave = true;
+			}
 			continue;
 		}
 		if (r != NULL || starting >= Max(starved, 1))
@@ -535,7 +549,6 @@ TimestampTz
 tcc_local_pool_run(List **done)
 {
 	TimestampTz wake = 0;
-	TimestampTz t;
 	int			i;
 
 	Assert(!IsTransactionState());
@@ -543,15 +556,9 @@ tcc_local_pool_run(List **done)
 	{
 		if (runners[i].slot < 0)
 			continue;
-		t = watch_runner(&runners[i], done);
-		if (t != 0 && (wake == 0 || t < wake))
-			wake = t;
+		tcc_lower_time(&wake, watch_runner(&runners[i], done));
 	}
 	if (local_queued > 0)
-	{
-		t = assign(done);
-		if (t != 0 && (wake == 0 || t < wake))
-			wake = t;
-	}
+		tcc_lower_time(&wake, assign(done));
 	return wake;
 }

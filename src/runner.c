@@ -131,7 +131,10 @@ take_batch(TccCall **calls, MemoryContext context, bool may_exit)
 
 /*
  * publish_progress
- *		Say that call i of the batch starts now (a TccLocalProgress).
+ *		Say that call i of the batch starts now, or (i = -1) that the batch
+ *		commits: a TccLocalProgress.  The dispatcher ends a call that runs
+ *		too long, never a commit, which may be waiting for a synchronous
+ *		standby and must not be cut short (doc/design.md, Durability).
  */
 static void
 publish_progress(int i)

@@ -24,6 +24,9 @@
 /* the most local actions one runner runs in one transaction */
 #define TCC_RUNNER_BATCH	32
 
+/* milliseconds after which a batch starts no more calls (local.c) */
+#define TCC_BATCH_TIME_MS	100
+
 /* runners one dispatcher may have, the fair-share extras included */
 #define TCC_MAX_RUNNERS_PER_DISPATCHER	16
 
@@ -89,12 +92,11 @@ extern void tcc_runner_shmem_startup(void);
 extern TccRunnerSlot *tcc_runner_slot(int i);
 extern void tcc_runner_lock(bool exclusive);
 extern void tcc_runner_unlock(void);
-extern bool tcc_runner_lock_held(void);
 extern int	tcc_runner_take_slot(Oid dboid);
 extern void tcc_runner_free_slot(int i);
 extern void tcc_runner_orphan_slots(void);
 extern int	tcc_runner_start(BackgroundWorkerHandle **handle);
-extern void tcc_runner_assign(int i, TccCall **calls, int ncalls);
+extern bool tcc_runner_assign(int i, TccCall **calls, int ncalls);
 extern TccRunnerLook tcc_runner_look(int i, int ncalls,
 									 TccLocalResult *results,
 									 TimestampTz limit);

@@ -97,7 +97,7 @@ tcc_runner_slot(int i)
 
 /*
  * tcc_runner_lock
- *		Take (exclusive) or release the lock of the runner slots.
+ *		Take the lock of the runner slots, exclusive or shared.
  */
 void
 tcc_runner_lock(bool exclusive)
@@ -105,20 +105,14 @@ tcc_runner_lock(bool exclusive)
 	LWLockAcquire(runner_shared->lock, exclusive ? LW_EXCLUSIVE : LW_SHARED);
 }
 
+/*
+ * tcc_runner_unlock
+ *		Release the lock of the runner slots.
+ */
 void
 tcc_runner_unlock(void)
 {
 	LWLockRelease(runner_shared->lock);
-}
-
-/*
- * tcc_runner_lock_held
- *		Whether this process holds the lock exclusively, for Asserts.
- */
-bool
-tcc_runner_lock_held(void)
-{
-	return LWLockHeldByMeInMode(runner_shared->lock, LW_EXCLUSIVE);
 }
 
 /*
@@ -241,10 +235,11 @@ tcc_runner_start(BackgroundWorkerHandle **handle)
 
 /*
  * tcc_runner_assign
- *		Put the batch calls[0 .. ncalls - 1] in slot i, whose runner is
- *		idle, and wake the runner.
+ *		Put the batch calls[0 .. ncalls - 1] in slot i and wake its runner;
+ *		false when the runner is no longer idle (it has just decided to
+ *		exit, having idled long enough).
  */
-void
+bool
 tcc_runner_assign(int i, TccCall **calls, int ncalls)
 {
 	TccRunnerSlot *slot = &runner_shared->slots[i];
@@ -252,7 +247,12 @@ tcc_runner_assign(int i, TccCall **calls, int ncalls)
 
 	Assert(ncalls > 0 && ncalls <= TCC_RUNNER_BATCH);
 	tcc_runner_lock(true);
-	Assert(slot->parent_pid == MyProcPid && slot->state == RUNNER_IDLE);
+	Assert(slot->parent_pid == MyProcPid);
+	if (slot->state != RUNNER_IDLE)
+	{
+		tcc_runner_unlock();
+		return false;
+	}
 	for (n = 0; n < ncalls; n++)
 	{
 		strlcpy(slot->calls[n].gid, calls[n]->gid,
@@ -268,6 +268,7 @@ tcc_runner_assign(int i, TccCall **calls, int ncalls)
 	if (slot->latch)
 		SetLatch(slot->latch);
 	tcc_runner_unlock();
+	return true;
 }
 
 /*

@@ -408,8 +408,8 @@ tcc_launcher_next_request(TimestampTz now, TimestampTz *next_at)
  *		pause.
  *
  * A worker that did attach puts its slot back itself when it exits (see
- * tcc_worker_detach), which also covers workers started by an earlier
- * launcher that this one has no handle for.
+ * worker_detach in shmem_worker.c), which also covers workers started by
+ * an earlier launcher that this one has no handle for.
  */
 void
 tcc_launcher_worker_gone(Oid dboid)

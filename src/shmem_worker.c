@@ -43,8 +43,12 @@ static int	my_dispatcher = -1;
 
 /*
  * end_children
- *		Ask every child of the leader of slot to exit, and forget them.
- *		The caller holds the lock exclusively.
+ *		Ask every child of the leader of slot to exit.  The caller holds the
+ *		lock exclusively.
+ *
+ * A child's place stays taken until the child itself leaves it
+ * (tcc_child_detach), so that a new leader's child for the same partition
+ * waits until the old one, which may still be sending, has gone.
  */
 static void
 end_children(TccWorkerSlot *slot)
@@ -53,21 +57,15 @@ end_children(TccWorkerSlot *slot)
 
 	Assert(LWLockHeldByMeInMode(tcc_shared->lock, LW_EXCLUSIVE));
 	for (i = 1; i < TCC_MAX_DISPATCHERS; i++)
-	{
 		if (slot->dispatcher_pid[i] != 0)
 			kill(slot->dispatcher_pid[i], SIGTERM);
-		slot->dispatcher_pid[i] = 0;
-		slot->dispatcher_latch[i] = NULL;
-		slot->dispatcher_connections[i] = 0;
-	}
 	if (slot->housekeeper_pid != 0)
 		kill(slot->housekeeper_pid, SIGTERM);
-	slot->housekeeper_pid = 0;
 	slot->ndispatchers = 0;
 }
 
 /*
- * tcc_worker_detach
+ * worker_detach
  *		On exit, give the slot back: unless the database lacks the
  *		extension, the launcher starts a worker again after a pause
  *		(TCC_STOP_PAUSE when it was stopped for DROP or ALTER DATABASE,
@@ -79,7 +77,7 @@ end_children(TccWorkerSlot *slot)
  * handle, which a launcher restarted since then does not have.
  */
 static void
-tcc_worker_detach(int code, Datum arg)
+worker_detach(int code, Datum arg)
 {
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
 	if (my_slot->pid == MyProcPid)
@@ -146,7 +144,7 @@ tcc_worker_attach(Oid dboid)
 	my_dispatcher = 0;
 	LWLockRelease(tcc_shared->lock);
 
-	before_shmem_exit(tcc_worker_detach, (Datum) 0);
+	before_shmem_exit(worker_detach, (Datum) 0);
 	return true;
 }
 
@@ -225,27 +223,23 @@ tcc_worker_runner_budget(void)
 }
 
 /*
- * tcc_child_detach
- *		On a child's exit, take it off its family, unless the family has
- *		already forgotten it (its leader went first).
+ * child_detach
+ *		On a child's exit, leave its place in the slot, whichever leader
+ *		it was started by.
  */
 static void
-tcc_child_detach(int code, Datum arg)
+child_detach(int code, Datum arg)
 {
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
-	if (my_slot->generation == my_generation)
+	if (my_dispatcher > 0 &&
+		my_slot->dispatcher_pid[my_dispatcher] == MyProcPid)
 	{
-		if (my_dispatcher > 0 &&
-			my_slot->dispatcher_pid[my_dispatcher] == MyProcPid)
-		{
-			my_slot->dispatcher_pid[my_dispatcher] = 0;
-			my_slot->dispatcher_latch[my_dispatcher] = NULL;
-			my_slot->dispatcher_connections[my_dispatcher] = 0;
-		}
-		else if (my_dispatcher < 0 &&
-				 my_slot->housekeeper_pid == MyProcPid)
-			my_slot->housekeeper_pid = 0;
+		my_slot->dispatcher_pid[my_dispatcher] = 0;
+		my_slot->dispatcher_latch[my_dispatcher] = NULL;
+		my_slot->dispatcher_connections[my_dispatcher] = 0;
 	}
+	else if (my_dispatcher < 0 && my_slot->housekeeper_pid == MyProcPid)
+		my_slot->housekeeper_pid = 0;
 	LWLockRelease(tcc_shared->lock);
 	my_slot = NULL;
 }
@@ -256,9 +250,10 @@ tcc_child_detach(int code, Datum arg)
  *		generation, as dispatcher number dispatcher (> 0), or as its
  *		housekeeper (-1), and learn how many dispatchers divide the gids.
  *		Returns CHILD_WAIT while the leader has not said so yet (it is
- *		still starting its children), CHILD_REFUSED when that leader is
- *		gone or the place is taken by a process still running, or when
- *		the family turned out smaller than this dispatcher's number.
+ *		still starting its children) or the place is still held by a child
+ *		of an earlier leader, which is on its way out; CHILD_REFUSED when
+ *		that leader is gone, or the family turned out smaller than this
+ *		dispatcher's number.
  */
 TccChildAttach
 tcc_child_attach(Oid dboid, uint32 generation, int dispatcher,
@@ -283,10 +278,15 @@ tcc_child_attach(Oid dboid, uint32 generation, int dispatcher,
 	}
 	pid = dispatcher > 0 ? &slot->dispatcher_pid[dispatcher] :
 		&slot->housekeeper_pid;
-	if (dispatcher >= slot->ndispatchers || (*pid != 0 && *pid != MyProcPid))
+	if (dispatcher >= slot->ndispatchers)
 	{
 		LWLockRelease(tcc_shared->lock);
 		return CHILD_REFUSED;
+	}
+	if (*pid != 0 && *pid != MyProcPid)
+	{
+		LWLockRelease(tcc_shared->lock);
+		return CHILD_WAIT;
 	}
 	*pid = MyProcPid;
 	if (dispatcher > 0)
@@ -297,7 +297,7 @@ tcc_child_attach(Oid dboid, uint32 generation, int dispatcher,
 	my_dispatcher = dispatcher;
 	LWLockRelease(tcc_shared->lock);
 
-	before_shmem_exit(tcc_child_detach, (Datum) 0);
+	before_shmem_exit(child_detach, (Datum) 0);
 	return CHILD_ATTACHED;
 }
 

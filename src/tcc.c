@@ -162,9 +162,10 @@ define_process_settings(void)
 	DefineCustomIntVariable("tcc.local_processes",
 							"Processes each tcc dispatcher runs local "
 							"actions in.",
-							"An owner that has none busy gets one more, up "
-							"to 16, so that one owner's slow actions do not "
-							"hold back another's.",
+							"An owner that has none busy gets one more, "
+							"within the share of max_worker_processes the "
+							"database's worker takes, so that one owner's "
+							"slow actions do not hold back another's.",
 							&tcc_local_processes,
 							2, 1, TCC_MAX_RUNNERS_PER_DISPATCHER,
 							PGC_SIGHUP, 0,

@@ -96,6 +96,7 @@ typedef struct TccCall
 
 	/* a local call waits in its queue until then (its row was busy) */
 	TimestampTz not_before;
+	bool		sent;			/* a remote call handed to its connection */
 
 	/* filled in by remote_pipeline.c while in flight */
 	TimestampTz deadline;		/* give up waiting at this time (0: never) */

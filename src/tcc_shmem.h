@@ -76,6 +76,14 @@ typedef struct TccWorkerSlot
 	int			runners_per_dispatcher;
 } TccWorkerSlot;
 
+/* what tcc_child_attach says */
+typedef enum TccChildAttach
+{
+	CHILD_ATTACHED,
+	CHILD_WAIT,
+	CHILD_REFUSED
+} TccChildAttach;
+
 /* the launcher */
 extern void tcc_launcher_attach(void);
 extern void tcc_launcher_sync_databases(Oid *dboids, int ndbs);
@@ -93,12 +101,6 @@ extern uint32 tcc_worker_generation(void);
 extern int	tcc_worker_budget(void);
 extern void tcc_worker_set_family(int ndispatchers, int runners);
 extern int	tcc_worker_runner_budget(void);
-typedef enum TccChildAttach
-{
-	CHILD_ATTACHED,
-	CHILD_WAIT,
-	CHILD_REFUSED
-} TccChildAttach;
 extern TccChildAttach tcc_child_attach(Oid dboid, uint32 generation,
 									   int dispatcher, int *ndispatchers);
 extern bool tcc_child_orphaned(void);

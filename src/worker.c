@@ -251,8 +251,8 @@ publish_counts(void)
 }
 
 /*
- * sleep_time
- *		How long the dispatcher may sleep, in milliseconds: until wake_at
+ * tcc_sleep_time
+ *		How long a tcc process may sleep, in milliseconds: until wake_at
  *		(0: no time is set, so tcc.naptime).  It also publishes this
  *		process's statistics, which may ask for a shorter sleep.
  */

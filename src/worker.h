@@ -50,6 +50,26 @@ extern void tcc_add_call(List **list, TccCall *call);
 extern void tcc_free_call(TccCall *call);
 extern bool tcc_dispatch(List **done, TimestampTz *wake_at);
 
+/* a FIFO of calls, cheap to take from however long (owners.c) */
+typedef struct TccCallQueue
+{
+	List	   *items;			/* in tcc_calls_context */
+	int			head;			/* items before this are taken */
+} TccCallQueue;
+
+/* owners.c */
+extern void tcc_owners_init(void);
+extern struct ArrayType *tcc_owners_at_limit(void);
+extern bool tcc_owner_take(Oid owner);
+extern void tcc_owner_release(TccCall *call);
+extern void tcc_owner_queue_remote(TccCall *call);
+extern void tcc_owners_send(List **done);
+extern void tcc_queue_push(TccCallQueue *queue, TccCall *call);
+extern TccCall *tcc_queue_peek(TccCallQueue *queue);
+extern TccCall *tcc_queue_pop(TccCallQueue *queue);
+extern void tcc_queue_unpop(TccCallQueue *queue, TccCall *call);
+extern int	tcc_queue_length(TccCallQueue *queue);
+
 /* outcome.c */
 extern void tcc_take_call_counts(uint64 *succeeded, uint64 *failed);
 extern void tcc_add_call_counts(uint64 succeeded, uint64 failed);
