@@ -8,8 +8,8 @@
 --
 -- The same calls, SQL texts and payloads as tcc_remote.sql.  plain.sql
 -- writes the same rows with one plain statement per call.  Phase two is
--- held back while this runs (test/bench/run, part "bookkeeping": every
--- action waits for a lock the script holds), so the worker's confirms do
+-- held back while this runs (test/bench/run, part "bookkeeping": the
+-- database's worker is frozen with SIGSTOP), so the worker's confirms do
 -- not share the CPU with the clients; they run after the run is over.
 \set product random(1, :products)
 \set g :run * 100000000000000000 + :client_id * 1000000000000000 + random(0, 999999999999999)
