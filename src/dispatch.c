@@ -49,6 +49,12 @@
 /* due rows read per round at most */
 #define TCC_SCAN_ROWS		500
 
+/*
+ * milliseconds between two reads that only pass over the rows of owners
+ * at their limit (see read_due)
+ */
+#define TCC_PASS_OVER_PAUSE	200
+
 /* a branch, as the key of the calls in flight */
 typedef struct InFlightKey
 {
@@ -68,6 +74,9 @@ static bool have_mark = false;
 static TimestampTz mark_due;
 static char mark_gid[TCC_MAX_ID_LEN + 1];
 static int32 mark_seq;
+
+/* while only owners at their limit have rows due: do not read before */
+static TimestampTz pass_over_until = 0;
 
 /* the calls, from the moment they are found due until recorded */
 MemoryContext tcc_calls_context = NULL;
@@ -253,9 +262,13 @@ queue_call(TccCall *call, List **done)
  *		Read up to limit due rows of this partition from the mark on (all
  *		of them, when there is no mark); returns how many (in SPI_tuptable).
  *
- * The query is written so that it has one good plan (the settings of
+ * The query is written so that it has one good plan (with the settings of
  * tcc_worker_pin_session): a range scan of the partial due index, in its
  * order, and the owner from the primary key of the global transaction.
+ * The owner is read by a LATERAL subquery, not a join: statistics that
+ * say the tables are empty make a plain join's inner side a scan of the
+ * whole primary key (the ordering useful to a merge join) cost as little
+ * as a lookup, and the planner took it, once per due row.
  * The rows of owners that have found as many branches as they may
  * (tcc_owners_at_limit) are passed over, to be found again later.
  */
@@ -281,7 +294,9 @@ scan_due(int limit)
 						"       b.payload, b.attempts, g.owner::oid,"
 						"       b.next_attempt_at, b.seq"
 						"  FROM tcc.branch b"
-						"  JOIN tcc.global_transaction g ON g.gid = b.gid"
+						" CROSS JOIN LATERAL"
+						"       (SELECT g.owner FROM tcc.global_transaction g"
+						"         WHERE g.gid = b.gid OFFSET 0) g"
 						" WHERE b.status IN ('confirming', 'cancelling')"
 						"   AND b.next_attempt_at <= now()"
 						"   AND (b.next_attempt_at, b.gid, b.seq) >"
@@ -389,8 +404,23 @@ read_due(List **done)
 	uint64		first = 0;
 	uint64		end;
 	uint64		i;
+	bool		passing_over = tcc_owners_any_at_limit();
+
+	/*
+	 * A read that found nothing but rows of owners at their limit will
+	 * find the same again, walking the whole backlog to do so, until one of
+	 * them is down to half its limit or another owner's rows become due:
+	 * wait a little for the latter instead of walking it on every round.
+	 */
+	if (!passing_over)
+		pass_over_until = 0;
+	else if (pass_over_until != 0 && GetCurrentTimestamp() < pass_over_until)
+		return;
 
 	nrows = scan_due(TCC_SCAN_ROWS);
+	if (passing_over && nrows < TCC_SCAN_ROWS)
+		pass_over_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  TCC_PASS_OVER_PAUSE);
 	if (nrows == 0)
 	{
 		have_mark = false;
@@ -481,5 +511,6 @@ tcc_dispatch(List **done, TimestampTz *wake_at)
 	/* more rows to read: read on at once */
 	if (have_mark)
 		tcc_lower_time(wake_at, GetCurrentTimestamp());
+	tcc_lower_time(wake_at, pass_over_until);
 	return true;
 }

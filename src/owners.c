@@ -9,7 +9,10 @@
  * Owners are kept apart in two ways.  No owner may have more than
  * TCC_MAX_PER_OWNER branches found and not yet released: beyond that its
  * due rows are passed over (and found again later), so that a dispatcher
- * never stops reading because one owner's backlog filled its memory.  And
+ * never stops reading because one owner's backlog filled its memory.  An
+ * owner at its limit stays there until it is down to half of it, so that
+ * the reads that pass its rows over are not made for every call that
+ * comes back.  And
  * remote calls are sent one per owner in turn, from a round that goes on
  * where the last one stopped, each owner holding at most its share of
  * tcc.max_concurrent_calls in flight, so that an owner whose participant
@@ -39,9 +42,13 @@ typedef struct OwnerWork
 	int			sent;			/* remote calls of it in flight */
 	TccCallQueue remote;		/* remote calls waiting for a turn */
 	bool		in_turns;		/* in the list of turns */
+	bool		at_limit;		/* found its most; until down to half */
 } OwnerWork;
 
 static HTAB *owners = NULL;
+
+/* how many owners are at their limit */
+static int	owners_at_limit = 0;
 
 /* owners whose remote calls wait, in the order of their turns */
 static List *turns = NIL;
@@ -78,6 +85,7 @@ work_of(Oid owner)
 		work->sent = 0;
 		memset(&work->remote, 0, sizeof(work->remote));
 		work->in_turns = false;
+		work->at_limit = false;
 	}
 	return work;
 }
@@ -89,13 +97,14 @@ work_of(Oid owner)
 static void
 forget_if_idle(OwnerWork *work)
 {
+	Assert(work->found > 0 || !work->at_limit);
 	if (work->found == 0 && !work->in_turns)
 		(void) hash_search(owners, &work->owner, HASH_REMOVE, NULL);
 }
 
 /*
  * tcc_owners_at_limit
- *		The owners that have TCC_MAX_PER_OWNER branches found, as an oid[]
+ *		The owners at their limit of branches found, as an oid[]
  *		for the due query to pass their rows over (palloc'd in the current
  *		context).
  */
@@ -109,10 +118,20 @@ tcc_owners_at_limit(void)
 
 	hash_seq_init(&status, owners);
 	while ((work = hash_seq_search(&status)) != NULL)
-		if (work->found >= TCC_MAX_PER_OWNER)
+		if (work->at_limit)
 			oids[n++] = ObjectIdGetDatum(work->owner);
 	return construct_array(oids, n, OIDOID, sizeof(Oid), true,
 						   TYPALIGN_INT);
+}
+
+/*
+ * tcc_owners_any_at_limit
+ *		Whether some owner's rows are being passed over.
+ */
+bool
+tcc_owners_any_at_limit(void)
+{
+	return owners_at_limit > 0;
 }
 
 /*
@@ -126,9 +145,13 @@ tcc_owner_take(Oid owner)
 {
 	OwnerWork  *work = work_of(owner);
 
-	if (work->found >= TCC_MAX_PER_OWNER)
+	if (work->at_limit)
 		return false;
-	work->found++;
+	if (++work->found == TCC_MAX_PER_OWNER)
+	{
+		work->at_limit = true;
+		owners_at_limit++;
+	}
 	return true;
 }
 
@@ -145,6 +168,11 @@ tcc_owner_release(TccCall *call)
 
 	Assert(work != NULL && work->found > 0);
 	work->found--;
+	if (work->at_limit && work->found <= TCC_MAX_PER_OWNER / 2)
+	{
+		work->at_limit = false;
+		owners_at_limit--;
+	}
 	if (call->sent)
 	{
 		work->sent--;

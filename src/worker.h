@@ -60,6 +60,7 @@ typedef struct TccCallQueue
 /* owners.c */
 extern void tcc_owners_init(void);
 extern struct ArrayType *tcc_owners_at_limit(void);
+extern bool tcc_owners_any_at_limit(void);
 extern bool tcc_owner_take(Oid owner);
 extern void tcc_owner_release(TccCall *call);
 extern void tcc_owner_queue_remote(TccCall *call);
