@@ -18,8 +18,9 @@
  * were, and are made on it; the connection is closed after them.
  *
  * A call for an entry that is being connected is queued on it and sent
- * once the connection is up (remote_connect.c); connecting never blocks
- * the process, and its calls count as in flight meanwhile.
+ * once the connection is up; connecting never blocks the process, and its
+ * calls count as in flight meanwhile.  How a connection is made, and the
+ * security checks made then (the password rule), are in remote_connect.c.
  *
  * src/remote_conn.c
  *

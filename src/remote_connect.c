@@ -145,17 +145,17 @@ connection_options(ForeignServer *server, List *mapping, bool is_superuser,
  * prepare_entry
  *		Keep in entry, before its connect starts, what the connect needs
  *		later outside any transaction: the server's name, and for call's
- *		owner if it is not a superuser the refusal of a connection made
- *		without the mapping's password (see the file header); and the hash
- *		values by which remote_conn.c's invalidation callback knows the
- *		server and the mapping (umid).
+ *		owner if it is not a superuser (is_superuser false) the refusal of
+ *		a connection made without the mapping's password (see the file
+ *		header); and the hash values by which remote_conn.c's invalidation
+ *		callback knows the server and the mapping (umid).
  *
  * All of it is done first, so that nothing can fail once libpq has a
  * connection: an error then would leave the connection to nobody.
  */
 static void
 prepare_entry(ConnCacheEntry *entry, TccCall *call, ForeignServer *server,
-			  Oid umid)
+			  Oid umid, bool is_superuser)
 {
 	TccRefusal	refusal;
 
@@ -168,7 +168,7 @@ prepare_entry(ConnCacheEntry *entry, TccCall *call, ForeignServer *server,
 
 	entry->servername = MemoryContextStrdup(tcc_remote_context,
 											server->servername);
-	if (!superuser_arg(call->owner))
+	if (!is_superuser)
 	{
 		(void) tcc_participant_password_unused(call->owner, call->gid,
 											   server, &refusal);
@@ -233,6 +233,7 @@ tcc_start_connect(ConnCacheEntry *entry, TccCall *call)
 	const char **values;
 	PGconn	   *conn;
 	char	   *error = NULL;
+	bool		is_superuser = superuser_arg(call->owner);
 
 	Assert(IsTransactionState());
 	Assert(entry->conn == NULL && entry->queue == NIL);
@@ -245,9 +246,8 @@ tcc_start_connect(ConnCacheEntry *entry, TccCall *call)
 		return false;
 	}
 
-	prepare_entry(entry, call, server, umid);
-	connection_options(server, mapping, superuser_arg(call->owner),
-					   &keywords, &values);
+	prepare_entry(entry, call, server, umid, is_superuser);
+	connection_options(server, mapping, is_superuser, &keywords, &values);
 	conn = start_connection(keywords, values, server->servername, &error);
 	if (conn == NULL)
 	{

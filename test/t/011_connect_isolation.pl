@@ -126,7 +126,7 @@ SELECT string_agg(format('%s:%s:%s:%s', branch_id, status, attempts,
 # worker_pid(): the pid of the coordinator database's worker, once running
 sub worker_pid
 {
-	my ($ok) = poll_until($coord, 'postgres',
+	poll_until($coord, 'postgres',
 		q{SELECT count(*) FROM tcc.worker WHERE datname = 'postgres'},
 		'1', 30);
 	return $coord->safe_psql('postgres',
@@ -227,7 +227,7 @@ my $try_secs = time() - $start;
 is($sqlstate, '08001', '5: CALL tcc.try on mute fails with 08001');
 like(
 	$stderr,
-	qr/could not connect to server "mute": could not connect: tcc\.connect_timeout \(5000 ms\) expired/,
+	qr/"mute": could not connect: tcc\.connect_timeout \(5000 ms\) expired/,
 	'5: its error says that tcc.connect_timeout expired');
 ok($try_secs > $connect_timeout - 1, '5: after tcc.connect_timeout');
 note sprintf('the CALL failed after %.2f s', $try_secs);
