@@ -4,7 +4,10 @@
 # A coordinator cluster calls two participants: "good", a cluster with a
 # database part, and a listener on 127.0.0.1 that accepts TCP connections
 # and never answers (as a host whose postmaster is stopped does), reached
-# through the servers hang and mute.  With tcc.connect_timeout at 5 s:
+# through the servers hang and mute.  The coordinator has one dispatcher,
+# so that every transaction is its (with more, the hash of a gid could put
+# the transactions on good in another dispatcher than the one connecting).
+# With tcc.connect_timeout at 5 s:
 #
 #   1. while the worker connects to hang for two branches of h1,
 #      transactions on good committed right after are confirmed at once
@@ -75,6 +78,7 @@ $good->safe_psql('part', 'CREATE TABLE confirmed (gid text, branch text)');
 my $coord = tcc_cluster(
 	'coordinator',
 	[
+		'tcc.dispatchers' => '1',
 		'tcc.naptime' => '100ms',
 		'tcc.retry_base' => '3s',
 		'tcc.retry_max' => '3s',
