@@ -215,6 +215,18 @@ start_connection(const char **keywords, const char **values,
 }
 
 /*
+ * connect_error
+ *		The error of a call whose connection to servername failed for this
+ *		reason.
+ */
+static char *
+connect_error(const char *servername, const char *error)
+{
+	return psprintf("could not connect to server \"%s\": %s", servername,
+					error);
+}
+
+/*
  * tcc_start_connect
  *		Start connecting entry, which is not connected, for call: the
  *		server's options plus the owner's user mapping.  Returns false, with
@@ -251,9 +263,7 @@ tcc_start_connect(ConnCacheEntry *entry, TccCall *call)
 	conn = start_connection(keywords, values, server->servername, &error);
 	if (conn == NULL)
 	{
-		tcc_set_call_error(call,
-						   psprintf("could not connect to server \"%s\": %s",
-									server->servername, error),
+		tcc_set_call_error(call, connect_error(server->servername, error),
 						   "08001", false);
 		return false;
 	}
@@ -278,8 +288,7 @@ tcc_start_connect(ConnCacheEntry *entry, TccCall *call)
 static void
 connect_failed(ConnCacheEntry *entry, const char *error, List **done)
 {
-	char	   *message = psprintf("could not connect to server \"%s\": %s",
-								   entry->servername, error);
+	char	   *message = connect_error(entry->servername, error);
 
 	tcc_remember_failure(entry, message, "08001");
 	tcc_fail_entry(entry, message, "08001", false, done);
