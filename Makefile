@@ -28,6 +28,7 @@ OBJS = \
 	src/participant.o \
 	src/register.o \
 	src/remote_conn.o \
+	src/remote_connect.o \
 	src/remote_pipeline.o \
 	src/remote_wait.o \
 	src/runner.o \

@@ -5,13 +5,16 @@
  *	  reset of the session after it down the connection's pipeline, and
  *	  reading their results back in order into the calls' outcomes, with
  *	  the time limit of each.  The connections themselves are in
- *	  remote_conn.c; remote_wait.c waits for their answers.
+ *	  remote_conn.c and remote_connect.c; remote_wait.c waits for their
+ *	  answers.
  *
  * Many calls are in flight at once.  Each connection runs in libpq's
  * pipeline mode: every action is sent as one extended-protocol query
  * followed by a Sync, so each runs in a transaction of its own on the
  * participant and an error in one does not touch the next, yet none waits
- * for the previous one's answer to be sent.
+ * for the previous one's answer to be sent.  The calls made while a
+ * connection is being made wait in its queue, unsent, and go out in order
+ * once it is up (tcc_send_queued); no time limit runs for them before.
  *
  * A call succeeds only when its Sync comes back (ReadyForQuery): that is
  * when the participant has committed.  A connection lost between the
@@ -30,7 +33,7 @@
  * closes the connection, so that a dirty session is never used again (the
  * calls sent behind it fail, and are retried, on a new connection).  The
  * connection is opened with standard_conforming_strings pinned on in its
- * startup packet (remote_conn.c), which makes it the value RESET ALL goes
+ * startup packet (remote_connect.c), which makes it the value RESET ALL goes
  * back to: action SQL is checked at registration under that setting.
  *
  * src/remote_pipeline.c
@@ -161,13 +164,14 @@ tcc_head_deadline(ConnCacheEntry *entry)
 }
 
 /*
- * fail_entry
- *		Every call in flight on entry failed with this error: move them to
- *		*done and close the connection.
+ * tcc_fail_entry
+ *		Every call in flight on entry (or queued on it while it was being
+ *		connected) failed with this error: move them to *done and close the
+ *		connection.
  */
-static void
-fail_entry(ConnCacheEntry *entry, const char *message, const char *sqlstate,
-		   List **done)
+void
+tcc_fail_entry(ConnCacheEntry *entry, const char *message,
+			   const char *sqlstate, bool permanent, List **done)
 {
 	ListCell   *lc;
 
@@ -177,7 +181,7 @@ fail_entry(ConnCacheEntry *entry, const char *message, const char *sqlstate,
 
 		if (call == SESSION_RESET)
 			continue;
-		tcc_set_call_error(call, message, sqlstate, false);
+		tcc_set_call_error(call, message, sqlstate, permanent);
 		add_done(done, call);
 	}
 	entry->ncalls = 0;
@@ -187,7 +191,8 @@ fail_entry(ConnCacheEntry *entry, const char *message, const char *sqlstate,
 /*
  * enqueue
  *		Append item (a call or SESSION_RESET) to entry's queue.  An item
- *		that is first in the queue starts its time limit now.
+ *		that is first in the queue starts its time limit now, or, on a
+ *		connection being made, once it is up (tcc_send_queued).
  */
 static void
 enqueue(ConnCacheEntry *entry, TccCall *item)
@@ -202,7 +207,7 @@ enqueue(ConnCacheEntry *entry, TccCall *item)
 		item->deadline = 0;
 		entry->ncalls++;
 	}
-	if (list_length(entry->queue) == 1)
+	if (list_length(entry->queue) == 1 && !entry->connecting)
 		start_head(entry);
 }
 
@@ -222,6 +227,18 @@ dequeue(ConnCacheEntry *entry)
 }
 
 /*
+ * send_failed
+ *		libpq could not send on entry's connection: every call on it fails,
+ *		and the connection is closed.
+ */
+static void
+send_failed(ConnCacheEntry *entry, List **done)
+{
+	tcc_fail_entry(entry, tcc_libpq_message(entry->conn, "could not send"),
+				   "08006", false, done);
+}
+
+/*
  * tcc_flush_entry
  *		Hand the socket what libpq still holds of entry's output, as much
  *		as it takes without blocking; false when that failed, and the
@@ -234,12 +251,34 @@ tcc_flush_entry(ConnCacheEntry *entry, List **done)
 
 	if (rc < 0)
 	{
-		fail_entry(entry, tcc_libpq_message(entry->conn, "could not send"),
-				   "08006", done);
+		send_failed(entry, done);
 		return false;
 	}
 	entry->flush_pending = (rc == 1);
 	return true;
+}
+
+/*
+ * send_items
+ *		Hand libpq call's action and the reset of its session after it (see
+ *		the file header), each with its Sync; false when libpq refused,
+ *		having lost the connection.
+ */
+static bool
+send_items(ConnCacheEntry *entry, TccCall *call)
+{
+	const char *values[3];
+
+	values[0] = call->gid;
+	values[1] = call->branch_id;
+	values[2] = call->payload;
+
+	return PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
+							 values, NULL, NULL, 0) &&
+		PQpipelineSync(entry->conn) &&
+		PQsendQueryParams(entry->conn, session_reset_sql, 0, NULL,
+						  NULL, NULL, NULL, 0) &&
+		PQpipelineSync(entry->conn);
 }
 
 /*
@@ -252,7 +291,6 @@ void
 tcc_remote_send(TccCall *call, List **done)
 {
 	ConnCacheEntry *entry;
-	const char *values[3];
 
 	Assert(IsTransactionState());
 
@@ -263,27 +301,47 @@ tcc_remote_send(TccCall *call, List **done)
 		return;
 	}
 
-	values[0] = call->gid;
-	values[1] = call->branch_id;
-	values[2] = call->payload;
-
 	/* the call, then the reset of its session (see the file header) */
 	enqueue(entry, call);
 	enqueue(entry, SESSION_RESET);
 
-	if (!PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
-						   values, NULL, NULL, 0) ||
-		!PQpipelineSync(entry->conn) ||
-		!PQsendQueryParams(entry->conn, session_reset_sql, 0, NULL,
-						   NULL, NULL, NULL, 0) ||
-		!PQpipelineSync(entry->conn))
-	{
-		char	   *msg = tcc_libpq_message(entry->conn, "could not send");
-
-		fail_entry(entry, msg, "08006", done);
+	/* a connection being made sends it once up (tcc_send_queued) */
+	if (entry->connecting)
 		return;
-	}
+	if (!send_items(entry, call))
+		send_failed(entry, done);
+	else
+		(void) tcc_flush_entry(entry, done);
+}
 
+/*
+ * tcc_send_queued
+ *		entry's connection has just been made: send the calls that were
+ *		queued on it meanwhile, in order; the first one's time limit starts
+ *		now.
+ */
+void
+tcc_send_queued(ConnCacheEntry *entry, List **done)
+{
+	ListCell   *lc;
+
+	Assert(!entry->connecting);
+
+	foreach(lc, entry->queue)
+	{
+		TccCall    *call = (TccCall *) lfirst(lc);
+
+		/* each reset went with its call */
+		if (call == SESSION_RESET)
+			continue;
+		if (!send_items(entry, call))
+		{
+			send_failed(entry, done);
+			return;
+		}
+	}
+	if (entry->queue != NIL)
+		start_head(entry);
 	(void) tcc_flush_entry(entry, done);
 }
 
@@ -365,8 +423,8 @@ reset_failed(ConnCacheEntry *entry, const char *why, List **done)
 					"server with OID %u: resetting its session failed",
 					entry->key.serverid),
 			 errdetail_internal("%s", why)));
-	fail_entry(entry, "connection closed after resetting its session "
-			   "failed", "08006", done);
+	tcc_fail_entry(entry, "connection closed after resetting its session "
+				   "failed", "08006", false, done);
 }
 
 /*
@@ -428,8 +486,8 @@ call_result(ConnCacheEntry *entry, TccCall *call, PGresult *res,
 	/* the head call keeps its own error; the others get this one */
 	dequeue(entry);
 	add_done(done, call);
-	fail_entry(entry, "connection closed after an unsupported result of "
-			   "an earlier action", "08006", done);
+	tcc_fail_entry(entry, "connection closed after an unsupported result "
+				   "of an earlier action", "08006", false, done);
 	return false;
 }
 
@@ -476,8 +534,9 @@ collect_results(ConnCacheEntry *entry, List **done)
 	/* libpq gives up on a connection that lost protocol sync */
 	if (keep && entry->queue != NIL &&
 		PQstatus(entry->conn) == CONNECTION_BAD)
-		fail_entry(entry, tcc_libpq_message(entry->conn, "connection lost"),
-				   "08006", done);
+		tcc_fail_entry(entry,
+					   tcc_libpq_message(entry->conn, "connection lost"),
+					   "08006", false, done);
 }
 
 /*
@@ -490,8 +549,9 @@ void
 tcc_read_entry(ConnCacheEntry *entry, List **done)
 {
 	if (!PQconsumeInput(entry->conn))
-		fail_entry(entry, tcc_libpq_message(entry->conn, "connection lost"),
-				   "08006", done);
+		tcc_fail_entry(entry,
+					   tcc_libpq_message(entry->conn, "connection lost"),
+					   "08006", false, done);
 	else
 		collect_results(entry, done);
 }
@@ -510,14 +570,14 @@ tcc_timeout_entry(ConnCacheEntry *entry, List **done)
 
 	tcc_cancel_async(entry->conn);
 	if (in_reset)
-		fail_entry(entry,
-				   psprintf("connection closed after resetting its session "
-							"took longer than tcc.call_timeout (%d ms)",
-							tcc_call_timeout),
-				   "08006", done);
+		tcc_fail_entry(entry,
+					   psprintf("connection closed after resetting its "
+								"session took longer than tcc.call_timeout "
+								"(%d ms)", tcc_call_timeout),
+					   "08006", false, done);
 	else
-		fail_entry(entry,
-				   psprintf("the call took longer than tcc.call_timeout "
-							"(%d ms) and was cancelled", tcc_call_timeout),
-				   "57014", done);
+		tcc_fail_entry(entry,
+					   psprintf("the call took longer than tcc.call_timeout "
+								"(%d ms) and was cancelled", tcc_call_timeout),
+					   "57014", false, done);
 }

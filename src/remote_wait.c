@@ -6,17 +6,21 @@
  *	  running CALL tcc.try makes its one call and waits for it
  *	  (tcc_remote_call).  What is read off each connection, and when a
  *	  call times out, is remote_pipeline.c's business; the connections are
- *	  remote_conn.c's.
+ *	  remote_conn.c's, and connecting them remote_connect.c's.
+ *
+ * The wait covers the connections being made too: each socket is waited
+ * on for what PQconnectPoll last asked for, and until tcc.connect_timeout
+ * has passed since its connect began, so that a participant that accepts
+ * TCP and never answers holds nothing but the calls queued for it.
  *
  * A call that times out, or that a backend gives up on (a query cancel
  * during CALL tcc.try), is cancelled on the participant with
  * tcc_cancel_async (cancel.c), which does not wait for the participant's
  * answer, and its connection closed: a participant that hangs never holds
  * the worker or the backend.  Nothing else in these files waits on a
- * participant without serving interrupts: connecting polls with
- * WaitLatchOrSocket, the connections are non-blocking once open, and
- * PQfinish only queues a Terminate message that fits in an empty socket
- * buffer.
+ * participant: connecting is polled from here, the connections are
+ * non-blocking once open, and PQfinish only queues a Terminate message
+ * that fits in an empty socket buffer.
  *
  * src/remote_wait.c
  *
@@ -51,7 +55,7 @@ read_buffered(List **done)
 	hash_seq_init(&scan, tcc_conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->conn == NULL || entry->queue == NIL)
+		if (entry->conn == NULL || entry->connecting || entry->queue == NIL)
 			continue;
 		tcc_read_entry(entry, done);
 	}
@@ -59,10 +63,23 @@ read_buffered(List **done)
 }
 
 /*
+ * entry_deadline
+ *		When entry, which has calls in flight, times out (0: never): its
+ *		connect, while it is being made, else the item at the head of its
+ *		queue.
+ */
+static TimestampTz
+entry_deadline(ConnCacheEntry *entry)
+{
+	return entry->connecting ? tcc_connect_deadline(entry) :
+		tcc_head_deadline(entry);
+}
+
+/*
  * busy_connections
- *		How many connections have something in flight, and so a socket to
- *		wait on; *timeout_ms is lowered to when the first item at the head
- *		of one of them times out, counted from now.
+ *		How many connections have something in flight (or are being made),
+ *		and so a socket to wait on; *timeout_ms is lowered to when the first
+ *		of them times out, counted from now.
  */
 static int
 busy_connections(TimestampTz now, long *timeout_ms)
@@ -76,7 +93,7 @@ busy_connections(TimestampTz now, long *timeout_ms)
 	{
 		if (entry->conn != NULL && entry->queue != NIL)
 		{
-			TimestampTz deadline = tcc_head_deadline(entry);
+			TimestampTz deadline = entry_deadline(entry);
 
 			nsockets++;
 			if (deadline != 0)
@@ -90,8 +107,9 @@ busy_connections(TimestampTz now, long *timeout_ms)
 
 /*
  * serve_event
- *		Act on what event says of a connection's socket: send more of its
- *		output when it is writeable, read its answers when it is readable.
+ *		Act on what event says of a connection's socket: go on connecting
+ *		when it is being made; else send more of its output when it is
+ *		writeable, read its answers when it is readable.
  */
 static void
 serve_event(WaitEvent *event, List **done)
@@ -100,6 +118,11 @@ serve_event(WaitEvent *event, List **done)
 
 	if (entry == NULL || entry->conn == NULL)
 		return;
+	if (entry->connecting)
+	{
+		tcc_advance_connect(entry, done);
+		return;
+	}
 
 	if ((event->events & WL_SOCKET_WRITEABLE) &&
 		!tcc_flush_entry(entry, done))
@@ -130,11 +153,16 @@ wait_for_sockets(long timeout_ms, int nsockets, List **done)
 	hash_seq_init(&scan, tcc_conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->conn != NULL && entry->queue != NIL)
-			AddWaitEventToSet(set,
-							  WL_SOCKET_READABLE |
-							  (entry->flush_pending ? WL_SOCKET_WRITEABLE : 0),
-							  PQsocket(entry->conn), NULL, entry);
+		int			events;
+
+		if (entry->conn == NULL || entry->queue == NIL)
+			continue;
+		if (entry->connecting)
+			events = entry->connect_events;
+		else
+			events = WL_SOCKET_READABLE |
+				(entry->flush_pending ? WL_SOCKET_WRITEABLE : 0);
+		AddWaitEventToSet(set, events, PQsocket(entry->conn), NULL, entry);
 	}
 
 	occurred = palloc(sizeof(WaitEvent) * (nsockets + 2));
@@ -149,8 +177,9 @@ wait_for_sockets(long timeout_ms, int nsockets, List **done)
 
 /*
  * check_connections
- *		After a wait: time out the items that ran too long, and close the
- *		idle connections whose server or mapping changed.
+ *		After a wait: time out the connects and the items that ran too
+ *		long, and close the idle connections whose server or mapping
+ *		changed.
  */
 static void
 check_connections(List **done)
@@ -162,10 +191,14 @@ check_connections(List **done)
 	hash_seq_init(&scan, tcc_conn_cache);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
+		TimestampTz deadline;
+
 		if (entry->conn == NULL)
 			continue;
-		if (entry->queue != NIL && tcc_head_deadline(entry) != 0 &&
-			now >= tcc_head_deadline(entry))
+		deadline = (entry->queue != NIL) ? entry_deadline(entry) : 0;
+		if (deadline != 0 && now >= deadline && entry->connecting)
+			tcc_connect_timed_out(entry, done);
+		else if (deadline != 0 && now >= deadline)
 			tcc_timeout_entry(entry, done);
 		else if (entry->ncalls == 0 && entry->invalidated)
 			tcc_disconnect(entry);
@@ -202,7 +235,8 @@ tcc_remote_wait(long timeout_ms, List **done)
  *		Give up on every call in flight, after an error (a query cancel) in
  *		a backend waiting for one: ask each participant to cancel, without
  *		waiting for it (see cancel.c), and drop the connection, whose
- *		protocol state is now unknown.  The calls' memory belongs to the
+ *		protocol state is now unknown; a connection still being made has
+ *		sent nothing, and is only dropped.  The calls' memory belongs to the
  *		aborted caller and is not touched.  A connection with only a reset
  *		pending is in a known state and is kept.
  */
@@ -217,7 +251,8 @@ abandon_calls(void)
 	{
 		if (entry->ncalls == 0)
 			continue;
-		tcc_cancel_async(entry->conn);
+		if (!entry->connecting)
+			tcc_cancel_async(entry->conn);
 		entry->ncalls = 0;
 		tcc_disconnect(entry);
 	}
