@@ -8,7 +8,7 @@
  *
  * The checks are made when a branch is registered (register.c, also for
  * CALL tcc.try), again when the worker or CALL tcc.try connects
- * (remote_conn.c), and when a due branch's server is looked up (dispatch.c,
+ * (remote_connect.c), and when a due branch's server is looked up (dispatch.c,
  * try.c): the server or the mapping may change in between.  Each check
  * fills in a TccRefusal instead of raising an error, because phase two
  * records a refusal on the branch rather than raising it; registration
@@ -34,7 +34,7 @@
  * empty one is no password to libpq, which would then go looking in those
  * places.  With a password given, libpq consults neither the password
  * file nor PGPASSWORD nor a service file for it.  The connection must then
- * also have used that password (see remote_conn.c), and it takes no client
+ * also have used that password (see remote_connect.c), and it takes no client
  * certificate nor Kerberos ticket of the server's either
  * (tcc_participant_no_borrowed_credentials).  sslcert and sslkey name
  * files that the server reads with its own OS rights, so only superusers
@@ -336,7 +336,7 @@ mapping_options(Oid userid, Oid serverid, Oid *umid)
  *		its user mapping: always for a superuser; for any other role only
  *		when the mapping holds a non-empty password (see the file header).
  *
- * Registration (register.c) and every connect (remote_conn.c) ask this, so
+ * Registration (register.c) and every connect (remote_connect.c) ask this, so
  * that a mapping changed in between is caught.
  */
 static bool
