@@ -119,9 +119,9 @@ run_one(TccCall *call)
  * commit.  No call starts once the batch has run for TCC_BATCH_TIME_MS:
  * the batch holds its runner, the rows of its transactions and whatever
  * its actions locked until it commits.  The calls not started are
- * LOCAL_NOT_RUN, to be handed out again.  An error outside the actions (in tcc's own statements) rolls
- * the whole batch back and propagates: none of it happened, and every
- * branch of it is still due.
+ * LOCAL_NOT_RUN, to be handed out again.  An error outside the actions
+ * (in tcc's own statements) rolls the whole batch back and propagates:
+ * none of it happened, and every branch of it is still due.
  */
 void
 tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
