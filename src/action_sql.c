@@ -8,7 +8,11 @@
  * The text is checked when it is registered (register_branch, add_step,
  * CALL tcc.try), so that a typo is reported to whoever makes it, and again
  * before a local action runs (tcc_spi.c).  Only the grammar is checked:
- * the objects the text names live in the participant's database.
+ * the objects the text names live in the participant's database.  So the
+ * answer depends on the text alone (and on the one setting that parsing
+ * it here still depends on), and each backend remembers the texts it found
+ * good: an application registers the same few texts over and over.  A
+ * text found bad is checked again each time, so it gets the same error.
  *
  * src/action_sql.c
  *
@@ -16,14 +20,39 @@
  */
 #include "postgres.h"
 
+#include "common/hashfn.h"
 #include "mb/pg_wchar.h"
 #include "nodes/parsenodes.h"
 #include "parser/gramparse.h"
 #include "parser/parser.h"
 #include "parser/scanner.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 #include "tcc.h"
+
+/*
+ * The texts this backend found good, by hash, in their own memory context:
+ * at most GOOD_TEXTS_MAX of them and GOOD_TEXTS_BYTES of text, after which
+ * the cache starts again empty.  Longer texts than GOOD_TEXT_MAX_LEN are
+ * checked every time.
+ */
+#define GOOD_TEXTS_MAX		256
+#define GOOD_TEXTS_BYTES	(256 * 1024)
+#define GOOD_TEXT_MAX_LEN	8192
+
+typedef struct GoodText
+{
+	uint32		hash;			/* hash key: of the text */
+	int			backslash_quote;	/* the setting it was parsed with */
+	char	   *sql;			/* the text; another with the same hash
+								 * replaces it */
+} GoodText;
+
+static HTAB *good_texts = NULL;
+static MemoryContext good_texts_cxt = NULL;
+static Size good_texts_bytes = 0;
 
 /*
  * check_action_params
@@ -214,6 +243,63 @@ check_action_stmts(List *stmts, const char *argname)
 }
 
 /*
+ * known_good
+ *		Whether sql, whose hash is hash, was found good by this backend
+ *		with the current settings.
+ */
+static bool
+known_good(const char *sql, uint32 hash)
+{
+	GoodText   *entry;
+
+	if (good_texts == NULL)
+		return false;
+	entry = hash_search(good_texts, &hash, HASH_FIND, NULL);
+	return entry != NULL && entry->backslash_quote == backslash_quote &&
+		strcmp(entry->sql, sql) == 0;
+}
+
+/*
+ * remember_good
+ *		Remember that sql, of length len and hash hash, is good, unless it
+ *		is too long; start the cache again when it is full.
+ */
+static void
+remember_good(const char *sql, size_t len, uint32 hash)
+{
+	GoodText   *entry;
+	HASHCTL		ctl;
+
+	if (len > GOOD_TEXT_MAX_LEN)
+		return;
+	if (good_texts_cxt == NULL)
+		good_texts_cxt = AllocSetContextCreate(TopMemoryContext,
+											   "tcc action SQL checked",
+											   ALLOCSET_SMALL_SIZES);
+	if (good_texts != NULL &&
+		(hash_get_num_entries(good_texts) >= GOOD_TEXTS_MAX ||
+		 good_texts_bytes + len > GOOD_TEXTS_BYTES))
+	{
+		MemoryContextReset(good_texts_cxt);
+		good_texts = NULL;
+	}
+	if (good_texts == NULL)
+	{
+		ctl.keysize = sizeof(uint32);
+		ctl.entrysize = sizeof(GoodText);
+		ctl.hcxt = good_texts_cxt;
+		good_texts = hash_create("tcc action SQL checked", GOOD_TEXTS_MAX,
+								 &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		good_texts_bytes = 0;
+	}
+
+	entry = hash_search(good_texts, &hash, HASH_ENTER, NULL);
+	entry->backslash_quote = backslash_quote;
+	entry->sql = MemoryContextStrdup(good_texts_cxt, sql);
+	good_texts_bytes += len + 1;
+}
+
+/*
  * tcc_check_action_sql
  *		Check that sql, an action's text, is one syntactically valid SQL
  *		statement, using only $1 to $3, that tcc can run; so that a typo is
@@ -224,15 +310,24 @@ check_action_stmts(List *stmts, const char *argname)
  * Only the grammar is checked: the objects it names live in the
  * participant's database, not here.  The text is parsed as it will run
  * (tcc_pin_action_settings); the settings revert on the way out, and at
- * the abort of an error.
+ * the abort of an error.  standard_conforming_strings is pinned, and
+ * backslash_quote, the other setting the grammar reads, is part of what
+ * known_good compares.
  */
 void
 tcc_check_action_sql(const char *sql, const char *argname)
 {
-	int			nestlevel = tcc_pin_action_settings();
+	size_t		len = strlen(sql);
+	uint32		hash = hash_bytes((const unsigned char *) sql, (int) len);
+	int			nestlevel;
 
+	if (known_good(sql, hash))
+		return;
+
+	nestlevel = tcc_pin_action_settings();
 	check_action_stmts(parse_action(sql, argname), argname);
 	check_action_params(sql, argname);
-
 	AtEOXact_GUC(false, nestlevel);
+
+	remember_good(sql, len, hash);
 }
