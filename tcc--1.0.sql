@@ -36,41 +36,57 @@ GRANT USAGE ON SCHEMA tcc TO PUBLIC;
  */
 
 /*
+ * The values a status or mode column may hold.  They are domains rather
+ * than CHECK constraints of the tables: PostgreSQL reads and plans a
+ * table's CHECK constraints again at every statement that writes the
+ * table, while a domain's are kept, planned, in the type cache of each
+ * backend.  Every column of these types is text to the functions that
+ * write it and to whoever reads it; the views show them as text.
+ */
+CREATE DOMAIN tcc.transaction_mode AS text
+	CONSTRAINT transaction_mode_check
+		CHECK (VALUE IN ('tcc', 'saga', 'msg'));
+
+CREATE DOMAIN tcc.transaction_status AS text
+	CONSTRAINT transaction_status_check
+		CHECK (VALUE IN ('trying', 'confirming', 'confirmed',
+						 'cancelling', 'cancelled', 'failed'));
+
+/* the phase a failed transaction left, which tcc.retry resumes */
+CREATE DOMAIN tcc.transaction_phase AS text
+	CONSTRAINT transaction_phase_check
+		CHECK (VALUE IN ('confirming', 'cancelling'));
+
+COMMENT ON DOMAIN tcc.transaction_mode IS
+'Mode of a global transaction: tcc, saga or msg';
+COMMENT ON DOMAIN tcc.transaction_status IS
+'Status of a global transaction (doc/design.md, States)';
+COMMENT ON DOMAIN tcc.transaction_phase IS
+'Phase two direction a failed global transaction left: confirming or cancelling';
+
+/*
  * One row per global transaction.  owner is a regrole so that pg_dump writes
  * the role's name, not an OID that may mean another role after a restore.
  * status moves only along the edges of doc/design.md, States, always by one
- * UPDATE made while holding the row lock.
- * branch_count doubles as the sequence for registration order and as the
- * reason every registration updates (and so locks) this row: that is what
- * serialises a registration against a commit of the same transaction.
+ * UPDATE made while holding the row lock (src/global_tx.c), which sets
+ * failed_phase and finished_at from the same new status: failed_phase is
+ * set exactly while the transaction is failed, finished_at exactly once it
+ * is confirmed or cancelled, and retention deletes only those.
  */
 CREATE TABLE tcc.global_transaction (
 	gid				text		NOT NULL,
-	mode			text		NOT NULL,
-	status			text		NOT NULL,
+	mode			tcc.transaction_mode	NOT NULL,
+	status			tcc.transaction_status	NOT NULL,
 	owner			regrole		NOT NULL,
 	meta			jsonb,
-	branch_count	integer		NOT NULL DEFAULT 0,
 	created_at		timestamptz	NOT NULL,
 	updated_at		timestamptz	NOT NULL,
 	deadline		timestamptz	NOT NULL,
 	finished_at		timestamptz,
-	failed_phase	text,
+	failed_phase	tcc.transaction_phase,
 	reason			text,
 	last_error		text,
-	CONSTRAINT global_transaction_pkey PRIMARY KEY (gid),
-	CONSTRAINT global_transaction_mode_check
-		CHECK (mode IN ('tcc', 'saga', 'msg')),
-	CONSTRAINT global_transaction_status_check
-		CHECK (status IN ('trying', 'confirming', 'confirmed',
-						  'cancelling', 'cancelled', 'failed')),
-	CONSTRAINT global_transaction_failed_phase_check
-		CHECK (failed_phase IN ('confirming', 'cancelling')),
-	CONSTRAINT global_transaction_failed_check
-		CHECK ((status = 'failed') = (failed_phase IS NOT NULL)),
-	CONSTRAINT global_transaction_finished_check
-		CHECK ((status IN ('confirmed', 'cancelled')) =
-			   (finished_at IS NOT NULL))
+	CONSTRAINT global_transaction_pkey PRIMARY KEY (gid)
 ) WITH (fillfactor = 90);
 
 /* the worker's timeout scan: only transactions still being tried */
@@ -81,12 +97,22 @@ CREATE INDEX global_transaction_deadline_idx
 CREATE INDEX global_transaction_finished_idx
 	ON tcc.global_transaction (finished_at) WHERE finished_at IS NOT NULL;
 
+CREATE DOMAIN tcc.branch_status AS text
+	CONSTRAINT branch_status_check
+		CHECK (VALUE IN ('registered', 'tried', 'try_failed',
+						 'confirming', 'confirmed', 'cancelling',
+						 'cancelled', 'failed', 'aborted', 'skipped'));
+
+COMMENT ON DOMAIN tcc.branch_status IS
+'Status of a branch or step of a global transaction (see tcc.branch)';
+
 /*
  * One row per TCC branch or saga/msg step.  For a TCC branch confirm_sql
  * and cancel_sql are the confirm and cancel; for a step they are the forward
  * action and its compensation.  server is a foreign server's name (names,
  * unlike OIDs, survive pg_dump and pg_upgrade), or NULL for an action run in
- * this database.
+ * this database.  seq is the registration order, one more than the
+ * transaction's last, taken under the transaction's row lock.
  *
  * Branch states:
  *	registered	registered; a TCC try not reported, or a step not yet due
@@ -99,6 +125,13 @@ CREATE INDEX global_transaction_finished_idx
  *	failed		attempts exhausted or the error can never succeed
  *	aborted		a saga step that failed for good (so compensation starts)
  *	skipped		a step that never ran because the transaction ended first
+ *
+ * There is no foreign key to tcc.global_transaction: only tcc's functions
+ * write these tables, and they insert a branch only under the lock of its
+ * transaction's row, which is trying and so never deleted meanwhile.  The
+ * branches of deleted transactions go with them, set-based, by the
+ * statement triggers below (a foreign key's cascade would run one DELETE
+ * per transaction, and its check one lookup per branch).
  */
 CREATE TABLE tcc.branch (
 	gid				text		NOT NULL,
@@ -108,7 +141,7 @@ CREATE TABLE tcc.branch (
 	confirm_sql		text		NOT NULL,
 	cancel_sql		text,
 	payload			jsonb,
-	status			text		NOT NULL DEFAULT 'registered',
+	status			tcc.branch_status	NOT NULL DEFAULT 'registered',
 	attempts		integer		NOT NULL DEFAULT 0,
 	next_attempt_at	timestamptz,
 	last_attempt_at	timestamptz,
@@ -120,13 +153,7 @@ CREATE TABLE tcc.branch (
 	created_at		timestamptz	NOT NULL,
 	updated_at		timestamptz	NOT NULL,
 	CONSTRAINT branch_pkey PRIMARY KEY (gid, branch_id),
-	CONSTRAINT branch_seq_key UNIQUE (gid, seq),
-	CONSTRAINT branch_gid_fkey FOREIGN KEY (gid)
-		REFERENCES tcc.global_transaction (gid) ON DELETE CASCADE,
-	CONSTRAINT branch_status_check
-		CHECK (status IN ('registered', 'tried', 'try_failed',
-						  'confirming', 'confirmed', 'cancelling',
-						  'cancelled', 'failed', 'aborted', 'skipped'))
+	CONSTRAINT branch_seq_key UNIQUE (gid, seq)
 ) WITH (fillfactor = 90);
 
 /*
@@ -139,6 +166,30 @@ CREATE TABLE tcc.branch (
 CREATE INDEX branch_due_idx
 	ON tcc.branch (next_attempt_at, gid, seq)
 	WHERE status IN ('confirming', 'cancelling');
+
+/*
+ * A deleted transaction takes its branches with it: one DELETE of
+ * tcc.branch per statement, for every gid the statement deleted (read from
+ * its transition table), and all of them for a TRUNCATE.
+ */
+CREATE FUNCTION tcc.delete_branches()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'tcc_delete_branches'
+LANGUAGE C;
+
+REVOKE ALL ON FUNCTION tcc.delete_branches() FROM PUBLIC;
+
+COMMENT ON FUNCTION tcc.delete_branches() IS
+'Trigger of tcc.global_transaction: delete the branches of the transactions a statement deleted';
+
+CREATE TRIGGER global_transaction_delete_branches
+	AFTER DELETE ON tcc.global_transaction
+	REFERENCING OLD TABLE AS deleted
+	FOR EACH STATEMENT EXECUTE FUNCTION tcc.delete_branches();
+
+CREATE TRIGGER global_transaction_truncate_branches
+	AFTER TRUNCATE ON tcc.global_transaction
+	FOR EACH STATEMENT EXECUTE FUNCTION tcc.delete_branches();
 
 /* ------------------------------------------------------------------------
  * Participant fence
@@ -162,16 +213,21 @@ CREATE INDEX branch_due_idx
  * serialised by that row and exactly one of them wins; no explicit lock, and
  * no deadlock, since no call touches two rows.
  */
+CREATE DOMAIN tcc.fence_state AS text
+	CONSTRAINT fence_state_check
+		CHECK (VALUE IN ('tried', 'confirmed', 'cancelled',
+						 'cancelled_early'));
+
+COMMENT ON DOMAIN tcc.fence_state IS
+'What a participant''s fence has seen of a branch (see tcc.fence)';
+
 CREATE TABLE tcc.fence (
 	gid				text		NOT NULL,
 	branch_id		text		NOT NULL,
-	state			text		NOT NULL,
+	state			tcc.fence_state	NOT NULL,
 	created_at		timestamptz	NOT NULL DEFAULT pg_catalog.now(),
 	updated_at		timestamptz	NOT NULL DEFAULT pg_catalog.now(),
-	CONSTRAINT fence_pkey PRIMARY KEY (gid, branch_id),
-	CONSTRAINT fence_state_check
-		CHECK (state IN ('tried', 'confirmed', 'cancelled',
-						 'cancelled_early'))
+	CONSTRAINT fence_pkey PRIMARY KEY (gid, branch_id)
 );
 
 /* tcc.fence_purge: rows whose last decision is old */
@@ -388,8 +444,8 @@ COMMENT ON FUNCTION tcc.is_visible(oid) IS
 
 CREATE VIEW tcc.transactions WITH (security_barrier) AS
 SELECT g.gid,
-	   g.mode,
-	   g.status,
+	   g.mode::pg_catalog.text AS mode,
+	   g.status::pg_catalog.text AS status,
 	   g.owner,
 	   g.created_at,
 	   g.updated_at,
@@ -400,7 +456,7 @@ SELECT g.gid,
 	   coalesce(b.confirmed, 0) AS branches_confirmed,
 	   coalesce(b.cancelled, 0) AS branches_cancelled,
 	   coalesce(b.failed, 0) AS branches_failed,
-	   g.failed_phase,
+	   g.failed_phase::pg_catalog.text AS failed_phase,
 	   g.reason,
 	   coalesce(g.last_error, b.last_error) AS last_error
   FROM tcc.global_transaction g
@@ -434,9 +490,9 @@ CREATE VIEW tcc.branches WITH (security_barrier) AS
 SELECT br.gid,
 	   br.branch_id,
 	   br.seq,
-	   g.mode,
+	   g.mode::pg_catalog.text AS mode,
 	   br.server,
-	   br.status,
+	   br.status::pg_catalog.text AS status,
 	   br.attempts,
 	   br.next_attempt_at,
 	   br.last_attempt_at,

@@ -34,7 +34,9 @@ RETURNS TABLE (gid text, mode text, status text, owner_is_me boolean,
 			   failed_phase text, reason text, last_error text)
 LANGUAGE sql AS $$
 	SELECT g.gid, g.mode, g.status, g.owner = current_user::regrole,
-		   g.meta, g.branch_count, g.finished_at IS NOT NULL,
+		   g.meta,
+		   (SELECT count(*)::integer FROM tcc.branch b WHERE b.gid = g.gid),
+		   g.finished_at IS NOT NULL,
 		   g.failed_phase, g.reason, g.last_error
 	  FROM tcc.global_transaction g
 	 WHERE g.gid LIKE pattern
@@ -73,10 +75,12 @@ SELECT :'g1' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]
 		   AS carries_current_time;
 -- a generated gid's transaction: tcc, trying, mine, the default timeout
 SELECT mode, status, owner = current_user::regrole AS owner_is_me, meta,
-	   branch_count, deadline - created_at AS timeout,
+	   (SELECT count(*) FROM tcc.branch b WHERE b.gid = g.gid)
+		   AS branch_count,
+	   deadline - created_at AS timeout,
 	   created_at = updated_at AND created_at <= now() AS stamped,
 	   finished_at IS NULL AS unfinished
-  FROM tcc.global_transaction WHERE gid = :'g1';
+  FROM tcc.global_transaction g WHERE gid = :'g1';
 
 -- an explicit gid is returned as given; tcc.default_timeout is 60 s
 SHOW tcc.default_timeout;
@@ -142,7 +146,8 @@ SELECT tcc.register_branch('api-t', NULL, 'SELECT 1', 'SELECT 2')
 -- and the sixth is numbered again
 SELECT tcc.register_branch('api-t', NULL, 'SELECT 1', 'SELECT 2');
 SELECT * FROM pg_temp.br('api-t');
--- registration bumps branch_count; the transaction is still trying
+-- six branches now; registering does not change the transaction, which is
+-- still trying
 SELECT * FROM pg_temp.gtx('api-t');
 SELECT tcc.status('api-t');
 
@@ -384,9 +389,10 @@ BEGIN
 	PERFORM tcc.add_step('api-dl-saga-r', NULL, 'SELECT 1', 'SELECT 2');
 END $$;
 SELECT pg_sleep(0.01);
-SELECT gid, mode, status, branch_count,
+SELECT gid, mode, status,
+	   (SELECT count(*) FROM tcc.branch b WHERE b.gid = g.gid) AS branch_count,
 	   deadline < statement_timestamp() AS past_deadline
-  FROM tcc.global_transaction WHERE gid LIKE 'api-dl-%' ORDER BY gid;
+  FROM tcc.global_transaction g WHERE gid LIKE 'api-dl-%' ORDER BY gid;
 -- committed or submitted in time: repeating it returns the status
 SELECT tcc.commit('api-dl-committed');
 SELECT tcc.commit('api-dl-committed-empty');

@@ -563,10 +563,11 @@ BEGIN
 	PERFORM tcc.begin('err-expired-msg', '1 ms', 'msg');
 END $$;
 DO $$ BEGIN PERFORM pg_sleep(0.01); END $$;
-SELECT gid || ': ' || status || ', branches ' || branch_count ||
+SELECT gid || ': ' || status || ', branches ' ||
+	   (SELECT count(*) FROM tcc.branch b WHERE b.gid = g.gid) ||
 	   CASE WHEN deadline < statement_timestamp() THEN ', past its deadline'
 			ELSE ', NOT PAST ITS DEADLINE' END
-  FROM tcc.global_transaction WHERE gid LIKE 'err-expired%' ORDER BY gid;
+  FROM tcc.global_transaction g WHERE gid LIKE 'err-expired%' ORDER BY gid;
 SELECT replace(pg_temp.try(c.label, c.sql), g.deadline::text, '<deadline>')
   FROM (VALUES
 	(1, 'register_branch after the deadline', 'err-expired', $$SELECT tcc.register_branch('err-expired', NULL, 'SELECT 1', 'SELECT 2')$$),

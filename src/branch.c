@@ -22,11 +22,23 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/tuptable.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
 
 #include "state.h"
 #include "tcc.h"
+
+PG_FUNCTION_INFO_V1(tcc_delete_branches);
+
+/* how many transactions' branches one DELETE of tcc_delete_branches takes */
+#define DELETE_CHUNK	10000
 
 /* see the file header; $2 is the new status */
 #define BRANCH_SCHEDULE \
@@ -42,6 +54,9 @@
 /* the statements of set_branches, by BranchSet; $3 is the branch id */
 static const char *const set_branches_sql[] = {
 	[BRANCHES_ALL] = BRANCH_SCHEDULE,
+	[BRANCHES_ALL_TRIED] = BRANCH_SCHEDULE
+	"   AND NOT EXISTS (SELECT 1 FROM tcc.branch"
+	"                    WHERE gid = $1 AND status = 'try_failed')",
 	[BRANCHES_REGISTERED] = BRANCH_SCHEDULE " AND status = 'registered'",
 	[BRANCHES_FIRST_REGISTERED] = BRANCH_SCHEDULE
 	"   AND seq = (SELECT min(seq) FROM tcc.branch"
@@ -56,39 +71,52 @@ static const char *const set_branches_sql[] = {
 
 /*
  * tcc_insert_branch
- *		Add branch branch_id, registered, to tx with sequence number seq;
- *		false when tx has a branch of that id already.
+ *		Add a branch, registered, to tx with the next sequence number, and
+ *		return its id: branch_id, or the sequence number when branch_id is
+ *		NULL; NULL when tx has a branch of that id already.
+ *
+ * The next sequence number is one more than the largest, read through the
+ * (gid, seq) index in the same statement.  The caller holds tx's row lock,
+ * which every registration takes, so no other can take the same number:
+ * under READ COMMITTED this statement's snapshot sees every registration
+ * that held the lock before, and under a transaction snapshot
+ * tcc_lock_global_tx refused to go on if it did not.
  */
-bool
-tcc_insert_branch(GlobalTx *tx, const char *branch_id, int32 seq,
-				  const char *server, text *action_sql, text *undo_sql,
-				  Jsonb *payload)
+char *
+tcc_insert_branch(GlobalTx *tx, const char *branch_id, const char *server,
+				  text *action_sql, text *undo_sql, Jsonb *payload)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
-		TEXTOID, JSONBOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		JSONBOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	Assert(tx->locked);
 	values[0] = CStringGetTextDatum(tx->gid);
-	values[1] = CStringGetTextDatum(branch_id);
-	values[2] = Int32GetDatum(seq);
-	values[3] = server ? CStringGetTextDatum(server) : (Datum) 0;
-	nulls[3] = server ? ' ' : 'n';
-	values[4] = PointerGetDatum(action_sql);
-	values[5] = PointerGetDatum(undo_sql);
-	nulls[5] = undo_sql ? ' ' : 'n';
-	values[6] = payload ? JsonbPGetDatum(payload) : (Datum) 0;
-	nulls[6] = payload ? ' ' : 'n';
+	values[1] = branch_id ? CStringGetTextDatum(branch_id) : (Datum) 0;
+	nulls[1] = branch_id ? ' ' : 'n';
+	values[2] = server ? CStringGetTextDatum(server) : (Datum) 0;
+	nulls[2] = server ? ' ' : 'n';
+	values[3] = PointerGetDatum(action_sql);
+	values[4] = PointerGetDatum(undo_sql);
+	nulls[4] = undo_sql ? ' ' : 'n';
+	values[5] = payload ? JsonbPGetDatum(payload) : (Datum) 0;
+	nulls[5] = payload ? ' ' : 'n';
 
-	return tcc_spi_exec(&plan,
-						"INSERT INTO tcc.branch"
-						"  (gid, branch_id, seq, server, confirm_sql,"
-						"   cancel_sql, payload, created_at, updated_at)"
-						" VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())"
-						" ON CONFLICT (gid, branch_id) DO NOTHING",
-						7, argtypes, values, nulls, false, 0) == 1;
+	if (tcc_spi_exec(&plan,
+					 "INSERT INTO tcc.branch"
+					 "  (gid, branch_id, seq, server, confirm_sql,"
+					 "   cancel_sql, payload, created_at, updated_at)"
+					 " SELECT $1, coalesce($2, (last.seq + 1)::text),"
+					 "        last.seq + 1, $3, $4, $5, $6, now(), now()"
+					 "   FROM (SELECT coalesce(max(seq), 0) AS seq"
+					 "           FROM tcc.branch WHERE gid = $1) last"
+					 " ON CONFLICT (gid, branch_id) DO NOTHING"
+					 " RETURNING branch_id",
+					 6, argtypes, values, nulls, false, 0) == 0)
+		return NULL;
+	return tcc_spi_getstring(0, 1);
 }
 
 /*
@@ -302,4 +330,164 @@ tcc_read_due_call(TccCall *call, MemoryContext context)
 												 SPI_tuptable->tupdesc, 3,
 												 &isnull));
 	return true;
+}
+
+/*
+ * tcc_branches_unseen
+ *		Whether global transaction gid has a branch that the transaction
+ *		snapshot cannot see: registered by a transaction that committed
+ *		after it was taken.
+ *
+ * Branches are deleted only with their transaction, so the last one
+ * committed having a higher sequence number than the last one seen is
+ * the same thing.
+ */
+bool
+tcc_branches_unseen(const char *gid)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+	int32		seen;
+
+#define LAST_SEQ "SELECT coalesce(max(seq), 0) FROM tcc.branch WHERE gid = $1"
+
+	values[0] = CStringGetTextDatum(gid);
+	tcc_spi_exec(&plan, LAST_SEQ, 1, argtypes, values, NULL, false, 1);
+	seen = DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull));
+	tcc_spi_exec_latest(&plan, LAST_SEQ, 1, argtypes, values, NULL, 1);
+#undef LAST_SEQ
+
+	return DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull)) != seen;
+}
+
+/*
+ * delete_branches_of
+ *		Delete the branches of the ngids global transactions gids, which
+ *		are being deleted: one statement, through the index on gid.
+ *
+ * Under a transaction snapshot, a branch registered by a transaction that
+ * committed after the snapshot was taken is not seen by the DELETE, and
+ * would be left without its transaction; a registration only locks the
+ * transaction's row, so deleting that row did not fail to serialize
+ * either.  Such a deletion fails now, as the foreign key's cascade of
+ * PostgreSQL would (it checks against the newest snapshot in the same
+ * way).
+ */
+static void
+delete_branches_of(Datum *gids, int ngids)
+{
+	static SPIPlanPtr delete_plan = NULL;
+	static SPIPlanPtr left_plan = NULL;
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		values[1];
+
+	values[0] = PointerGetDatum(construct_array(gids, ngids, TEXTOID, -1,
+												false, TYPALIGN_INT));
+	tcc_spi_exec(&delete_plan, "DELETE FROM tcc.branch WHERE gid = ANY ($1)",
+				 1, argtypes, values, NULL, false, 0);
+
+	if (IsolationUsesXactSnapshot() &&
+		tcc_spi_exec_latest(&left_plan,
+							"SELECT 1 FROM tcc.branch WHERE gid = ANY ($1)",
+							1, argtypes, values, NULL, 1) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update"),
+				 errdetail("A branch of a deleted global transaction was "
+						   "registered by a transaction that committed "
+						   "after this one took its snapshot."),
+				 errhint("Retry the transaction.")));
+}
+
+/*
+ * delete_branches_in
+ *		Delete the branches of the global transactions in deleted, the
+ *		transition table of a DELETE of rel, tcc.global_transaction:
+ *		DELETE_CHUNK transactions at a time, so that the memory a large
+ *		tcc.purge takes stays bounded.
+ *
+ * The transition table may be read by others after us, so we read it
+ * with a read pointer of our own.
+ */
+static void
+delete_branches_in(Tuplestorestate *deleted, Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	int			gid_attnum = SPI_fnumber(tupdesc, "gid");
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc,
+													&TTSOpsMinimalTuple);
+	MemoryContext chunkcxt = AllocSetContextCreate(CurrentMemoryContext,
+												   "tcc deleted gids",
+												   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(chunkcxt);
+	Datum	   *gids = MemoryContextAlloc(oldcxt, sizeof(Datum) * DELETE_CHUNK);
+	int			ngids = 0;
+
+	if (gid_attnum <= 0)
+		elog(ERROR, "tcc.global_transaction has no column gid");
+	tuplestore_select_read_pointer(deleted,
+								   tuplestore_alloc_read_pointer(deleted, 0));
+	tuplestore_rescan(deleted);
+
+	while (tuplestore_gettupleslot(deleted, true, false, slot))
+	{
+		bool		isnull;
+
+		gids[ngids++] = datumCopy(slot_getattr(slot, gid_attnum, &isnull),
+								  false, -1);
+		if (ngids == DELETE_CHUNK)
+		{
+			delete_branches_of(gids, ngids);
+			MemoryContextReset(chunkcxt);
+			ngids = 0;
+		}
+	}
+	if (ngids > 0)
+		delete_branches_of(gids, ngids);
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(chunkcxt);
+	ExecDropSingleTupleTableSlot(slot);
+}
+
+/*
+ * tcc_delete_branches
+ *		The statement trigger of tcc.global_transaction by which a deleted
+ *		transaction takes its branches with it: those of every transaction
+ *		a DELETE deleted, or all of them after a TRUNCATE.
+ *
+ * This is what a foreign key with ON DELETE CASCADE would do, without its
+ * DELETE per deleted row; retention deletes thousands of transactions per
+ * statement.  Nothing else needs the foreign key: only tcc's functions
+ * write these tables, and a branch is inserted only under the lock of its
+ * transaction's row while that transaction is trying, which retention
+ * never deletes.
+ */
+Datum
+tcc_delete_branches(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr truncate_plan = NULL;
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TccSpiSession session;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		elog(ERROR, "tcc_delete_branches: not fired as an AFTER statement "
+			 "trigger");
+
+	tcc_spi_begin(&session);
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		(void) tcc_spi_exec(&truncate_plan, "TRUNCATE tcc.branch",
+							0, NULL, NULL, NULL, false, 0);
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) &&
+			 trigdata->tg_oldtable != NULL)
+		delete_branches_in(trigdata->tg_oldtable, trigdata->tg_relation);
+	else
+		elog(ERROR, "tcc_delete_branches: fired by an unexpected event");
+	tcc_spi_end(&session);
+
+	return PointerGetDatum(NULL);
 }

@@ -226,17 +226,7 @@ start_phase_two(FunctionCallInfo fcinfo, bool tcc_mode)
 
 	if (STATUS_IS(&tx, TCC_TRYING))
 	{
-		char	   *failed_try;
-
 		tcc_check_not_expired(&tx);
-		if (tcc_mode &&
-			(failed_try = tcc_first_branch_in(tx.gid, BRANCH_TRY_FAILED)))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot commit global transaction \"%s\" "
-							"because the try of branch \"%s\" failed",
-							tx.gid, failed_try),
-					 errhint("Roll it back with tcc.rollback.")));
 		tcc_start_confirm(&tx);
 	}
 	else if (!STATUS_IS(&tx, TCC_CONFIRMING) && !STATUS_IS(&tx, TCC_CONFIRMED))

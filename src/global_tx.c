@@ -13,22 +13,27 @@
  * status it finds under that lock, so a commit racing a rollback (or the
  * worker's timeout cancel) has exactly one winner and the loser sees the
  * winner's status; and every change to a branch is made under the same
- * lock.  A branch registration does not only read the row: it UPDATEs it
- * (branch_count).  That matters for the race between registering a branch
- * and committing the same transaction in two sessions:
+ * lock.  A branch registration takes the lock too, but writes only its
+ * branch (branch.c), not this row.  That is enough for the race between
+ * registering a branch and committing the same transaction in two
+ * sessions:
  *
  * - register first: the commit's FOR UPDATE waits for the registering
- *	 transaction to end.  Under READ COMMITTED the commit then reads the
- *	 branches with a new snapshot, sees the new branch and confirms it.
- *	 Under REPEATABLE READ or SERIALIZABLE the commit's snapshot could not
- *	 see the branch, but because the registration updated the row, the
- *	 commit's FOR UPDATE fails with a serialization error instead of
- *	 leaving the branch behind.
- * - commit first: the registration's FOR UPDATE waits, then finds the
- *	 status no longer trying (or fails to serialize) and refuses.
+ *	 transaction to end.  Under READ COMMITTED every statement the commit
+ *	 runs after that takes a new snapshot, which sees the new branch, so
+ *	 the commit confirms it (and does not take the branch-less edge to
+ *	 confirmed).  Under REPEATABLE READ or SERIALIZABLE the commit's
+ *	 snapshot may be older than the registration; tcc_lock_global_tx then
+ *	 fails to serialize, as an UPDATE of a row changed since the snapshot
+ *	 would, instead of leaving the branch behind.
+ * - commit first: the commit UPDATEs the row, so the registration's FOR
+ *	 UPDATE waits, then finds the status no longer trying (or, under
+ *	 REPEATABLE READ, fails to serialize) and refuses.
  *
  * So a branch registered concurrently with a commit is either confirmed or
- * refused, never left behind (doc/design.md, Concurrency).
+ * refused, never left behind (doc/design.md, Concurrency).  Two
+ * registrations of one transaction queue on the lock the same way, which
+ * is what makes the next sequence number (branch.c) unique.
  *
  * src/global_tx.c
  *
@@ -50,7 +55,7 @@
  *		fill_global_tx reads it.
  */
 #define GLOBAL_TX_COLUMNS \
-	"SELECT gid, mode, status, failed_phase, owner, branch_count," \
+	"SELECT gid, mode, status, failed_phase, owner," \
 	"       deadline, deadline < statement_timestamp(), xmin, xmax" \
 	"  FROM tcc.global_transaction"
 
@@ -76,9 +81,8 @@ fill_global_tx(GlobalTx *tx, int row)
 	tx->failed_phase = failed_phase ? tcc_status_from_name(failed_phase) :
 		TCC_FAILED;
 	tx->owner = DatumGetObjectId(tcc_spi_getdatum(row, 5, &isnull));
-	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(row, 6, &isnull));
-	tx->deadline = tcc_spi_getstring(row, 7);
-	tx->expired = DatumGetBool(tcc_spi_getdatum(row, 8, &isnull));
+	tx->deadline = tcc_spi_getstring(row, 6);
+	tx->expired = DatumGetBool(tcc_spi_getdatum(row, 7, &isnull));
 
 	/*
 	 * Written (xmin) or locked (xmax) by the current transaction.  xmax may
@@ -88,9 +92,9 @@ fill_global_tx(GlobalTx *tx, int row)
 	 */
 	tx->changed_here =
 		TransactionIdIsCurrentTransactionId(
-			DatumGetTransactionId(tcc_spi_getdatum(row, 9, &isnull))) ||
+			DatumGetTransactionId(tcc_spi_getdatum(row, 8, &isnull))) ||
 		TransactionIdIsCurrentTransactionId(
-			DatumGetTransactionId(tcc_spi_getdatum(row, 10, &isnull)));
+			DatumGetTransactionId(tcc_spi_getdatum(row, 9, &isnull)));
 	tx->locked = false;
 }
 
@@ -158,11 +162,30 @@ tcc_read_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx,
  * A user's call waits for the lock as any UPDATE would, so that a commit
  * racing a rollback, or the worker's timeout cancel, has exactly one
  * winner and the loser decides on the winner's status.
+ *
+ * A registration only locks the row, so a REPEATABLE READ or SERIALIZABLE
+ * transaction gets the lock even when a registration committed after its
+ * snapshot was taken; what it would decide (a commit confirming only the
+ * branches it sees, a registration taking a sequence number already
+ * used) would then be wrong.  Such a transaction fails to serialize here,
+ * with the error an UPDATE of the row would have raised.  No branch can be
+ * registered meanwhile: the lock is held, and a transaction that is not
+ * trying takes no registrations.
  */
 void
 tcc_lock_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx)
 {
 	tcc_read_global_tx(session, gid, tx, READ_FOR_UPDATE);
+
+	if (IsolationUsesXactSnapshot() && STATUS_IS(tx, TCC_TRYING) &&
+		tcc_branches_unseen(gid))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update"),
+				 errdetail("A branch of global transaction \"%s\" was "
+						   "registered by a transaction that committed "
+						   "after this one took its snapshot.", gid),
+				 errhint("Retry the transaction.")));
 }
 
 /*
@@ -291,34 +314,6 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
 }
 
 /*
- * tcc_count_branch
- *		Count a new branch of tx, whose row the caller has locked, and
- *		return its sequence number.
- *
- * The UPDATE is also what locks a concurrent commit out of the
- * transaction under REPEATABLE READ (see the file header).
- */
-int32
-tcc_count_branch(GlobalTx *tx)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-
-	Assert(tx->locked);
-	values[0] = CStringGetTextDatum(tx->gid);
-	tcc_spi_exec(&plan,
-				 "UPDATE tcc.global_transaction"
-				 "   SET branch_count = branch_count + 1, updated_at = now()"
-				 " WHERE gid = $1"
-				 " RETURNING branch_count",
-				 1, argtypes, values, NULL, false, 0);
-	tx->branch_count = DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull));
-	return tx->branch_count;
-}
-
-/*
  * move_global_tx
  *		The one statement that changes a transaction's status: move tx,
  *		whose row the caller has locked, to new_status along a legal edge.
@@ -328,8 +323,8 @@ tcc_count_branch(GlobalTx *tx)
  * it is failed; keeps reason unless given a new one.  The end of a
  * transaction (confirmed, cancelled, or failed, which waits for a human)
  * wakes its tcc.wait callers once this transaction commits.  The caller
- * decided on the edge from the status it found under the lock; an edge
- * that does not exist is a bug, and stops here (tcc_check_edge).
+ * decided on the edge from what it found under the lock; an edge that
+ * does not exist is a bug, and stops here (tcc_check_edge).
  */
 static void
 move_global_tx(GlobalTx *tx, TccStatus new_status, const char *reason,
@@ -397,15 +392,26 @@ tcc_fail_global_tx(GlobalTx *tx, const char *error)
 }
 
 /*
+ * PURGEABLE
+ *		What retention may delete: confirmed and cancelled transactions that
+ *		finished before $1.  finished_at is set for nothing else
+ *		(move_global_tx), and the status says so once more, so that a row
+ *		changed by hand is never taken for a finished one.  Failed
+ *		transactions are never deleted: they wait for a human.  Their
+ *		branches go with them, in one statement (branch.c,
+ *		tcc_delete_branches).
+ */
+#define PURGEABLE \
+	"finished_at < $1 AND status IN ('confirmed', 'cancelled')"
+
+/*
  * tcc_purge_finished
- *		tcc.purge's DELETE: the confirmed and cancelled transactions that
- *		finished before cutoff, with their branches, of roles whose
+ *		tcc.purge's DELETE: the PURGEABLE transactions of roles whose
  *		privileges caller has; returns how many.
  *
  * The owner test goes through pg_roles because pg_has_role() fails for a
  * role that no longer exists; the transactions of a dropped role are a
- * superuser's to purge.  Failed transactions are never deleted: they wait
- * for a human.
+ * superuser's to purge.
  */
 uint64
 tcc_purge_finished(TimestampTz cutoff, Oid caller)
@@ -419,7 +425,7 @@ tcc_purge_finished(TimestampTz cutoff, Oid caller)
 	values[2] = BoolGetDatum(superuser_arg(caller));
 	return tcc_spi_exec(&plan,
 						"DELETE FROM tcc.global_transaction"
-						" WHERE finished_at < $1"
+						" WHERE " PURGEABLE
 						"   AND ($3 OR owner IN (SELECT oid FROM pg_roles"
 						"                         WHERE pg_has_role($2, oid,"
 						"                                           'USAGE')))",
@@ -428,9 +434,9 @@ tcc_purge_finished(TimestampTz cutoff, Oid caller)
 
 /*
  * tcc_purge_finished_batch
- *		The worker's retention: up to limit of anybody's confirmed and
- *		cancelled transactions that finished before cutoff, oldest first,
- *		skipping rows that are locked; returns how many.
+ *		The worker's retention: up to limit of anybody's PURGEABLE
+ *		transactions, oldest first, skipping rows that are locked; returns
+ *		how many.
  */
 uint64
 tcc_purge_finished_batch(TimestampTz cutoff, int limit)
@@ -445,7 +451,7 @@ tcc_purge_finished_batch(TimestampTz cutoff, int limit)
 						"DELETE FROM tcc.global_transaction"
 						" WHERE gid IN ("
 						"        SELECT gid FROM tcc.global_transaction"
-						"         WHERE finished_at < $1"
+						"         WHERE " PURGEABLE
 						"         ORDER BY finished_at LIMIT $2"
 						"           FOR UPDATE SKIP LOCKED)",
 						2, argtypes, values, NULL, false, 0);

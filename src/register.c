@@ -10,8 +10,9 @@
  * transaction is then locked and must be trying, of the right mode and
  * within its deadline; a remote branch's participant must be usable by
  * the transaction's owner (participant.c).  The branch takes the next
- * sequence number of its transaction, and that UPDATE also locks out a
- * concurrent commit (global_tx.c, file header).
+ * sequence number of its transaction (branch.c); the transaction's row is
+ * only locked, not written, and that lock is what keeps a concurrent
+ * commit from leaving the branch behind (global_tx.c, file header).
  *
  * src/register.c
  *
@@ -135,32 +136,25 @@ check_branch_target(GlobalTx *tx, NewBranch *nb)
 static char *
 insert_new_branch(GlobalTx *tx, NewBranch *nb)
 {
-	int32		seq = tcc_count_branch(tx);
-	char	   *branch_id = nb->branch_id;
+	const char *server = nb->server ? nb->server->servername : NULL;
+	char	   *branch_id;
 
-	for (;;)
-	{
-		bool		generated = (branch_id == NULL);
-
-		if (generated)
-			branch_id = psprintf("%d", seq);
-
-		if (tcc_insert_branch(tx, branch_id, seq,
-							  nb->server ? nb->server->servername : NULL,
-							  nb->action_sql, nb->undo_sql, nb->payload))
-			return branch_id;
-
-		if (!generated)
-			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("%s \"%s\" already exists in global transaction "
-							"\"%s\"", nb->tcc_mode ? "branch" : "step",
-							branch_id, tx->gid),
-					 errhint("Give each %s of a transaction its own id, or "
-							 "pass NULL to have one generated.",
-							 nb->tcc_mode ? "branch" : "step")));
-		branch_id = tcc_generate_gid();
-	}
+	branch_id = tcc_insert_branch(tx, nb->branch_id, server, nb->action_sql,
+								  nb->undo_sql, nb->payload);
+	if (branch_id == NULL && nb->branch_id != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("%s \"%s\" already exists in global transaction "
+						"\"%s\"", nb->tcc_mode ? "branch" : "step",
+						nb->branch_id, tx->gid),
+				 errhint("Give each %s of a transaction its own id, or "
+						 "pass NULL to have one generated.",
+						 nb->tcc_mode ? "branch" : "step")));
+	while (branch_id == NULL)
+		branch_id = tcc_insert_branch(tx, tcc_generate_gid(), server,
+									  nb->action_sql, nb->undo_sql,
+									  nb->payload);
+	return branch_id;
 }
 
 /*

@@ -107,9 +107,8 @@ tcc_status_name(TccStatus status)
 
 /*
  * tcc_status_from_name
- *		The global transaction status called name; the table's CHECK
- *		constraint allows no other, so an unknown one is a can't-happen
- *		error.
+ *		The global transaction status called name; the column's domain
+ *		allows no other, so an unknown one is a can't-happen error.
  */
 TccStatus
 tcc_status_from_name(const char *name)
@@ -135,7 +134,7 @@ tcc_mode_name(TccMode mode)
 /*
  * tcc_mode_from_name
  *		The mode called name, or -1 when there is none: tcc.begin refuses
- *		such a name, and the table's CHECK constraint allows no other.
+ *		such a name, and the column's domain allows no other.
  */
 int
 tcc_mode_from_name(const char *name)
@@ -192,19 +191,32 @@ tcc_check_edge(GlobalTx *tx, TccStatus new_status)
  * A TCC transaction has all its branches confirmed (the worker sends them
  * in registration order); a saga or msg transaction runs its steps one
  * after the other, so only the first becomes due.  A transaction with
- * nothing to run is confirmed at once.
+ * nothing to run is confirmed at once.  A TCC transaction whose try of a
+ * branch failed (CALL tcc.try) is refused: it can only be rolled back.
+ *
+ * The branches are written first, by a statement that finds out at the
+ * same time whether there are any and whether a try failed; the
+ * transaction then moves with one UPDATE.  Only a commit that finds no
+ * branch to confirm looks again, for the failed try to name.
  */
 void
 tcc_start_confirm(GlobalTx *tx)
 {
-	if (tx->branch_count == 0)
-	{
+	char	   *failed_try;
+
+	if (tcc_set_branches(tx, MODE_IS_TCC(tx) ? BRANCHES_ALL_TRIED :
+						 BRANCHES_FIRST_REGISTERED, BRANCH_CONFIRMING))
+		tcc_set_global_status(tx, TCC_CONFIRMING, NULL);
+	else if (MODE_IS_TCC(tx) &&
+			 (failed_try = tcc_first_branch_in(tx->gid, BRANCH_TRY_FAILED)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot commit global transaction \"%s\" because "
+						"the try of branch \"%s\" failed", tx->gid,
+						failed_try),
+				 errhint("Roll it back with tcc.rollback.")));
+	else
 		tcc_set_global_status(tx, TCC_CONFIRMED, NULL);
-		return;
-	}
-	tcc_set_global_status(tx, TCC_CONFIRMING, NULL);
-	(void) tcc_set_branches(tx, MODE_IS_TCC(tx) ? BRANCHES_ALL :
-							BRANCHES_FIRST_REGISTERED, BRANCH_CONFIRMING);
 }
 
 /*
@@ -215,25 +227,23 @@ tcc_start_confirm(GlobalTx *tx)
  *
  * A TCC transaction's branches may have run their tries, so every branch is
  * cancelled (the worker goes in reverse registration order; the fence turns
- * a cancel whose try never ran into an empty rollback).  The steps of a saga
- * or msg transaction run only after submit, so one still trying has nothing
- * to undo: it is cancelled at once and its steps are marked skipped.
+ * a cancel whose try never ran into an empty rollback); one with no branch
+ * is cancelled at once.  The steps of a saga or msg transaction run only
+ * after submit, so one still trying has nothing to undo: it is cancelled at
+ * once and its steps are marked skipped.
  */
 void
 tcc_start_cancel(GlobalTx *tx, const char *reason)
 {
-	if (tx->branch_count == 0)
-		tcc_set_global_status(tx, TCC_CANCELLED, reason);
-	else if (MODE_IS_TCC(tx))
+	if (!MODE_IS_TCC(tx))
 	{
-		tcc_set_global_status(tx, TCC_CANCELLING, reason);
-		(void) tcc_set_branches(tx, BRANCHES_ALL, BRANCH_CANCELLING);
-	}
-	else
-	{
-		tcc_set_global_status(tx, TCC_CANCELLED, reason);
 		(void) tcc_set_branches(tx, BRANCHES_ALL, BRANCH_SKIPPED);
+		tcc_set_global_status(tx, TCC_CANCELLED, reason);
 	}
+	else if (tcc_set_branches(tx, BRANCHES_ALL, BRANCH_CANCELLING))
+		tcc_set_global_status(tx, TCC_CANCELLING, reason);
+	else
+		tcc_set_global_status(tx, TCC_CANCELLED, reason);
 }
 
 /*

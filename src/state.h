@@ -54,7 +54,6 @@ typedef struct GlobalTx
 	TccStatus	status;
 	TccStatus	failed_phase;	/* the phase a failed transaction left */
 	Oid			owner;
-	int32		branch_count;
 	char	   *deadline;		/* as text, for messages */
 	bool		expired;		/* deadline has passed */
 	bool		changed_here;	/* the current transaction wrote or locked
@@ -82,6 +81,7 @@ typedef enum GlobalLock
 typedef enum BranchSet
 {
 	BRANCHES_ALL,				/* every one */
+	BRANCHES_ALL_TRIED,			/* every one, unless a try failed */
 	BRANCHES_REGISTERED,		/* those that never ran */
 	BRANCHES_FIRST_REGISTERED,	/* the first of those: the next saga step */
 	BRANCHES_LAST_CONFIRMED,	/* the newest step done: the next to undo */
@@ -120,7 +120,6 @@ extern GlobalLock tcc_lock_global_tx_nowait(const char *gid, GlobalTx *tx);
 extern bool tcc_insert_global_tx(const char *gid, TccMode mode,
 								 Oid owner, Jsonb *meta,
 								 TimestampTz deadline, GlobalTx *existing);
-extern int32 tcc_count_branch(GlobalTx *tx);
 extern void tcc_set_global_status(GlobalTx *tx, TccStatus new_status,
 								  const char *reason);
 extern void tcc_fail_global_tx(GlobalTx *tx, const char *error);
@@ -129,10 +128,9 @@ extern uint64 tcc_purge_finished_batch(TimestampTz cutoff, int limit);
 extern int	tcc_lock_expired(int limit, GlobalTx **txs);
 
 /* branch.c: the branches' rows */
-extern bool tcc_insert_branch(GlobalTx *tx, const char *branch_id,
-							  int32 seq, const char *server,
-							  text *action_sql, text *undo_sql,
-							  Jsonb *payload);
+extern char *tcc_insert_branch(GlobalTx *tx, const char *branch_id,
+							   const char *server, text *action_sql,
+							   text *undo_sql, Jsonb *payload);
 extern bool tcc_set_branches(GlobalTx *tx, BranchSet which,
 							 BranchStatus new_status);
 extern void tcc_set_branch(GlobalTx *tx, const char *branch_id,
@@ -145,5 +143,6 @@ extern bool tcc_branch_is(const char *gid, const char *branch_id,
 extern bool tcc_read_due_call(TccCall *call, MemoryContext context);
 extern char *tcc_first_branch_in(const char *gid, BranchStatus status);
 extern bool tcc_branches_left(GlobalTx *tx, BranchStatus done);
+extern bool tcc_branches_unseen(const char *gid);
 
 #endif							/* TCC_STATE_H */
