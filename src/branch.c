@@ -76,11 +76,13 @@ static const char *const set_branches_sql[] = {
  *		NULL; NULL when tx has a branch of that id already.
  *
  * The next sequence number is one more than the largest, read through the
- * (gid, seq) index in the same statement.  The caller holds tx's row lock,
- * which every registration takes, so no other can take the same number:
- * under READ COMMITTED this statement's snapshot sees every registration
- * that held the lock before, and under a transaction snapshot
- * tcc_lock_global_tx refused to go on if it did not.
+ * (gid, seq) index in the same statement, which also looks for the id.
+ * The caller holds tx's row lock, which every registration takes, so no
+ * other can take the same number or id meanwhile: under READ COMMITTED
+ * this statement's snapshot sees every registration that held the lock
+ * before, and under a transaction snapshot tcc_lock_global_tx refused to
+ * go on if it did not.  So a plain INSERT does, without the speculative
+ * insertion of ON CONFLICT; the unique indexes stay the last word.
  */
 char *
 tcc_insert_branch(GlobalTx *tx, const char *branch_id, const char *server,
@@ -108,11 +110,16 @@ tcc_insert_branch(GlobalTx *tx, const char *branch_id, const char *server,
 					 "INSERT INTO tcc.branch"
 					 "  (gid, branch_id, seq, server, confirm_sql,"
 					 "   cancel_sql, payload, created_at, updated_at)"
-					 " SELECT $1, coalesce($2, (last.seq + 1)::text),"
-					 "        last.seq + 1, $3, $4, $5, $6, now(), now()"
-					 "   FROM (SELECT coalesce(max(seq), 0) AS seq"
-					 "           FROM tcc.branch WHERE gid = $1) last"
-					 " ON CONFLICT (gid, branch_id) DO NOTHING"
+					 " SELECT $1, new.id, new.seq, $3, $4, $5, $6,"
+					 "        now(), now()"
+					 "   FROM (SELECT coalesce($2, (last.seq + 1)::text) AS id,"
+					 "                last.seq + 1 AS seq"
+					 "           FROM (SELECT coalesce(max(seq), 0) AS seq"
+					 "                   FROM tcc.branch"
+					 "                  WHERE gid = $1) last) new"
+					 "  WHERE NOT EXISTS (SELECT 1 FROM tcc.branch"
+					 "                     WHERE gid = $1"
+					 "                       AND branch_id = new.id)"
 					 " RETURNING branch_id",
 					 6, argtypes, values, nulls, false, 0) == 0)
 		return NULL;
