@@ -35,6 +35,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -47,19 +48,29 @@
  * tcc_extension_owner
  *		The owner of the tcc extension, which owns tcc's tables.
  *
- * pg_extension has no syscache; this is one index lookup per call of a tcc
- * function, small beside the statements the call then runs.
+ * pg_extension has no syscache, so nothing would tell a backend that the
+ * owner changed; the lookup (two index scans) is made once per transaction
+ * and kept for the rest of it, since an application calls tcc several
+ * times in one transaction (tcc.begin and the registrations).  Only the
+ * transaction itself could change the owner meanwhile (REASSIGN OWNED), and
+ * the role remembered was the owner when the transaction began: nobody
+ * gets more rights than the extension's owner had.
  */
 static Oid
 tcc_extension_owner(void)
 {
-	Oid			extoid = get_extension_oid("tcc", false);
+	static LocalTransactionId owner_lxid = InvalidLocalTransactionId;
+	static Oid	owner = InvalidOid;
+	Oid			extoid;
 	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tuple;
-	Oid			owner;
 
+	if (owner_lxid == MyProc->lxid && OidIsValid(owner))
+		return owner;
+
+	extoid = get_extension_oid("tcc", false);
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber,
 				F_OIDEQ, ObjectIdGetDatum(extoid));
@@ -68,6 +79,7 @@ tcc_extension_owner(void)
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "could not find tuple for extension %u", extoid);
 	owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	owner_lxid = MyProc->lxid;
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 
