@@ -29,6 +29,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
@@ -486,6 +487,16 @@ tcc_delete_branches(PG_FUNCTION_ARGS)
 			 "trigger");
 
 	tcc_spi_begin(&session);
+
+	/*
+	 * Planned for the array at hand, the DELETE would read all of tcc.branch
+	 * once the array is long; the generic plan looks every gid up in the
+	 * index, which is what a batch of retention wants.  The setting reverts
+	 * at tcc_spi_end.
+	 */
+	(void) set_config_option("plan_cache_mode", "force_generic_plan",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 		(void) tcc_spi_exec(&truncate_plan, "TRUNCATE tcc.branch",
 							0, NULL, NULL, NULL, false, 0);

@@ -437,6 +437,12 @@ tcc_purge_finished(TimestampTz cutoff, Oid caller)
  *		The worker's retention: up to limit of anybody's PURGEABLE
  *		transactions, oldest first, skipping rows that are locked; returns
  *		how many.
+ *
+ * The rows are found through the index on finished_at and deleted by the
+ * address at which they were locked: a finished transaction's row is not
+ * updated any more, and nobody else can while we hold its lock.  So the
+ * plan is the same whatever the statistics say, and no batch reads more
+ * of the table than it deletes.
  */
 uint64
 tcc_purge_finished_batch(TimestampTz cutoff, int limit)
@@ -449,10 +455,10 @@ tcc_purge_finished_batch(TimestampTz cutoff, int limit)
 	values[1] = Int32GetDatum(limit);
 	return tcc_spi_exec(&plan,
 						"DELETE FROM tcc.global_transaction"
-						" WHERE gid IN ("
-						"        SELECT gid FROM tcc.global_transaction"
+						" WHERE ctid = ANY (ARRAY("
+						"        SELECT ctid FROM tcc.global_transaction"
 						"         WHERE " PURGEABLE
 						"         ORDER BY finished_at LIMIT $2"
-						"           FOR UPDATE SKIP LOCKED)",
+						"           FOR UPDATE SKIP LOCKED))",
 						2, argtypes, values, NULL, false, 0);
 }
