@@ -356,6 +356,81 @@ SELECT count(*) AS generated_kept FROM tcc.global_transaction
  WHERE gid IN (:'g1', :'g2');
 
 --
+-- The tables' rules (doc/design.md, The tables and what a call costs).
+--
+-- No CHECK constraint and no foreign key, which PostgreSQL would read (or
+-- run) again at every write: statuses and modes are domains, and a trigger
+-- deletes a deleted transaction's branches
+SELECT conrelid::regclass AS "table", contype, conname FROM pg_constraint
+ WHERE conrelid IN ('tcc.global_transaction'::regclass, 'tcc.branch'::regclass,
+					'tcc.fence'::regclass)
+ ORDER BY 1, 3;
+SELECT a.attrelid::regclass AS "table", a.attname,
+	   format_type(a.atttypid, a.atttypmod) AS type
+  FROM pg_attribute a
+ WHERE a.attrelid IN ('tcc.global_transaction'::regclass,
+					  'tcc.branch'::regclass, 'tcc.fence'::regclass)
+   AND a.atttypid IN (SELECT oid FROM pg_type WHERE typtype = 'd')
+ ORDER BY 1, 2;
+SELECT tgname, pg_get_triggerdef(oid) ~ 'FOR EACH STATEMENT' AS per_statement
+  FROM pg_trigger WHERE tgrelid = 'tcc.global_transaction'::regclass
+ ORDER BY tgname;
+-- a value that no status, mode or phase has is refused, naming the domain,
+-- even for a superuser writing the table by hand
+UPDATE tcc.global_transaction SET status = 'done' WHERE gid = 'api-failed';
+UPDATE tcc.global_transaction SET mode = 'xa' WHERE gid = 'api-failed';
+UPDATE tcc.global_transaction SET failed_phase = 'trying'
+ WHERE gid = 'api-failed';
+UPDATE tcc.branch SET status = 'done' WHERE gid = 'api-failed';
+INSERT INTO tcc.fence (gid, branch_id, state) VALUES ('api-x', 'b', 'maybe');
+-- the views show them as text
+SELECT pg_typeof(mode) AS mode, pg_typeof(status) AS status,
+	   pg_typeof(failed_phase) AS failed_phase
+  FROM tcc.transactions WHERE gid = 'api-failed';
+SELECT pg_typeof(mode) AS mode, pg_typeof(status) AS status
+  FROM tcc.branches WHERE gid = 'api-failed';
+-- retention deletes only confirmed and cancelled transactions, whatever
+-- finished_at says: a failed one stamped finished by hand stays
+UPDATE tcc.global_transaction SET finished_at = now() - interval '1 year'
+ WHERE gid = 'api-failed';
+SELECT tcc.purge('1 day');
+SELECT g.status, count(b.*) AS branches
+  FROM tcc.global_transaction g LEFT JOIN tcc.branch b USING (gid)
+ WHERE gid = 'api-failed' GROUP BY g.status;
+UPDATE tcc.global_transaction SET finished_at = NULL WHERE gid = 'api-failed';
+-- one DELETE of many transactions takes all their branches (more than the
+-- 10,000 transactions whose branches the trigger deletes per statement), and
+-- nobody else's
+BEGIN;
+INSERT INTO tcc.global_transaction
+	(gid, mode, status, owner, created_at, updated_at, deadline)
+SELECT 'api-del-' || i, 'tcc', 'trying', current_user::regrole,
+	   now(), now(), now() + interval '1 hour'
+  FROM generate_series(1, 10001) i;
+INSERT INTO tcc.branch
+	(gid, branch_id, seq, confirm_sql, cancel_sql, created_at, updated_at)
+SELECT 'api-del-' || i, b::text, b, 'SELECT 1', 'SELECT 2', now(), now()
+  FROM generate_series(1, 10001) i, generate_series(1, 2) b;
+SELECT count(*) AS branches_before FROM tcc.branch;
+DELETE FROM tcc.global_transaction WHERE gid LIKE 'api-del-%';
+SELECT count(*) AS deleted_branches_left FROM tcc.branch
+ WHERE gid LIKE 'api-del-%';
+SELECT count(*) AS others_kept FROM tcc.branch;
+-- TRUNCATE empties the branches too
+TRUNCATE tcc.global_transaction;
+SELECT count(*) AS branches_after_truncate FROM tcc.branch;
+ROLLBACK;
+-- the trigger's function is no function to call, nor a trigger of anything
+-- else
+SELECT tcc.delete_branches();
+CREATE TEMP TABLE api_trigger_target (gid text);
+CREATE TRIGGER api_wrong AFTER DELETE ON api_trigger_target
+	REFERENCING OLD TABLE AS deleted
+	FOR EACH STATEMENT EXECUTE FUNCTION tcc.delete_branches();
+DELETE FROM api_trigger_target;
+DROP TABLE api_trigger_target;
+
+--
 -- tcc.status sees a transaction begun in the same statement (it is
 -- volatile, so it takes a new snapshot)
 --

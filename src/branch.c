@@ -30,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
@@ -480,11 +481,24 @@ tcc_delete_branches(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TccSpiSession session;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
-		elog(ERROR, "tcc_delete_branches: not fired as an AFTER statement "
-			 "trigger");
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("trigger functions can only be called as triggers")));
+	if (!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!(TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
+		  TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event)) ||
+		RelationGetRelid(trigdata->tg_relation) !=
+		get_relname_relid("global_transaction",
+						  get_func_namespace(fcinfo->flinfo->fn_oid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("tcc.delete_branches must be fired after DELETE or "
+						"TRUNCATE of tcc.global_transaction, for each "
+						"statement"),
+				 errdetail("It is the trigger by which tcc's transactions "
+						   "take their branches with them.")));
 
 	tcc_spi_begin(&session);
 
@@ -500,11 +514,11 @@ tcc_delete_branches(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 		(void) tcc_spi_exec(&truncate_plan, "TRUNCATE tcc.branch",
 							0, NULL, NULL, NULL, false, 0);
-	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) &&
-			 trigdata->tg_oldtable != NULL)
+	else if (trigdata->tg_oldtable != NULL)
 		delete_branches_in(trigdata->tg_oldtable, trigdata->tg_relation);
 	else
-		elog(ERROR, "tcc_delete_branches: fired by an unexpected event");
+		elog(ERROR, "tcc.delete_branches was fired without a transition "
+			 "table");
 	tcc_spi_end(&session);
 
 	return PointerGetDatum(NULL);
