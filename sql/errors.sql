@@ -542,6 +542,23 @@ DO $$
 BEGIN
 	PERFORM tcc.register_branch('err-tcc', NULL, 'SELECT 1', 'SELECT $3, $4');
 END $$;
+
+--
+-- each backend remembers the action texts it found good (action_sql.c),
+-- never the bad ones: a bad text is refused again, with the same error, and
+-- a text that was good under backslash_quote = on is checked again, and
+-- refused, once it is off
+--
+SELECT tcc.register_branch('err-tcc', NULL, 'SELEC reserve($1)', 'SELECT 2');
+SELECT tcc.register_branch('err-tcc', NULL, 'SELECT 1', 'SELEC 2');
+SELECT tcc.register_branch('err-tcc', NULL, 'SELECT 1', 'SELEC 2');
+BEGIN;
+SET LOCAL backslash_quote = on;
+SELECT tcc.register_branch('err-tcc', NULL, $$SELECT E'\''$$, 'SELECT 2')
+	   IS NOT NULL AS registered;
+SET LOCAL backslash_quote = off;
+SELECT tcc.register_branch('err-tcc', NULL, $$SELECT E'\''$$, 'SELECT 2');
+ROLLBACK;
 \pset format unaligned
 \pset tuples_only on
 
