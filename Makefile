@@ -57,6 +57,7 @@ REGRESS_OPTS = --temp-instance=./tmp_check \
 
 ISOLATION = commit-rollback commit-commit register-commit \
 	rollback-register submit-add_step begin-begin \
+	register-register delete-register \
 	fence-try-cancel fence-cancel-try fence-confirm-twice \
 	fence-confirm-cancel
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
