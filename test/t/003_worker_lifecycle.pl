@@ -25,8 +25,9 @@
 #     promptly;
 #  6. a worker killed by pg_terminate_backend comes back and keeps serving;
 #  5. retention: finished transactions are purged (failed and unfinished
-#     ones are not), and a participant database's own worker purges its
-#     fence rows.
+#     ones are not; one whose row a user holds is passed over until it is
+#     released), and a participant database's own worker purges its fence
+#     rows.
 #
 # After each part the participant must satisfy the invariants of the
 # reference scenario (doc/design.md): stock + frozen + sold = 100, frozen = 0 once everything that
@@ -603,8 +604,22 @@ is( join(',',
 	'5,3,1',
 	'retention: finished transactions are kept with the default retention');
 
+# a user holds the row of one finished transaction (a repeated tcc.commit in
+# an open transaction): retention passes it over without waiting, purges
+# the others, and purges it once it is released
+my $holder = $coord->background_psql('orders_a');
+$holder->query_safe("BEGIN; SELECT tcc.commit('a1')");
+
 $coord->safe_psql('postgres',
 	"ALTER SYSTEM SET tcc.retention = '1s'; SELECT pg_reload_conf()");
+polled_is(
+	$coord, 'orders_a', q{
+SELECT string_agg(gid, ',') FROM tcc.transactions
+ WHERE status IN ('confirmed', 'cancelled')},
+	'a1', 20,
+	'retention: orders_a\'s finished transactions are purged but the one a user holds');
+$holder->query_safe('COMMIT');
+$holder->quit;
 foreach my $db (qw(orders_a orders_b late))
 {
 	polled_is($coord, $db, $finished_sql, '0', 20,
