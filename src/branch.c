@@ -3,12 +3,14 @@
  * branch.c
  *	  The rows of a global transaction's branches, and every statement
  *	  that writes them: registration, the edges their transaction moves
- *	  them along (through state.c), and the outcome of each attempt.
+ *	  them along (through state.c), the outcome of each attempt, and their
+ *	  deletion with their transaction (the trigger tcc_delete_branches).
  *
  * Every statement here runs under the row lock of the branch's global
- * transaction, taken by the caller (global_tx.c), so two writers of one
- * branch never interleave: a user's call and the worker, or two worker
- * processes, decide on what they found under that lock.
+ * transaction, taken by the caller (global_tx.c; the trigger's by the
+ * DELETE that fired it), so two writers of one branch never interleave: a
+ * user's call and the worker, or two worker processes, decide on what they
+ * found under that lock.
  *
  * One rule sets a branch's schedule, and lives in BRANCH_SCHEDULE: a
  * branch that is put in confirming or cancelling starts that phase, due
@@ -342,17 +344,46 @@ tcc_read_due_call(TccCall *call, MemoryContext context)
 }
 
 /*
- * tcc_branches_unseen
- *		Whether global transaction gid has a branch that the transaction
- *		snapshot cannot see: registered by a transaction that committed
- *		after it was taken.
+ * refuse_unseen_branch
+ *		Fail to serialize because a branch of global transaction gid (or,
+ *		when NULL, of one being deleted) was registered by a transaction
+ *		that committed after the current one's snapshot was taken.
+ *
+ * A registration only locks its transaction's row, so under a transaction
+ * snapshot neither locking nor deleting that row fails by itself; what the
+ * current transaction would then decide without the branch it cannot see
+ * (a commit confirming only the others, a sequence number taken twice, a
+ * branch left without its transaction) would be wrong.  It fails the way an
+ * UPDATE of a row changed since its snapshot would.
+ */
+static void
+refuse_unseen_branch(const char *gid)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent update"),
+			 gid ?
+			 errdetail("A branch of global transaction \"%s\" was registered "
+					   "by a transaction that committed after this one took "
+					   "its snapshot.", gid) :
+			 errdetail("A branch of a deleted global transaction was "
+					   "registered by a transaction that committed after "
+					   "this one took its snapshot."),
+			 errhint("Retry the transaction.")));
+}
+
+/*
+ * tcc_check_branches_seen
+ *		Under a transaction snapshot, refuse_unseen_branch unless every
+ *		branch of global transaction gid, whose row the caller has locked,
+ *		is visible to it.
  *
  * Branches are deleted only with their transaction, so the last one
- * committed having a higher sequence number than the last one seen is
- * the same thing.
+ * committed having a higher sequence number than the last one seen is the
+ * same thing.  The lock is held, so no branch can be registered meanwhile.
  */
-bool
-tcc_branches_unseen(const char *gid)
+void
+tcc_check_branches_seen(const char *gid)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[1] = {TEXTOID};
@@ -362,13 +393,15 @@ tcc_branches_unseen(const char *gid)
 
 #define LAST_SEQ "SELECT coalesce(max(seq), 0) FROM tcc.branch WHERE gid = $1"
 
+	if (!IsolationUsesXactSnapshot())
+		return;
 	values[0] = CStringGetTextDatum(gid);
 	tcc_spi_exec(&plan, LAST_SEQ, 1, argtypes, values, NULL, false, 1);
 	seen = DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull));
 	tcc_spi_exec_latest(&plan, LAST_SEQ, 1, argtypes, values, NULL, 1);
+	if (DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull)) != seen)
+		refuse_unseen_branch(gid);
 #undef LAST_SEQ
-
-	return DatumGetInt32(tcc_spi_getdatum(0, 1, &isnull)) != seen;
 }
 
 /*
@@ -376,13 +409,10 @@ tcc_branches_unseen(const char *gid)
  *		Delete the branches of the ngids global transactions gids, which
  *		are being deleted: one statement, through the index on gid.
  *
- * Under a transaction snapshot, a branch registered by a transaction that
- * committed after the snapshot was taken is not seen by the DELETE, and
- * would be left without its transaction; a registration only locks the
- * transaction's row, so deleting that row did not fail to serialize
- * either.  Such a deletion fails now, as the foreign key's cascade of
- * PostgreSQL would (it checks against the newest snapshot in the same
- * way).
+ * Under a transaction snapshot, a branch that the DELETE could not see is
+ * still there afterwards, and refused (refuse_unseen_branch), as
+ * PostgreSQL's cascade of a foreign key would (it checks against the newest
+ * snapshot in the same way).
  */
 static void
 delete_branches_of(Datum *gids, int ngids)
@@ -401,13 +431,7 @@ delete_branches_of(Datum *gids, int ngids)
 		tcc_spi_exec_latest(&left_plan,
 							"SELECT 1 FROM tcc.branch WHERE gid = ANY ($1)",
 							1, argtypes, values, NULL, 1) > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to concurrent update"),
-				 errdetail("A branch of a deleted global transaction was "
-						   "registered by a transaction that committed "
-						   "after this one took its snapshot."),
-				 errhint("Retry the transaction.")));
+		refuse_unseen_branch(NULL);
 }
 
 /*
@@ -431,7 +455,8 @@ delete_branches_in(Tuplestorestate *deleted, Relation rel)
 												   "tcc deleted gids",
 												   ALLOCSET_DEFAULT_SIZES);
 	MemoryContext oldcxt = MemoryContextSwitchTo(chunkcxt);
-	Datum	   *gids = MemoryContextAlloc(oldcxt, sizeof(Datum) * DELETE_CHUNK);
+	Datum	   *gids = MemoryContextAlloc(oldcxt,
+										  sizeof(Datum) * DELETE_CHUNK);
 	int			ngids = 0;
 
 	if (gid_attnum <= 0)

@@ -165,27 +165,16 @@ tcc_read_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx,
  *
  * A registration only locks the row, so a REPEATABLE READ or SERIALIZABLE
  * transaction gets the lock even when a registration committed after its
- * snapshot was taken; what it would decide (a commit confirming only the
- * branches it sees, a registration taking a sequence number already
- * used) would then be wrong.  Such a transaction fails to serialize here,
- * with the error an UPDATE of the row would have raised.  No branch can be
- * registered meanwhile: the lock is held, and a transaction that is not
- * trying takes no registrations.
+ * snapshot was taken, and fails to serialize instead (branch.c,
+ * tcc_check_branches_seen).  Only a trying transaction takes
+ * registrations.
  */
 void
 tcc_lock_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx)
 {
 	tcc_read_global_tx(session, gid, tx, READ_FOR_UPDATE);
-
-	if (IsolationUsesXactSnapshot() && STATUS_IS(tx, TCC_TRYING) &&
-		tcc_branches_unseen(gid))
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to concurrent update"),
-				 errdetail("A branch of global transaction \"%s\" was "
-						   "registered by a transaction that committed "
-						   "after this one took its snapshot.", gid),
-				 errhint("Retry the transaction.")));
+	if (STATUS_IS(tx, TCC_TRYING))
+		tcc_check_branches_seen(gid);
 }
 
 /*

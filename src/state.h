@@ -143,6 +143,6 @@ extern bool tcc_branch_is(const char *gid, const char *branch_id,
 extern bool tcc_read_due_call(TccCall *call, MemoryContext context);
 extern char *tcc_first_branch_in(const char *gid, BranchStatus status);
 extern bool tcc_branches_left(GlobalTx *tx, BranchStatus done);
-extern bool tcc_branches_unseen(const char *gid);
+extern void tcc_check_branches_seen(const char *gid);
 
 #endif							/* TCC_STATE_H */
