@@ -375,6 +375,25 @@ SELECT a.attrelid::regclass AS "table", a.attname,
 SELECT tgname, pg_get_triggerdef(oid) ~ 'FOR EACH STATEMENT' AS per_statement
   FROM pg_trigger WHERE tgrelid = 'tcc.global_transaction'::regclass
  ORDER BY tgname;
+-- what a purchase writes: begin inserts the row, the registrations only
+-- lock it and insert their branches, commit updates it once and makes both
+-- branches due
+-- (counted as the difference of this backend's counters, which are not
+-- flushed inside a transaction block)
+BEGIN;
+CREATE TEMP TABLE api_cost AS
+SELECT relid, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables
+ WHERE relid IN ('tcc.global_transaction'::regclass, 'tcc.branch'::regclass);
+SELECT tcc.begin('api-cost');
+SELECT tcc.register_branch('api-cost', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.register_branch('api-cost', NULL, 'SELECT 1', 'SELECT 2');
+SELECT tcc.commit('api-cost');
+SELECT s.relid::regclass AS "table", s.n_tup_ins - c.n_tup_ins AS inserted,
+	   s.n_tup_upd - c.n_tup_upd AS updated,
+	   s.n_tup_del - c.n_tup_del AS deleted
+  FROM pg_stat_xact_user_tables s JOIN api_cost c USING (relid)
+ ORDER BY 1;
+ROLLBACK;
 -- a value that no status, mode or phase has is refused, naming the domain,
 -- even for a superuser writing the table by hand
 UPDATE tcc.global_transaction SET status = 'done' WHERE gid = 'api-failed';
