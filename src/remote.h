@@ -51,7 +51,8 @@ typedef struct ConnCacheEntry
 									 * not use the mapping's password, or
 									 * NULL when the owner is a superuser */
 	TimestampTz reset_deadline; /* of the reset at the head (0: none) */
-	bool		reset_ok;		/* the reset at the head said DISCARD ALL */
+	int			reset_done;		/* statements of the reset at the head that
+								 * answered as they should */
 	bool		flush_pending;	/* libpq has output left to send */
 	bool		invalidated;	/* the server or mapping changed */
 	TimestampTz failed_at;		/* when connecting last failed, or 0 */

@@ -172,7 +172,7 @@ tcc_disconnect(ConnCacheEntry *entry)
 	entry->connect_events = 0;
 	entry->connect_start = 0;
 	entry->reset_deadline = 0;
-	entry->reset_ok = false;
+	entry->reset_done = 0;
 	entry->flush_pending = false;
 	entry->invalidated = false;
 }
@@ -204,7 +204,7 @@ cache_entry(TccCall *call)
 		entry->servername = NULL;
 		entry->password_refusal = NULL;
 		entry->reset_deadline = 0;
-		entry->reset_ok = false;
+		entry->reset_done = 0;
 		entry->flush_pending = false;
 		entry->invalidated = false;
 		entry->failed_at = 0;

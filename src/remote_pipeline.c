@@ -22,11 +22,17 @@
  * is retried; the participant's fence makes the repeat harmless.
  *
  * Every call starts from a clean session (doc/design.md, Running an
- * action): after each action's Sync, DISCARD ALL goes down the same
- * pipeline with a Sync of its own (it refuses to run in a transaction
- * block, so it cannot share the action's).  It drops whatever the action
- * left behind: settings, advisory locks, prepared statements, temporary
- * objects, LISTEN, cursors.  The reset is an item of the connection's queue
+ * action): after each action's Sync, the statements DISCARD ALL stands for
+ * go down the same pipeline, in a transaction of their own with a Sync of
+ * their own, all but DISCARD PLANS.  They drop whatever the action left
+ * behind: settings, role, advisory locks, prepared statements, temporary
+ * objects, LISTEN, cursors, sequence state.  The cached plans are kept:
+ * they are not something an action sets, only what the participant's
+ * functions (the fence's included) learnt of how to run their statements,
+ * and dropping them made every call parse and plan all of them again,
+ * which cost the participant more than the action itself.  (DISCARD ALL
+ * could not be sent in one transaction with the others anyway: it refuses
+ * to run in a transaction block.)  The reset is an item of the connection's queue
  * like a call, and its results are read in turn; it has the deadline a call
  * has when it reaches the head.  The call's outcome was decided at its own
  * Sync; a reset that fails, returns anything unexpected or times out only
@@ -55,12 +61,33 @@ static const Oid action_param_types[3] = {TEXTOID, TEXTOID, JSONBOID};
 
 /*
  * The items of a connection's queue, in the order the participant answers
- * them, are TccCalls and, after each, SESSION_RESET for its DISCARD ALL.
+ * them, are TccCalls and, after each, SESSION_RESET for its session reset.
  */
 #define SESSION_RESET	((TccCall *) NULL)
 
-/* sent after each call, in an implicit transaction of its own */
-static const char session_reset_sql[] = "DISCARD ALL";
+/*
+ * The session reset sent after each call, in an implicit transaction of
+ * its own: what DISCARD ALL does, in its order, but DISCARD PLANS (see the
+ * file header); and the command tag each statement answers with.
+ */
+typedef struct SessionResetStatement
+{
+	const char *sql;
+	const char *tag;
+} SessionResetStatement;
+
+static const SessionResetStatement session_reset[] = {
+	{"CLOSE ALL", "CLOSE CURSOR ALL"},
+	{"SET SESSION AUTHORIZATION DEFAULT", "SET"},
+	{"RESET ALL", "RESET"},
+	{"DEALLOCATE ALL", "DEALLOCATE ALL"},
+	{"UNLISTEN *", "UNLISTEN"},
+	{"SELECT pg_catalog.pg_advisory_unlock_all()", "SELECT 1"},
+	{"DISCARD TEMP", "DISCARD TEMP"},
+	{"DISCARD SEQUENCES", "DISCARD SEQUENCES"}
+};
+
+#define SESSION_RESET_STATEMENTS	lengthof(session_reset)
 
 /*
  * add_done
@@ -145,7 +172,7 @@ start_head(ConnCacheEntry *entry)
 	if (head == SESSION_RESET)
 	{
 		entry->reset_deadline = deadline;
-		entry->reset_ok = false;
+		entry->reset_done = 0;
 	}
 	else
 		head->deadline = deadline;
@@ -268,17 +295,21 @@ static bool
 send_items(ConnCacheEntry *entry, TccCall *call)
 {
 	const char *values[3];
+	int			i;
 
 	values[0] = call->gid;
 	values[1] = call->branch_id;
 	values[2] = call->payload;
 
-	return PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
-							 values, NULL, NULL, 0) &&
-		PQpipelineSync(entry->conn) &&
-		PQsendQueryParams(entry->conn, session_reset_sql, 0, NULL,
-						  NULL, NULL, NULL, 0) &&
-		PQpipelineSync(entry->conn);
+	if (!PQsendQueryParams(entry->conn, call->sql, 3, action_param_types,
+						   values, NULL, NULL, 0) ||
+		!PQpipelineSync(entry->conn))
+		return false;
+	for (i = 0; i < SESSION_RESET_STATEMENTS; i++)
+		if (!PQsendQueryParams(entry->conn, session_reset[i].sql, 0, NULL,
+							   NULL, NULL, NULL, 0))
+			return false;
+	return PQpipelineSync(entry->conn);
 }
 
 /*
@@ -409,7 +440,7 @@ result_outcome(ConnCacheEntry *entry, TccCall *call, PGresult *res)
 /*
  * reset_failed
  *		The session reset at the head of entry's queue failed, or its
- *		results were not those of DISCARD ALL: close the connection, so
+ *		results were not those it asked for: close the connection, so
  *		that its session is never used again.  The call before the reset
  *		keeps its outcome; the calls sent behind it fail and are retried
  *		(if they ran, they ran in the dirty session: the fence makes the
@@ -430,21 +461,23 @@ reset_failed(ConnCacheEntry *entry, const char *why, List **done)
 /*
  * reset_result
  *		Check one result of the session reset at the head of entry's queue:
- *		the command's, then its Sync.  false when the reset failed (the
- *		connection is closed then).
+ *		each statement's, in order, then the Sync.  false when the reset
+ *		failed (the connection is closed then).
  */
 static bool
 reset_result(ConnCacheEntry *entry, PGresult *res, List **done)
 {
 	ExecStatusType status = PQresultStatus(res);
+	int			next = entry->reset_done;
 
-	if (status == PGRES_COMMAND_OK && !entry->reset_ok &&
-		strcmp(PQcmdStatus(res), session_reset_sql) == 0)
+	if (next < SESSION_RESET_STATEMENTS &&
+		(status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) &&
+		strcmp(PQcmdStatus(res), session_reset[next].tag) == 0)
 	{
-		entry->reset_ok = true;
+		entry->reset_done++;
 		return true;
 	}
-	if (status == PGRES_PIPELINE_SYNC && entry->reset_ok)
+	if (status == PGRES_PIPELINE_SYNC && next == SESSION_RESET_STATEMENTS)
 	{
 		dequeue(entry);
 		return true;

@@ -6,10 +6,12 @@
 #   1. Session reset: every call on the cached connection starts from a
 #      clean session.  A search_path, a statement_timeout, an advisory lock,
 #      a prepared statement, a temporary table, a LISTEN or a
-#      standard_conforming_strings that one confirm leaves behind is gone
-#      for the next, on the same participant backend (reset, not
-#      reconnect), also with many calls in the pipeline at once.  The
-#      server's own "options" are kept.
+#      standard_conforming_strings, a sequence's currval or a role that one
+#      confirm leaves behind is gone for the next, on the same participant
+#      backend (reset, not reconnect), also with many calls in the pipeline
+#      at once.  The server's own "options" are kept, and so are the
+#      participant's cached plans (a function's statement is planned once,
+#      not on every call).
 #   2. A participant that hangs (postmaster and backends stopped with
 #      SIGSTOP while a call runs there): after tcc.call_timeout the
 #      worker's loop keeps running, SIGTERM ends the worker, a query cancel
@@ -35,6 +37,13 @@ my $window = 8;
 
 my $participant = PostgreSQL::Test::Cluster->new('participant');
 $participant->init;
+# pg_stat_statements counts how often the participant plans a statement
+$participant->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+pg_stat_statements.track_planning = on
+});
 $participant->start;
 $participant->safe_psql('postgres', 'CREATE DATABASE part');
 $participant->safe_psql(
@@ -65,6 +74,33 @@ INSERT INTO public.observed VALUES (label,
 ON CONFLICT DO NOTHING
 RETURNING true
 $$;
+CREATE EXTENSION pg_stat_statements;
+-- a sequence whose currval a confirm leaves behind
+CREATE SEQUENCE leftover_seq;
+GRANT ALL ON leftover_seq TO PUBLIC;
+CREATE FUNCTION observe_seq(label text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	seen text;
+BEGIN
+	BEGIN
+		seen := 'currval=' || currval('public.leftover_seq');
+	EXCEPTION WHEN object_not_in_prerequisite_state THEN
+		seen := 'currval unset';
+	END;
+	INSERT INTO public.observed VALUES (label, seen || ' user=' || current_user
+		|| ' session_user=' || session_user) ON CONFLICT DO NOTHING;
+	RETURN true;
+END $$;
+-- a confirm whose statement the participant plans once, if plans are kept
+CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL);
+INSERT INTO counter VALUES (1, 0);
+GRANT ALL ON counter TO PUBLIC;
+CREATE FUNCTION counted_confirm(text, text, jsonb) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE public.counter SET n = n + 1 WHERE id = 1;
+	RETURN true;
+END $$;
 CREATE TABLE hang (seconds float8);
 INSERT INTO hang VALUES (60);
 CREATE FUNCTION hang_action(text, text, jsonb) RETURNS boolean
@@ -163,6 +199,36 @@ is( $participant->safe_psql(
 	'stmt=f tab=f listen=f scs=on work_mem=4MB',
 	'reset: no prepared statement, temp table or LISTEN is left, and '
 	  . 'standard_conforming_strings is on');
+
+run_tx('reset: a confirm leaves a sequence\'s currval and a role behind',
+	's4b', 'p',
+	q{SELECT nextval('leftover_seq') > 0 AND set_config('role', 'pg_monitor', false) IS NOT NULL});
+run_tx('reset: the next confirm observes its session', 's4c', 'p',
+	q{SELECT observe_seq('after currval')});
+my $mapped = $coord->safe_psql('postgres', 'SELECT current_user');
+is( $participant->safe_psql(
+		'part', q{SELECT seen FROM observed WHERE label = 'after currval'}),
+	"currval unset user=$mapped session_user=$mapped",
+	'reset: no currval is left, and the role is the mapped user again');
+
+# the reset keeps the participant's cached plans: the statement of a
+# function called by twelve confirms is planned once, not once a call
+# (DISCARD ALL planned it again on every call)
+$participant->safe_psql('part', 'SELECT pg_stat_statements_reset()');
+$coord->safe_psql('postgres',
+	join('', map { sql_tx("c$_", 'p', 'SELECT counted_confirm($1, $2, $3)') }
+		  (1 .. 12)));
+confirmed('reset: twelve confirms of counted_confirm',
+	map { "c$_" } (1 .. 12));
+is( $participant->safe_psql(
+		'part', q{SELECT string_agg(calls || ' calls, '
+		  || (plans <= 2) || ' for at most 2 plans', '; ')
+		  FROM pg_stat_statements WHERE query LIKE 'UPDATE public.counter%'}),
+	'12 calls, true for at most 2 plans',
+	'reset: the statement of counted_confirm ran 12 times and was planned '
+	  . 'at most twice')
+  or diag($participant->safe_psql('part',
+	q{SELECT calls, plans, query FROM pg_stat_statements ORDER BY calls DESC LIMIT 15}));
 
 # many calls at once in the pipeline, alternating dirty and clean
 my $batch = '';
