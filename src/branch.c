@@ -16,13 +16,16 @@
  * branch that is put in confirming or cancelling starts that phase, due
  * now, with tcc.max_attempts counting its attempts from zero; a branch put
  * in any other status is due never.  An attempt's outcome reschedules the
- * branch itself (tcc_record_attempt).
+ * branch itself (tcc_record_attempt).  Whatever makes a branch due tells
+ * its dispatcher at commit how far back to look (note_due).
  *
  * src/branch.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -131,6 +134,23 @@ tcc_insert_branch(GlobalTx *tx, const char *branch_id, const char *server,
 }
 
 /*
+ * note_due
+ *		Branches of gid were put in status, due retry_in_ms after now()
+ *		(never, when negative): have the dispatcher of their partition told
+ *		at commit (tcc_note_due_at_commit).  The time noted is never later
+ *		than the one written (interval arithmetic rounds to microseconds).
+ */
+static void
+note_due(const char *gid, BranchStatus status, double retry_in_ms)
+{
+	if ((status != BRANCH_CONFIRMING && status != BRANCH_CANCELLING) ||
+		retry_in_ms < 0)
+		return;
+	tcc_note_due_at_commit(gid, GetCurrentTransactionStartTimestamp() +
+						   (int64) floor(retry_in_ms * 1000.0) - 1);
+}
+
+/*
  * set_branches
  *		Put the branches of tx that which (with branch_id, for BRANCHES_ONE)
  *		selects in new_status, scheduled as the file header says; true when
@@ -152,8 +172,11 @@ set_branches(GlobalTx *tx, BranchSet which, const char *branch_id,
 	nulls[2] = branch_id ? ' ' : 'n';
 
 	Assert((which == BRANCHES_ONE) == (branch_id != NULL));
-	return tcc_spi_exec(&plans[which], set_branches_sql[which],
-						3, argtypes, values, nulls, false, 0) > 0;
+	if (tcc_spi_exec(&plans[which], set_branches_sql[which],
+					 3, argtypes, values, nulls, false, 0) == 0)
+		return false;
+	note_due(tx->gid, new_status, 0);
+	return true;
 }
 
 /*
@@ -212,28 +235,31 @@ tcc_record_attempt(GlobalTx *tx, TccCall *call, BranchStatus new_status,
 	if (with_error)
 		tcc_error_params(call, &values[6], &nulls[6]);
 
-	return tcc_spi_exec(&plan,
-						"UPDATE tcc.branch"
-						"   SET status = $4,"
-						"       attempts = attempts +"
-						"           CASE $3 WHEN 'registered' THEN 0"
-						"           ELSE 1 END,"
-						"       last_attempt_at = now(),"
-						"       next_attempt_at ="
-						"           now() + $5 * interval '1 millisecond',"
-						"       last_error = CASE WHEN $6 THEN $7"
-						"                    ELSE last_error END,"
-						"       last_sqlstate = CASE WHEN $6 THEN $8"
-						"                       ELSE last_sqlstate END,"
-						"       last_detail = CASE WHEN $6 THEN $9"
-						"                     ELSE last_detail END,"
-						"       last_hint = CASE WHEN $6 THEN $10"
-						"                   ELSE last_hint END,"
-						"       last_context = CASE WHEN $6 THEN $11"
-						"                      ELSE last_context END,"
-						"       updated_at = now()"
-						" WHERE gid = $1 AND branch_id = $2 AND status = $3",
-						11, argtypes, values, nulls, false, 0) > 0;
+	if (tcc_spi_exec(&plan,
+					 "UPDATE tcc.branch"
+					 "   SET status = $4,"
+					 "       attempts = attempts +"
+					 "           CASE $3 WHEN 'registered' THEN 0"
+					 "           ELSE 1 END,"
+					 "       last_attempt_at = now(),"
+					 "       next_attempt_at ="
+					 "           now() + $5 * interval '1 millisecond',"
+					 "       last_error = CASE WHEN $6 THEN $7"
+					 "                    ELSE last_error END,"
+					 "       last_sqlstate = CASE WHEN $6 THEN $8"
+					 "                       ELSE last_sqlstate END,"
+					 "       last_detail = CASE WHEN $6 THEN $9"
+					 "                     ELSE last_detail END,"
+					 "       last_hint = CASE WHEN $6 THEN $10"
+					 "                   ELSE last_hint END,"
+					 "       last_context = CASE WHEN $6 THEN $11"
+					 "                      ELSE last_context END,"
+					 "       updated_at = now()"
+					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
+					 11, argtypes, values, nulls, false, 0) == 0)
+		return false;
+	note_due(call->gid, new_status, retry_in_ms);
+	return true;
 }
 
 /*

@@ -16,13 +16,23 @@
  *
  * Reading each due row once.  The due rows are read in the order of the
  * due index (next_attempt_at, gid, seq), from a mark: the position of the
- * last row read.  A round reads on from the mark, so rows already queued
- * or in flight are not read again while there is a backlog.  When a read
- * comes back short, it has reached the end, and the next one starts from
- * the beginning again: that is how rows that became due behind the mark
- * are found (a transaction that committed after the mark passed the time
- * it began, a branch put back by a busy row or a process that died), at
- * the cost of reading what is in flight once per pass.
+ * last row read.  A read goes on from the mark, so rows already queued or
+ * in flight are not read again; one that comes back short has read all
+ * that is due, and the mark moves to the time of its snapshot.  Rows can
+ * become due behind the mark only by a transaction that commits after the
+ * read (its now(), the due time it writes, is when it began): whatever
+ * makes a branch due notes its due time for this dispatcher at commit
+ * (branch.c, tcc_note_due_at_commit), and the next read first moves the
+ * mark back to the earliest noted.  A dispatcher starts from the
+ * beginning, and reads from the beginning again every ten naptimes, which
+ * finds what nothing noted (a DBA's UPDATE of next_attempt_at) at the cost
+ * of reading what is in flight once.
+ *
+ * Owners behind.  An owner that has found its most is behind (owners.c):
+ * the reads pass its rows over, and once it is below its limit, reads of
+ * its own rows from where it fell behind catch it up.  So its backlog is
+ * walked over once by a read that looks for others' rows, not once per
+ * read.
  *
  * Fair turns.  Calls wait in one queue per owner, and are sent one per
  * owner in turn (owners.c), so that one owner's thousands of due branches
@@ -35,8 +45,11 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/pg_collation.h"
 #include "executor/spi.h"
 #include "foreign/foreign.h"
+#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -44,16 +57,14 @@
 #include "runner.h"
 #include "state.h"
 #include "tcc.h"
+#include "tcc_shmem.h"
 #include "worker.h"
 
 /* due rows read per round at most */
 #define TCC_SCAN_ROWS		500
 
-/*
- * milliseconds between two reads that only pass over the rows of owners
- * at their limit (see read_due)
- */
-#define TCC_PASS_OVER_PAUSE	200
+/* naptimes between two reads from the beginning (see the file header) */
+#define TCC_READ_ALL_NAPTIMES	10
 
 /* a branch, as the key of the calls in flight */
 typedef struct InFlightKey
@@ -70,13 +81,13 @@ static int	my_partition = 0;
 static int	npartitions = 1;
 
 /* the position of the last due row read (see the header) */
-static bool have_mark = false;
-static TimestampTz mark_due;
-static char mark_gid[TCC_MAX_ID_LEN + 1];
-static int32 mark_seq;
+static TccDuePos mark = {DT_NOBEGIN, "", 0};
 
-/* while only owners at their limit have rows due: do not read before */
-static TimestampTz pass_over_until = 0;
+/* when the reads last started from the beginning */
+static TimestampTz read_all_at = 0;
+
+/* whether a read stopped before the end of what is due */
+static bool more_due = false;
 
 /* the calls, from the moment they are found due until recorded */
 MemoryContext tcc_calls_context = NULL;
@@ -108,14 +119,43 @@ tcc_dispatch_init(int partition, int partitions)
 }
 
 /*
- * tcc_dispatch_rescan
- *		Read the due rows from the beginning at the next round: some branch
- *		that was found due earlier is due again without having moved.
+ * tcc_gid_partition
+ *		The partition of gid, when a database's gids are divided into
+ *		npartitions: as the due query computes it (hashtext under the
+ *		column's collation, the database's default).
+ */
+int
+tcc_gid_partition(const char *gid, int npartitions)
+{
+	Datum		hash = DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+											   CStringGetTextDatum(gid));
+
+	Assert(npartitions > 0);
+	return (int) ((DatumGetInt32(hash) & 0x7FFFFFFF) % npartitions);
+}
+
+/*
+ * tcc_due_pos_lower
+ *		Move *pos back to to, when to is earlier.
+ *
+ * The index orders gids by the column's collation, which this does not
+ * know: two different gids at one due time make *pos the earliest
+ * position of that time, which is never later than either.
  */
 void
-tcc_dispatch_rescan(void)
+tcc_due_pos_lower(TccDuePos *pos, const TccDuePos *to)
 {
-	have_mark = false;
+	if (to->due < pos->due)
+		*pos = *to;
+	else if (to->due > pos->due)
+		return;
+	else if (strcmp(to->gid, pos->gid) == 0)
+		pos->seq = Min(pos->seq, to->seq);
+	else
+	{
+		pos->gid[0] = '\0';
+		pos->seq = PG_INT32_MIN;
+	}
 }
 
 /*
@@ -259,8 +299,9 @@ queue_call(TccCall *call, List **done)
 
 /*
  * scan_due
- *		Read up to limit due rows of this partition from the mark on (all
- *		of them, when there is no mark); returns how many (in SPI_tuptable).
+ *		Read up to limit due rows of this partition after from: of owner
+ *		only, or (InvalidOid) of every owner not in except; returns how many
+ *		(in SPI_tuptable).
  *
  * The query is written so that it has one good plan (with the settings of
  * tcc_worker_pin_session): a range scan of the partial due index, in its
@@ -269,24 +310,23 @@ queue_call(TccCall *call, List **done)
  * say the tables are empty make a plain join's inner side a scan of the
  * whole primary key (the ordering useful to a merge join) cost as little
  * as a lookup, and the planner took it, once per due row.
- * The rows of owners that have found as many branches as they may
- * (tcc_owners_at_limit) are passed over, to be found again later.
  */
 static uint64
-scan_due(int limit)
+scan_due(const TccDuePos *from, Oid owner, ArrayType *except, int limit)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[7] = {TIMESTAMPTZOID, TEXTOID, INT4OID,
-	INT4OID, INT4OID, INT4OID, OIDARRAYOID};
-	Datum		values[7];
+	Oid			argtypes[8] = {TIMESTAMPTZOID, TEXTOID, INT4OID,
+	INT4OID, INT4OID, INT4OID, OIDARRAYOID, OIDOID};
+	Datum		values[8];
 
-	values[0] = TimestampTzGetDatum(have_mark ? mark_due : DT_NOBEGIN);
-	values[1] = CStringGetTextDatum(have_mark ? mark_gid : "");
-	values[2] = Int32GetDatum(have_mark ? mark_seq : PG_INT32_MIN);
+	values[0] = TimestampTzGetDatum(from->due);
+	values[1] = CStringGetTextDatum(from->gid);
+	values[2] = Int32GetDatum(from->seq);
 	values[3] = Int32GetDatum(npartitions);
 	values[4] = Int32GetDatum(my_partition);
 	values[5] = Int32GetDatum(limit);
-	values[6] = PointerGetDatum(tcc_owners_at_limit());
+	values[6] = PointerGetDatum(except);
+	values[7] = ObjectIdGetDatum(owner);
 	return tcc_spi_exec(&plan,
 						"SELECT b.gid, b.branch_id, b.status, b.server,"
 						"       CASE b.status WHEN 'confirming'"
@@ -304,9 +344,10 @@ scan_due(int limit)
 						"   AND (pg_catalog.hashtext(b.gid) & 2147483647)"
 						"       % $4 = $5"
 						"   AND g.owner::oid <> ALL ($7)"
+						"   AND ($8 = 0 OR g.owner::oid = $8)"
 						" ORDER BY b.next_attempt_at, b.gid, b.seq"
 						" LIMIT $6",
-						7, argtypes, values, NULL, true, 0);
+						8, argtypes, values, NULL, true, 0);
 }
 
 /*
@@ -336,6 +377,22 @@ row_owner(uint64 row)
 }
 
 /*
+ * row_pos
+ *		The position of due row row in the order of the due index.
+ */
+static void
+row_pos(uint64 row, TccDuePos *pos)
+{
+	HeapTuple	tuple = SPI_tuptable->vals[row];
+	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+	bool		isnull;
+
+	pos->due = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 9, &isnull));
+	strlcpy(pos->gid, SPI_getvalue(tuple, tupdesc, 1), sizeof(pos->gid));
+	pos->seq = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
+}
+
+/*
  * queue_rows
  *		Queue the due rows first .. last - 1, all of one transaction, that
  *		are not in flight yet: confirms in registration order, cancels in
@@ -350,6 +407,7 @@ queue_rows(uint64 first, uint64 last, List **done)
 	{
 		uint64		row = i;
 		InFlightKey key;
+		TccDuePos	pos;
 		bool		found;
 
 		if (strcmp(SPI_getvalue(SPI_tuptable->vals[first],
@@ -362,73 +420,34 @@ queue_rows(uint64 first, uint64 last, List **done)
 					  SPI_getvalue(SPI_tuptable->vals[row],
 								   SPI_tuptable->tupdesc, 2));
 		(void) hash_search(in_flight, &key, HASH_FIND, &found);
-		if (found || !tcc_owner_take(row_owner(row)))
-			continue;			/* ours already, or its owner has enough */
+		if (found)
+			continue;			/* ours already */
+		row_pos(row, &pos);
+		if (!tcc_owner_take(row_owner(row), &pos))
+			continue;			/* its owner has enough: passed over */
 		(void) hash_search(in_flight, &key, HASH_ENTER, NULL);
 		queue_call(new_call((int) row), done);
 	}
 }
 
 /*
- * set_mark
- *		Remember due row row as the last one read.
- */
-static void
-set_mark(uint64 row)
-{
-	HeapTuple	tuple = SPI_tuptable->vals[row];
-	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
-	bool		isnull;
-
-	mark_due = DatumGetTimestampTz(SPI_getbinval(tuple, tupdesc, 9, &isnull));
-	strlcpy(mark_gid, SPI_getvalue(tuple, tupdesc, 1), sizeof(mark_gid));
-	mark_seq = DatumGetInt32(SPI_getbinval(tuple, tupdesc, 10, &isnull));
-	have_mark = true;
-}
-
-/*
- * read_due
- *		Read the next due rows of this partition and queue those not in
- *		flight yet, a transaction at a time.
+ * queue_read
+ *		Queue the rows of a read of nrows due rows of at most limit, a
+ *		transaction at a time; returns how many rows it took (the next read
+ *		goes on after the last of them).
  *
  * A full read may have cut the last transaction's rows in two; they are
- * left for the next read (the mark stays before them), so that a
- * transaction's cancels are queued together, newest first, unless one
- * transaction alone fills a read.  A short read reached the end: the next
- * one starts from the beginning.
+ * left for the next read, so that a transaction's cancels are queued
+ * together, newest first, unless one transaction alone fills a read.
  */
-static void
-read_due(List **done)
+static uint64
+queue_read(uint64 nrows, int limit, List **done)
 {
-	uint64		nrows;
 	uint64		first = 0;
-	uint64		end;
+	uint64		end = nrows;
 	uint64		i;
-	bool		passing_over = tcc_owners_any_at_limit();
 
-	/*
-	 * A read that found nothing but rows of owners at their limit will
-	 * find the same again, walking the whole backlog to do so, until one of
-	 * them is down to half its limit or another owner's rows become due:
-	 * wait a little for the latter instead of walking it on every round.
-	 */
-	if (!passing_over)
-		pass_over_until = 0;
-	else if (pass_over_until != 0 && GetCurrentTimestamp() < pass_over_until)
-		return;
-
-	nrows = scan_due(TCC_SCAN_ROWS);
-	if (passing_over && nrows < TCC_SCAN_ROWS)
-		pass_over_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													  TCC_PASS_OVER_PAUSE);
-	if (nrows == 0)
-	{
-		have_mark = false;
-		return;
-	}
-
-	end = nrows;
-	if (nrows == TCC_SCAN_ROWS)
+	if (nrows == (uint64) limit)
 	{
 		while (end > 1 && same_gid(end - 1, nrows - 1))
 			end--;
@@ -444,11 +463,93 @@ read_due(List **done)
 			first = i;
 		}
 	}
+	return end;
+}
 
-	if (nrows < TCC_SCAN_ROWS)
-		have_mark = false;
+/*
+ * move_mark_back
+ *		Rows may have become due after pos behind the mark (see the file
+ *		header): read from there on, and so do the owners behind.
+ */
+static void
+move_mark_back(const TccDuePos *pos)
+{
+	tcc_due_pos_lower(&mark, pos);
+	tcc_owners_rewind(pos);
+}
+
+/*
+ * read_due
+ *		Read the next due rows of this partition, passing over those of the
+ *		owners behind, and queue those not in flight yet.
+ */
+static void
+read_due(List **done)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TccDuePos	pos = {DT_NOEND, "", PG_INT32_MIN};
+	uint64		nrows;
+	uint64		end;
+
+	/* from the beginning, every TCC_READ_ALL_NAPTIMES naptimes */
+	if (read_all_at == 0 ||
+		TimestampDifferenceExceeds(read_all_at, now,
+								   TCC_READ_ALL_NAPTIMES * tcc_naptime))
+	{
+		pos.due = DT_NOBEGIN;
+		read_all_at = now;
+	}
 	else
-		set_mark(end - 1);
+		pos.due = tcc_take_due_from();
+	if (pos.due != DT_NOEND)
+		move_mark_back(&pos);
+
+	nrows = scan_due(&mark, InvalidOid, tcc_owners_passed_over(),
+					 TCC_SCAN_ROWS);
+	end = queue_read(nrows, TCC_SCAN_ROWS, done);
+	if (nrows == TCC_SCAN_ROWS)
+	{
+		row_pos(end - 1, &mark);
+		more_due = true;
+	}
+	else
+	{
+		/* all that the snapshot sees due up to now() has been read */
+		mark.due = GetCurrentTransactionStartTimestamp();
+		mark.gid[0] = '\0';
+		mark.seq = PG_INT32_MIN;
+	}
+}
+
+/*
+ * read_behind
+ *		Read on the own rows of each owner that is behind and below its
+ *		limit (owners.c), at most as many as it may take.
+ */
+static void
+read_behind(List **done)
+{
+	Oid		   *owners;
+	int			nowners = tcc_owners_behind(&owners);
+	ArrayType  *none = construct_empty_array(OIDOID);
+	int			i;
+
+	for (i = 0; i < nowners; i++)
+	{
+		TccDuePos	from;
+		TccDuePos	last;
+		int			limit = Min(TCC_SCAN_ROWS,
+								tcc_owner_room(owners[i], &from));
+		uint64		nrows = scan_due(&from, owners[i], none, limit);
+		uint64		end = queue_read(nrows, limit, done);
+
+		if (end > 0)
+			row_pos(end - 1, &last);
+		tcc_owner_read_behind(owners[i], end > 0 ? &last : NULL,
+							  nrows < (uint64) limit);
+		if (nrows == (uint64) limit)
+			more_due = true;
+	}
 }
 
 /*
@@ -501,7 +602,9 @@ tcc_dispatch(List **done, TimestampTz *wake_at)
 {
 	if (!tcc_begin_round("sending due actions"))
 		return false;
+	more_due = false;
 	read_due(done);
+	read_behind(done);
 	tcc_owners_send(done);		/* in a transaction: it reads catalogs */
 	tcc_lower_time(wake_at, next_retry_at());
 	tcc_end_round();
@@ -509,8 +612,7 @@ tcc_dispatch(List **done, TimestampTz *wake_at)
 	tcc_lower_time(wake_at, tcc_local_pool_run(done));
 
 	/* more rows to read: read on at once */
-	if (have_mark)
+	if (more_due)
 		tcc_lower_time(wake_at, GetCurrentTimestamp());
-	tcc_lower_time(wake_at, pass_over_until);
 	return true;
 }

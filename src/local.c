@@ -7,6 +7,16 @@
  *	  (runner.c) does this for its dispatcher; a dispatcher does it itself
  *	  only when no runner can be started.
  *
+ * Batches and locks.  A batch holds whatever its actions locked until it
+ * commits, and several batches (of several runners) run at once; an
+ * action that waited for a lock another batch holds would hold its own
+ * batch's locks meanwhile, and two such waits make a deadlock, which
+ * PostgreSQL finds only after deadlock_timeout.  So every action of a
+ * batch but its first waits for a lock at most TCC_BATCH_LOCK_WAIT_MS: one
+ * that would wait longer is rolled back, with no attempt counted, the batch
+ * commits what it did, and the action runs first in a later batch, where
+ * it waits as any statement does.
+ *
  * src/local.c
  *
  *-------------------------------------------------------------------------
@@ -17,13 +27,21 @@
 #include "commands/sequence.h"
 #include "pgstat.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 #include "runner.h"
 #include "state.h"
 #include "tcc.h"
 #include "worker.h"
+
+/*
+ * milliseconds an action of a batch other than its first waits for a lock
+ * (see the file header)
+ */
+#define TCC_BATCH_LOCK_WAIT_MS	10
 
 /*
  * forget_session_state
@@ -48,6 +66,46 @@ forget_session_state(void)
 }
 
 /*
+ * run_in_batch
+ *		Run call's action (tcc_run_action_here); unless it is the batch's
+ *		first, waiting at most TCC_BATCH_LOCK_WAIT_MS for a lock, or less
+ *		when the server's lock_timeout says so (see the file header).
+ */
+static void
+run_in_batch(TccCall *call, bool first)
+{
+	int			nestlevel;
+
+	if (first || (LockTimeout > 0 && LockTimeout <= TCC_BATCH_LOCK_WAIT_MS))
+	{
+		tcc_run_action_here(call);
+		return;
+	}
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("lock_timeout",
+							 CppAsString2(TCC_BATCH_LOCK_WAIT_MS),
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	tcc_run_action_here(call);
+	AtEOXact_GUC(true, nestlevel);
+}
+
+/*
+ * forget_outcome
+ *		Call's action was rolled back without an attempt being counted: it
+ *		is to run again as if it never had.  (Its error texts are left to
+ *		their memory context, as a recorded outcome's are.)
+ */
+static void
+forget_outcome(TccCall *call)
+{
+	call->outcome = TCC_CALL_PENDING;
+	call->sqlstate[0] = '\0';
+	call->permanent = false;
+	call->error = call->detail = call->hint = call->context = NULL;
+}
+
+/*
  * run_one
  *		Run call, a local action of a batch, in the batch's transaction,
  *		and record its outcome there: lock its global transaction without
@@ -61,10 +119,12 @@ forget_session_state(void)
  * taken, is held until the batch commits, so that the branch is confirmed
  * exactly when the action's effects commit; a second branch of the same
  * transaction in the same batch finds the row locked by this very
- * transaction, which does not count as busy.
+ * transaction, which does not count as busy.  An action other than the
+ * batch's first that would have waited for a lock is LOCAL_NOT_RUN (see
+ * the file header), its outcome unrecorded.
  */
 static TccLocalResult
-run_one(TccCall *call)
+run_one(TccCall *call, bool first)
 {
 	GlobalTx	tx;
 	GlobalLock	lock;
@@ -89,8 +149,14 @@ run_one(TccCall *call)
 	else
 	{
 		pgstat_report_activity(STATE_RUNNING, call->sql);
-		tcc_run_action_here(call);
+		run_in_batch(call, first);
 		forget_session_state();
+		if (!first && call->outcome == TCC_CALL_ERROR &&
+			strcmp(call->sqlstate, "55P03") == 0)
+		{
+			forget_outcome(call);
+			return LOCAL_NOT_RUN;	/* it would have waited: later */
+		}
 	}
 
 	/* the error text must outlive the action's memory */
@@ -118,7 +184,8 @@ run_one(TccCall *call)
  * their outcomes; a branch is confirmed exactly when its action's effects
  * commit.  No call starts once the batch has run for TCC_BATCH_TIME_MS:
  * the batch holds its runner, the rows of its transactions and whatever
- * its actions locked until it commits.  The calls not started are
+ * its actions locked until it commits.  The calls not started, and one
+ * that would have waited for a lock (see the file header), are
  * LOCAL_NOT_RUN, to be handed out again.  An error outside the actions
  * (in tcc's own statements) rolls the whole batch back and propagates:
  * none of it happened, and every branch of it is still due.
@@ -144,8 +211,13 @@ tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
 		if (progress)
 			progress(i);
 		PushActiveSnapshot(GetTransactionSnapshot());
-		results[i] = run_one(calls[i]);
+		results[i] = run_one(calls[i], i == 0);
 		PopActiveSnapshot();
+		if (results[i] == LOCAL_NOT_RUN)
+		{
+			i++;				/* it would have waited: the batch ends */
+			break;
+		}
 	}
 	for (; i < ncalls; i++)
 		results[i] = LOCAL_NOT_RUN;

@@ -8,11 +8,14 @@
  *
  * Owners are kept apart in two ways.  No owner may have more than
  * TCC_MAX_PER_OWNER branches found and not yet released: beyond that its
- * due rows are passed over (and found again later), so that a dispatcher
- * never stops reading because one owner's backlog filled its memory.  An
- * owner at its limit stays there until it is down to half of it, so that
- * the reads that pass its rows over are not made for every call that
- * comes back.  And
+ * due rows are passed over, so that a dispatcher never stops reading
+ * because one owner's backlog filled its memory.  An owner at its limit
+ * stays there until it is down to half of it.  From the moment it reached
+ * its limit it is behind: the reads of dispatch.c pass over all of its
+ * rows, and it keeps the position (resume) after which its rows are still
+ * to be read; once below its limit, reads of its own rows from there
+ * (dispatch.c, read_behind) catch it up, and when one of them reaches the
+ * end of its due rows it is read with everyone's again.  And
  * remote calls are sent one per owner in turn, from a round that goes on
  * where the last one stopped, each owner holding at most its share of
  * tcc.max_concurrent_calls in flight, so that an owner whose participant
@@ -43,12 +46,11 @@ typedef struct OwnerWork
 	TccCallQueue remote;		/* remote calls waiting for a turn */
 	bool		in_turns;		/* in the list of turns */
 	bool		at_limit;		/* found its most; until down to half */
+	bool		behind;			/* its rows after resume are still unread */
+	TccDuePos	resume;
 } OwnerWork;
 
 static HTAB *owners = NULL;
-
-/* how many owners are at their limit */
-static int	owners_at_limit = 0;
 
 /* owners whose remote calls wait, in the order of their turns */
 static List *turns = NIL;
@@ -86,6 +88,7 @@ work_of(Oid owner)
 		memset(&work->remote, 0, sizeof(work->remote));
 		work->in_turns = false;
 		work->at_limit = false;
+		work->behind = false;
 	}
 	return work;
 }
@@ -98,18 +101,17 @@ static void
 forget_if_idle(OwnerWork *work)
 {
 	Assert(work->found > 0 || !work->at_limit);
-	if (work->found == 0 && !work->in_turns)
+	if (work->found == 0 && !work->in_turns && !work->behind)
 		(void) hash_search(owners, &work->owner, HASH_REMOVE, NULL);
 }
 
 /*
- * tcc_owners_at_limit
- *		The owners at their limit of branches found, as an oid[]
- *		for the due query to pass their rows over (palloc'd in the current
- *		context).
+ * tcc_owners_passed_over
+ *		The owners behind, as an oid[] for the due query to pass their rows
+ *		over (palloc'd in the current context).
  */
 ArrayType *
-tcc_owners_at_limit(void)
+tcc_owners_passed_over(void)
 {
 	HASH_SEQ_STATUS status;
 	OwnerWork  *work;
@@ -118,41 +120,129 @@ tcc_owners_at_limit(void)
 
 	hash_seq_init(&status, owners);
 	while ((work = hash_seq_search(&status)) != NULL)
-		if (work->at_limit)
+		if (work->behind)
 			oids[n++] = ObjectIdGetDatum(work->owner);
 	return construct_array(oids, n, OIDOID, sizeof(Oid), true,
 						   TYPALIGN_INT);
 }
 
 /*
- * tcc_owners_any_at_limit
- *		Whether some owner's rows are being passed over.
+ * fall_behind
+ *		Owner's rows after from are still to be read: it is behind, from
+ *		there at the latest.
  */
-bool
-tcc_owners_any_at_limit(void)
+static void
+fall_behind(OwnerWork *work, const TccDuePos *from)
 {
-	return owners_at_limit > 0;
+	if (!work->behind)
+		work->resume = *from;
+	else
+		tcc_due_pos_lower(&work->resume, from);
+	work->behind = true;
 }
 
 /*
  * tcc_owner_take
- *		Count one more branch of owner found due; false (nothing counted)
- *		when the owner has TCC_MAX_PER_OWNER already, in which case the
- *		branch is to be passed over.
+ *		Count one more branch of owner found due, in due row row; false
+ *		(nothing counted) when the owner has TCC_MAX_PER_OWNER already, in
+ *		which case the row is passed over, and read again once the owner is
+ *		below its limit (see the file header).
  */
 bool
-tcc_owner_take(Oid owner)
+tcc_owner_take(Oid owner, const TccDuePos *row)
 {
 	OwnerWork  *work = work_of(owner);
 
 	if (work->at_limit)
+	{
+		TccDuePos	before = *row;
+
+		/* the position just before row: seq counts up from 1 */
+		before.seq--;
+		fall_behind(work, &before);
 		return false;
+	}
 	if (++work->found == TCC_MAX_PER_OWNER)
 	{
 		work->at_limit = true;
-		owners_at_limit++;
+		fall_behind(work, row);
 	}
 	return true;
+}
+
+/*
+ * tcc_owners_rewind
+ *		Rows may have become due after pos that reads have passed already:
+ *		the owners behind read their own rows from there at the latest.
+ */
+void
+tcc_owners_rewind(const TccDuePos *pos)
+{
+	HASH_SEQ_STATUS status;
+	OwnerWork  *work;
+
+	hash_seq_init(&status, owners);
+	while ((work = hash_seq_search(&status)) != NULL)
+		if (work->behind)
+			fall_behind(work, pos);
+}
+
+/*
+ * tcc_owners_behind
+ *		The owners behind and below their limit, whose own rows are to be
+ *		read (palloc'd in the current context in *result); returns how many.
+ */
+int
+tcc_owners_behind(Oid **result)
+{
+	HASH_SEQ_STATUS status;
+	OwnerWork  *work;
+	int			n = 0;
+
+	*result = palloc(sizeof(Oid) * (hash_get_num_entries(owners) + 1));
+	hash_seq_init(&status, owners);
+	while ((work = hash_seq_search(&status)) != NULL)
+		if (work->behind && !work->at_limit)
+			(*result)[n++] = work->owner;
+	return n;
+}
+
+/*
+ * tcc_owner_room
+ *		How many more branches owner, which is behind, may be found now, and
+ *		(in *from) the position after which its rows are to be read.
+ */
+int
+tcc_owner_room(Oid owner, TccDuePos *from)
+{
+	OwnerWork  *work = work_of(owner);
+
+	Assert(work->behind && !work->at_limit);
+	*from = work->resume;
+	return TCC_MAX_PER_OWNER - work->found;
+}
+
+/*
+ * tcc_owner_read_behind
+ *		A read of owner's own rows (dispatch.c, read_behind) went up to last
+ *		(NULL: it found none) and, when at_end, found all that are due.  An
+ *		owner below its limit that was read to the end is caught up: its rows
+ *		are read with everyone's again.  One that reached its limit again
+ *		stays behind, from last on.
+ */
+void
+tcc_owner_read_behind(Oid owner, const TccDuePos *last, bool at_end)
+{
+	OwnerWork  *work = work_of(owner);
+
+	Assert(work->behind);
+	if (last != NULL)
+		work->resume = *last;
+	if (at_end && !work->at_limit)
+	{
+		work->behind = false;
+		forget_if_idle(work);
+	}
 }
 
 /*
@@ -169,10 +259,7 @@ tcc_owner_release(TccCall *call)
 	Assert(work != NULL && work->found > 0);
 	work->found--;
 	if (work->at_limit && work->found <= TCC_MAX_PER_OWNER / 2)
-	{
-		work->at_limit = false;
-		owners_at_limit--;
-	}
+		work->at_limit = false; /* and behind: read_behind catches it up */
 	if (call->sent)
 	{
 		work->sent--;

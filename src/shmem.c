@@ -59,6 +59,8 @@
 
 TccSharedState *tcc_shared = NULL;
 
+static void init_due_from(TccWorkerSlot *slot);
+
 /*
  * tcc_shmem_request
  *		Reserve the shared state and its lock (from shmem_request_hook).
@@ -90,6 +92,8 @@ tcc_shmem_startup(void)
 
 		memset(tcc_shared, 0, sizeof(TccSharedState));
 		tcc_shared->lock = &(GetNamedLWLockTranche("tcc"))->lock;
+		for (i = 0; i < TCC_MAX_WORKERS; i++)
+			init_due_from(&tcc_shared->slots[i]);
 		for (i = 0; i < TCC_WAIT_BUCKETS; i++)
 			ConditionVariableInit(&tcc_shared->waiters[i]);
 	}
@@ -128,6 +132,62 @@ tcc_find_slot(Oid dboid)
 }
 
 /*
+ * init_due_from
+ *		No dispatcher of slot has anything due behind it yet.
+ */
+static void
+init_due_from(TccWorkerSlot *slot)
+{
+	int			i;
+
+	for (i = 0; i < TCC_MAX_DISPATCHERS; i++)
+		pg_atomic_init_u64(&slot->due_from[i], TCC_NO_DUE_KEY);
+}
+
+/*
+ * lower_due_from
+ *		Lower dispatcher k's due_from to due, unless it is earlier already.
+ */
+static void
+lower_due_from(TccWorkerSlot *slot, int k, TimestampTz due)
+{
+	uint64		key = tcc_due_key(due);
+	uint64		old = pg_atomic_read_u64(&slot->due_from[k]);
+
+	while (key < old &&
+		   !pg_atomic_compare_exchange_u64(&slot->due_from[k], &old, key))
+		;						/* old now holds the newer value */
+}
+
+/*
+ * wake_partitions
+ *		Tell the dispatchers of slot what the committed transaction made due
+ *		in their partitions (see TccWorkerSlot.due_from), and set their
+ *		latches; nobody else's.  With a number of partitions other than the
+ *		family's (it was restarted with another tcc.dispatchers since), every
+ *		dispatcher is told the earliest of all.
+ */
+static void
+wake_partitions(TccWorkerSlot *slot, const TccDueNotes *notes)
+{
+	int			k;
+
+	Assert(LWLockHeldByMe(tcc_shared->lock));
+	for (k = 0; k < slot->ndispatchers; k++)
+	{
+		TimestampTz due = (notes->npartitions == slot->ndispatchers) ?
+			notes->from[k] : notes->earliest;
+		Latch	   *latch = (k == 0) ? slot->latch : slot->dispatcher_latch[k];
+
+		if (due == DT_NOEND)
+			continue;
+		lower_due_from(slot, k, due);
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+}
+
+/*
  * request_slot
  *		Mark database dboid as wanting a worker, taking a free slot if it
  *		has none; false when every slot is taken.  The caller holds the lock
@@ -163,6 +223,7 @@ request_slot(Oid dboid, TimestampTz not_before)
 			 slot->pid == 0))
 		{
 			memset(slot, 0, sizeof(TccWorkerSlot));
+			init_due_from(slot);
 			slot->dboid = dboid;
 			slot->state = TCC_SLOT_REQUESTED;
 			slot->not_before = not_before;
@@ -179,15 +240,20 @@ request_slot(Oid dboid, TimestampTz not_before)
 
 /*
  * tcc_wake_database_worker
- *		Set the latch of database dboid's worker; when it has none running,
- *		ask the launcher for one.
+ *		Wake database dboid's worker; when it has none running, ask the
+ *		launcher for one.  With notes (what the transaction made due), the
+ *		dispatchers of those partitions are woken and told how far back to
+ *		look; without, the leader only (it starts the family, watches the
+ *		deadlines when there is no housekeeper, and dispatches partition 0).
  *
  * Called after commit (see wakeup.c), so the worker's next look at the
  * tables sees what the transaction wrote.  The fast path takes the lock in
- * shared mode only.
+ * shared mode only.  While the family is starting (no number of partitions
+ * published yet) everyone is woken: a dispatcher's first read starts from
+ * the beginning anyway.
  */
 void
-tcc_wake_database_worker(Oid dboid)
+tcc_wake_database_worker(Oid dboid, const TccDueNotes *notes)
 {
 	TccWorkerSlot *slot;
 
@@ -197,13 +263,10 @@ tcc_wake_database_worker(Oid dboid)
 		(slot->state == TCC_SLOT_STARTING || slot->state == TCC_SLOT_IDLE ||
 		 slot->state == TCC_SLOT_WORKING))
 	{
-		int			i;
-
-		/* the work may be in any dispatcher's partition */
-		SetLatch(slot->latch);
-		for (i = 1; i < slot->ndispatchers; i++)
-			if (slot->dispatcher_latch[i] != NULL)
-				SetLatch(slot->dispatcher_latch[i]);
+		if (notes != NULL && notes->npartitions > 0 && slot->ndispatchers > 0)
+			wake_partitions(slot, notes);
+		else
+			SetLatch(slot->latch);
 		LWLockRelease(tcc_shared->lock);
 		return;
 	}
@@ -229,6 +292,26 @@ tcc_wake_database_worker(Oid dboid)
 	if (tcc_shared->launcher_latch != NULL)
 		SetLatch(tcc_shared->launcher_latch);
 	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_database_partitions
+ *		How many partitions the gids of database dboid are divided into now
+ *		(0: no family is running).  It may change before the caller's
+ *		transaction commits; tcc_wake_database_worker copes.
+ */
+int
+tcc_database_partitions(Oid dboid)
+{
+	TccWorkerSlot *slot;
+	int			n = 0;
+
+	LWLockAcquire(tcc_shared->lock, LW_SHARED);
+	slot = tcc_find_slot(dboid);
+	if (slot != NULL && slot->pid != 0)
+		n = slot->ndispatchers;
+	LWLockRelease(tcc_shared->lock);
+	return n;
 }
 
 /*

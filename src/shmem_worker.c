@@ -12,7 +12,9 @@
  * leader that is gone can neither join the next leader's family nor keep
  * serving a partition the next leader may have divided differently: it
  * sees itself orphaned (tcc_child_orphaned) at its next look and exits.
- * Everything is under the lock of shmem.c.
+ * Everything is under the lock of shmem.c, but the due times committing
+ * backends leave for the dispatchers (due_from, atomic: see
+ * tcc_take_due_from).
  *
  * src/shmem_worker.c
  *
@@ -116,6 +118,7 @@ bool
 tcc_worker_attach(Oid dboid)
 {
 	TccWorkerSlot *slot;
+	int			i;
 
 	LWLockAcquire(tcc_shared->lock, LW_EXCLUSIVE);
 	slot = tcc_find_slot(dboid);
@@ -137,6 +140,8 @@ tcc_worker_attach(Oid dboid)
 	slot->generation++;
 	end_children(slot);
 	slot->ndispatchers = 0;		/* until tcc_worker_set_family */
+	for (i = 0; i < TCC_MAX_DISPATCHERS; i++)
+		pg_atomic_write_u64(&slot->due_from[i], TCC_NO_DUE_KEY);
 	slot->dispatcher_pid[0] = MyProcPid;
 	slot->dispatcher_latch[0] = MyLatch;
 	my_slot = slot;
@@ -372,4 +377,24 @@ tcc_worker_count(uint64 succeeded, uint64 failed, int open_connections)
 		total += my_slot->dispatcher_connections[i];
 	my_slot->open_connections = total;
 	LWLockRelease(tcc_shared->lock);
+}
+
+/*
+ * tcc_take_due_from
+ *		The earliest due time of what transactions made due in this
+ *		dispatcher's partition since it last asked (DT_NOEND: nothing), and
+ *		forget it (see TccWorkerSlot.due_from).
+ *
+ * A transaction lowers the value after its commit is visible, so whatever
+ * it made due is seen by a read whose snapshot is taken after this.
+ */
+TimestampTz
+tcc_take_due_from(void)
+{
+	uint64		key;
+
+	Assert(my_slot != NULL && my_dispatcher >= 0);
+	key = pg_atomic_exchange_u64(&my_slot->due_from[my_dispatcher],
+								 TCC_NO_DUE_KEY);
+	return key == TCC_NO_DUE_KEY ? DT_NOEND : tcc_due_of_key(key);
 }

@@ -224,8 +224,12 @@ extern void tcc_stop_database_worker(Oid dboid);
 
 /* wakeup.c */
 extern void tcc_wake_worker_at_commit(void);
+extern void tcc_note_due_at_commit(const char *gid, TimestampTz due);
 extern void tcc_wake_waiters_at_commit(const char *gid);
 extern ConditionVariable *tcc_wait_variable(const char *gid);
+
+/* dispatch.c */
+extern int	tcc_gid_partition(const char *gid, int npartitions);
 
 /* launcher.c and worker.c: bgw_function_name entry points */
 extern PGDLLEXPORT void tcc_launcher_main(Datum main_arg);

@@ -13,6 +13,7 @@
 #ifndef TCC_SHMEM_H
 #define TCC_SHMEM_H
 
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
@@ -74,7 +75,39 @@ typedef struct TccWorkerSlot
 	int			dispatcher_connections[TCC_MAX_DISPATCHERS];
 	int			housekeeper_pid;
 	int			runners_per_dispatcher;
+
+	/*
+	 * For dispatcher k, the earliest due time of the branches that
+	 * transactions made due since it last looked (tcc_take_due_from), as a
+	 * tcc_due_key; TCC_NO_DUE_KEY when none.  Its reads go on from where the
+	 * last one stopped, and a transaction that committed late may have made
+	 * branches due behind that point: this says how far back to look.
+	 * Atomic, because committing backends lower it holding the lock only in
+	 * shared mode.
+	 */
+	pg_atomic_uint64 due_from[TCC_MAX_DISPATCHERS];
 } TccWorkerSlot;
+
+/*
+ * The due times in due_from, mapped to unsigned integers in the same
+ * order, so that an atomic compare-and-exchange can keep the earliest.
+ */
+#define TCC_NO_DUE_KEY		PG_UINT64_MAX
+#define tcc_due_key(ts)		((uint64) (ts) ^ (UINT64CONST(1) << 63))
+#define tcc_due_of_key(k)	((TimestampTz) ((k) ^ (UINT64CONST(1) << 63)))
+
+/*
+ * What a committing transaction made due, for tcc_wake_database_worker:
+ * the earliest due time per partition, for npartitions partitions (0 when
+ * nothing was noted), and over all of them, for when the family's number
+ * of partitions changed since.  DT_NOEND: nothing.
+ */
+typedef struct TccDueNotes
+{
+	int			npartitions;
+	TimestampTz from[TCC_MAX_DISPATCHERS];
+	TimestampTz earliest;
+} TccDueNotes;
 
 /* what tcc_child_attach says */
 typedef enum TccChildAttach
@@ -92,7 +125,8 @@ extern void tcc_launcher_worker_gone(Oid dboid);
 
 /* backends, at commit (wakeup.c) */
 extern bool tcc_shmem_present(void);
-extern void tcc_wake_database_worker(Oid dboid);
+extern void tcc_wake_database_worker(Oid dboid, const TccDueNotes *notes);
+extern int	tcc_database_partitions(Oid dboid);
 extern ConditionVariable *tcc_wait_bucket_variable(int bucket);
 
 /* a worker */
@@ -106,6 +140,7 @@ extern TccChildAttach tcc_child_attach(Oid dboid, uint32 generation,
 extern bool tcc_child_orphaned(void);
 extern void tcc_worker_mark_absent(void);
 extern void tcc_worker_set_state(TccSlotState state);
+extern TimestampTz tcc_take_due_from(void);
 extern void tcc_worker_count(uint64 succeeded, uint64 failed,
 							 int open_connections);
 

@@ -34,9 +34,12 @@
 #include "tcc.h"
 #include "tcc_shmem.h"
 
-/* whether the current transaction created work for the worker */
+/* whether the current transaction asked for the worker to be woken */
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
+
+/* what the current transaction made due, per partition (TccDueNotes) */
+static TccDueNotes due_at_commit = {0};
 
 /* the tcc.wait buckets to broadcast when the current transaction commits */
 static uint64 waiters_at_commit[TCC_WAIT_BUCKETS / 64];
@@ -65,6 +68,7 @@ static void
 forget_at_commit(void)
 {
 	wake_at_commit = false;
+	due_at_commit.npartitions = 0;
 	if (any_waiters_at_commit)
 	{
 		memset(waiters_at_commit, 0, sizeof(waiters_at_commit));
@@ -89,8 +93,10 @@ tcc_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_at_commit && tcc_shmem_present())
-				tcc_wake_database_worker(MyDatabaseId);
+			if (due_at_commit.npartitions > 0)
+				tcc_wake_database_worker(MyDatabaseId, &due_at_commit);
+			else if (wake_at_commit)
+				tcc_wake_database_worker(MyDatabaseId, NULL);
 			if (any_waiters_at_commit && tcc_shmem_present())
 				wake_waiters();
 			forget_at_commit();
@@ -134,6 +140,46 @@ tcc_wake_worker_at_commit(void)
 		return;
 	register_xact_callback();
 	wake_at_commit = true;
+}
+
+/*
+ * tcc_note_due_at_commit
+ *		Branches of gid become due at due when the current transaction
+ *		commits: have the dispatcher of gid's partition woken then, and told
+ *		to read from due on, even if it has read past that point already.
+ *
+ * A dispatcher reads on from where its last read stopped (dispatch.c),
+ * and the branches of a transaction that commits after such a read may be
+ * due before that point (now() is when the transaction started): without
+ * this they would be found only by a read that starts from the beginning.
+ * Without a family running (or shared memory) the first read of the next
+ * one starts from the beginning, and nothing needs to be noted.
+ */
+void
+tcc_note_due_at_commit(const char *gid, TimestampTz due)
+{
+	int			k;
+
+	if (!tcc_shmem_present())
+		return;
+	register_xact_callback();
+	if (due_at_commit.npartitions == 0)
+	{
+		int			n = tcc_database_partitions(MyDatabaseId);
+
+		if (n == 0)
+		{
+			wake_at_commit = true;	/* have one started, at least */
+			return;
+		}
+		due_at_commit.npartitions = n;
+		for (k = 0; k < TCC_MAX_DISPATCHERS; k++)
+			due_at_commit.from[k] = DT_NOEND;
+		due_at_commit.earliest = DT_NOEND;
+	}
+	k = tcc_gid_partition(gid, due_at_commit.npartitions);
+	due_at_commit.from[k] = Min(due_at_commit.from[k], due);
+	due_at_commit.earliest = Min(due_at_commit.earliest, due);
 }
 
 /*

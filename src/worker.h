@@ -42,10 +42,22 @@ extern void tcc_init_bgworker(BackgroundWorker *worker, const char *function,
 extern int	tcc_family_start(void);
 extern bool tcc_family_watch(TimestampTz *next_at);
 
+/*
+ * A position in the order of the due index, (next_attempt_at, gid, seq):
+ * a read "from" a position reads the rows after it.  DT_NOBEGIN with an
+ * empty gid is before every row.
+ */
+typedef struct TccDuePos
+{
+	TimestampTz due;
+	char		gid[TCC_MAX_ID_LEN + 1];
+	int32		seq;
+} TccDuePos;
+
 /* dispatch.c */
 extern MemoryContext tcc_calls_context;
 extern void tcc_dispatch_init(int partition, int partitions);
-extern void tcc_dispatch_rescan(void);
+extern void tcc_due_pos_lower(TccDuePos *pos, const TccDuePos *to);
 extern void tcc_add_call(List **list, TccCall *call);
 extern void tcc_free_call(TccCall *call);
 extern bool tcc_dispatch(List **done, TimestampTz *wake_at);
@@ -59,9 +71,13 @@ typedef struct TccCallQueue
 
 /* owners.c */
 extern void tcc_owners_init(void);
-extern struct ArrayType *tcc_owners_at_limit(void);
-extern bool tcc_owners_any_at_limit(void);
-extern bool tcc_owner_take(Oid owner);
+extern struct ArrayType *tcc_owners_passed_over(void);
+extern bool tcc_owner_take(Oid owner, const TccDuePos *row);
+extern void tcc_owners_rewind(const TccDuePos *pos);
+extern int	tcc_owners_behind(Oid **owners);
+extern int	tcc_owner_room(Oid owner, TccDuePos *from);
+extern void tcc_owner_read_behind(Oid owner, const TccDuePos *last,
+								  bool at_end);
 extern void tcc_owner_release(TccCall *call);
 extern void tcc_owner_queue_remote(TccCall *call);
 extern void tcc_owners_send(List **done);

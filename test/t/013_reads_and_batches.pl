@@ -1,0 +1,143 @@
+# test/t/013_reads_and_batches.pl: how a dispatcher reads the due rows and
+# how a runner batches local actions (src/dispatch.c, src/local.c).
+#
+#   1. Each due row is read once.  5,000 transactions of two local
+#      branches, committed at once by one client transaction, drain with
+#      the due query returning about one row per branch (pg_stat_statements
+#      counts them), where reads that started from the beginning after
+#      every short read returned each in-flight row again and again.
+#   2. A batch does not wait on a lock for its other actions.  One runner,
+#      three transactions of one local branch each, found together and so
+#      run in one batch: the second's action needs a row a session holds.
+#      The first is confirmed while the row is still held (before, the
+#      whole batch waited with the second, and the first was confirmed only
+#      once the row was released); once released, all three are confirmed
+#      with one attempt each, and each effect happened once.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use TccTest;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = tcc_cluster(
+	'coordinator',
+	[
+		'shared_preload_libraries' => 'tcc,pg_stat_statements',
+		'pg_stat_statements.track' => 'all',
+		# reads from the beginning once per ten naptimes only
+		'tcc.naptime' => '1s',
+		'tcc.retry_base' => '50ms',
+		'tcc.call_timeout' => '30s',
+		'tcc.dispatchers' => '1',
+		'tcc.local_processes' => '1',
+		'max_worker_processes' => '16'
+	]);
+$node->safe_psql(
+	'postgres', q{
+CREATE EXTENSION tcc;
+CREATE EXTENSION pg_stat_statements;
+CREATE TABLE effect (gid text, branch_id text);
+CREATE TABLE held (id int PRIMARY KEY, n int NOT NULL);
+INSERT INTO held SELECT g, 0 FROM generate_series(1, 3) g;
+});
+
+# ------------------------------------------- 1. each due row is read once
+
+my $n = 5000;
+$node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
+$node->safe_psql(
+	'postgres', qq{
+DO \$\$
+BEGIN
+	FOR i IN 1..$n LOOP
+		PERFORM tcc.begin('r-' || i);
+		PERFORM tcc.register_branch('r-' || i, NULL,
+			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
+		PERFORM tcc.register_branch('r-' || i, NULL,
+			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'b');
+		PERFORM tcc.commit('r-' || i);
+	END LOOP;
+END \$\$;
+});
+polled_is(
+	$node, 'postgres', q{
+SELECT count(*) FROM tcc.transactions
+ WHERE gid LIKE 'r-%' AND status = 'confirmed'}, $n, 120,
+	"reads: the $n transactions are confirmed");
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*), count(DISTINCT (gid, branch_id)) FROM effect
+ WHERE gid LIKE 'r-%'}),
+	2 * $n . '|' . 2 * $n,
+	'reads: every branch had its effect exactly once');
+my $rows = $node->safe_psql(
+	'postgres', q{
+SELECT coalesce(sum(rows), 0) FROM pg_stat_statements
+ WHERE query LIKE '%FROM tcc.branch b%CROSS JOIN LATERAL%'});
+note("reads: the due query returned $rows rows for " . 2 * $n . " branches");
+cmp_ok($rows, '<=', 3 * $n,
+	'reads: the due query returned at most 1.5 rows per branch');
+
+# ------------------------------- 2. a batch does not wait on a lock for all
+
+my ($h, $out, $err) = start_psql($node, 'postgres', 'holder', q{
+BEGIN;
+SELECT 1 FROM held WHERE id = 2 FOR UPDATE;
+SELECT pg_sleep(10);
+COMMIT;
+});
+ok( ( poll_until(
+			$node, 'postgres', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE application_name = 'holder' AND query LIKE '%pg_sleep%'}, '1', 10))[0],
+	'batch: a session holds row 2 of held');
+
+my $t0 = time();
+$node->safe_psql(
+	'postgres', q{
+DO $$
+BEGIN
+	FOR i IN 1..3 LOOP
+		PERFORM tcc.begin('y' || i);
+		PERFORM tcc.register_branch('y' || i, NULL,
+			format('UPDATE held SET n = n + 1 WHERE id = %s', i),
+			'SELECT 1', NULL, 'b');
+		PERFORM tcc.commit('y' || i);
+	END LOOP;
+END $$;
+});
+ok( ( poll_until(
+			$node, 'postgres',
+			q{SELECT status FROM tcc.transactions WHERE gid = 'y1'},
+			'confirmed', 5))[0],
+	'batch: y1 is confirmed while row 2 is held');
+is( $node->safe_psql(
+		'postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'holder'}),
+	'1', 'batch: ... and the session still holds it');
+note(sprintf('batch: y1 confirmed %.1f s after the commit', time() - $t0));
+
+$h->finish;
+polled_is(
+	$node, 'postgres', q{
+SELECT string_agg(gid || ' ' || status, ', ' ORDER BY gid)
+  FROM tcc.transactions WHERE gid IN ('y1', 'y2', 'y3')},
+	'y1 confirmed, y2 confirmed, y3 confirmed', 20,
+	'batch: all three are confirmed once the row is released');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT string_agg(gid || ':' || attempts, ' ' ORDER BY gid)
+  FROM tcc.branches WHERE gid IN ('y1', 'y2', 'y3')}),
+	'y1:1 y2:1 y3:1',
+	'batch: one attempt each (the action that would have waited was not '
+	  . 'counted)');
+is($node->safe_psql('postgres', 'SELECT string_agg(n::text, \' \' ORDER BY id) FROM held'),
+	'1 1 1', 'batch: each effect happened once');
+
+$node->stop('immediate');
+done_testing();
