@@ -481,13 +481,14 @@ move_mark_back(const TccDuePos *pos)
 /*
  * read_due
  *		Read the next due rows of this partition, passing over those of the
- *		owners behind, and queue those not in flight yet.
+ *		owners behind, and queue those not in flight yet; noted is the
+ *		earliest due time committed transactions noted (DT_NOEND: none).
  */
 static void
-read_due(List **done)
+read_due(TimestampTz noted, List **done)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TccDuePos	pos = {DT_NOEND, "", PG_INT32_MIN};
+	TccDuePos	pos = {noted, "", PG_INT32_MIN};
 	uint64		nrows;
 	uint64		end;
 
@@ -499,8 +500,6 @@ read_due(List **done)
 		pos.due = DT_NOBEGIN;
 		read_all_at = now;
 	}
-	else
-		pos.due = tcc_take_due_from();
 	if (pos.due != DT_NOEND)
 		move_mark_back(&pos);
 
@@ -600,10 +599,17 @@ next_retry_at(void)
 bool
 tcc_dispatch(List **done, TimestampTz *wake_at)
 {
+	/*
+	 * What transactions noted is taken before the round's snapshot: one
+	 * that notes after this is visible to the snapshot, or taken next time
+	 * (a transaction notes once its commit is visible).
+	 */
+	TimestampTz noted = tcc_take_due_from();
+
 	if (!tcc_begin_round("sending due actions"))
 		return false;
 	more_due = false;
-	read_due(done);
+	read_due(noted, done);
 	read_behind(done);
 	tcc_owners_send(done);		/* in a transaction: it reads catalogs */
 	tcc_lower_time(wake_at, next_retry_at());

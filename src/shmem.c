@@ -164,8 +164,9 @@ lower_due_from(TccWorkerSlot *slot, int k, TimestampTz due)
  *		Tell the dispatchers of slot what the committed transaction made due
  *		in their partitions (see TccWorkerSlot.due_from), and set their
  *		latches; nobody else's.  With a number of partitions other than the
- *		family's (it was restarted with another tcc.dispatchers since), every
- *		dispatcher is told the earliest of all.
+ *		family's (unknown when the transaction noted, or the family was
+ *		restarted with another tcc.dispatchers since), every dispatcher is
+ *		told the earliest of all.
  */
 static void
 wake_partitions(TccWorkerSlot *slot, const TccDueNotes *notes)
@@ -249,8 +250,9 @@ request_slot(Oid dboid, TimestampTz not_before)
  * Called after commit (see wakeup.c), so the worker's next look at the
  * tables sees what the transaction wrote.  The fast path takes the lock in
  * shared mode only.  While the family is starting (no number of partitions
- * published yet) everyone is woken: a dispatcher's first read starts from
- * the beginning anyway.
+ * published yet) only the leader is woken: every dispatcher's first read,
+ * after the number is published and so after this commit is visible,
+ * starts from the beginning.
  */
 void
 tcc_wake_database_worker(Oid dboid, const TccDueNotes *notes)
@@ -263,7 +265,7 @@ tcc_wake_database_worker(Oid dboid, const TccDueNotes *notes)
 		(slot->state == TCC_SLOT_STARTING || slot->state == TCC_SLOT_IDLE ||
 		 slot->state == TCC_SLOT_WORKING))
 	{
-		if (notes != NULL && notes->npartitions > 0 && slot->ndispatchers > 0)
+		if (notes != NULL && notes->noted && slot->ndispatchers > 0)
 			wake_partitions(slot, notes);
 		else
 			SetLatch(slot->latch);

@@ -98,12 +98,14 @@ typedef struct TccWorkerSlot
 
 /*
  * What a committing transaction made due, for tcc_wake_database_worker:
- * the earliest due time per partition, for npartitions partitions (0 when
- * nothing was noted), and over all of them, for when the family's number
- * of partitions changed since.  DT_NOEND: nothing.
+ * the earliest due time over all partitions and, when the number of
+ * partitions was known (npartitions, else 0), per partition; the earliest
+ * is for every dispatcher when the number was not known or has changed
+ * since.  DT_NOEND: nothing.
  */
 typedef struct TccDueNotes
 {
+	bool		noted;			/* anything at all */
 	int			npartitions;
 	TimestampTz from[TCC_MAX_DISPATCHERS];
 	TimestampTz earliest;

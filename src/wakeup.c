@@ -68,7 +68,7 @@ static void
 forget_at_commit(void)
 {
 	wake_at_commit = false;
-	due_at_commit.npartitions = 0;
+	due_at_commit.noted = false;
 	if (any_waiters_at_commit)
 	{
 		memset(waiters_at_commit, 0, sizeof(waiters_at_commit));
@@ -93,7 +93,7 @@ tcc_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (due_at_commit.npartitions > 0)
+			if (due_at_commit.noted)
 				tcc_wake_database_worker(MyDatabaseId, &due_at_commit);
 			else if (wake_at_commit)
 				tcc_wake_database_worker(MyDatabaseId, NULL);
@@ -152,8 +152,10 @@ tcc_wake_worker_at_commit(void)
  * and the branches of a transaction that commits after such a read may be
  * due before that point (now() is when the transaction started): without
  * this they would be found only by a read that starts from the beginning.
- * Without a family running (or shared memory) the first read of the next
- * one starts from the beginning, and nothing needs to be noted.
+ * The partition is the one of the family running now; when none runs (it
+ * is being restarted) only the earliest time is kept, which every
+ * dispatcher of the family running at commit is told, since its first
+ * reads may have been made before this commits.
  */
 void
 tcc_note_due_at_commit(const char *gid, TimestampTz due)
@@ -163,23 +165,20 @@ tcc_note_due_at_commit(const char *gid, TimestampTz due)
 	if (!tcc_shmem_present())
 		return;
 	register_xact_callback();
-	if (due_at_commit.npartitions == 0)
+	if (!due_at_commit.noted)
 	{
-		int			n = tcc_database_partitions(MyDatabaseId);
-
-		if (n == 0)
-		{
-			wake_at_commit = true;	/* have one started, at least */
-			return;
-		}
-		due_at_commit.npartitions = n;
+		due_at_commit.noted = true;
+		due_at_commit.npartitions = tcc_database_partitions(MyDatabaseId);
 		for (k = 0; k < TCC_MAX_DISPATCHERS; k++)
 			due_at_commit.from[k] = DT_NOEND;
 		due_at_commit.earliest = DT_NOEND;
 	}
-	k = tcc_gid_partition(gid, due_at_commit.npartitions);
-	due_at_commit.from[k] = Min(due_at_commit.from[k], due);
 	due_at_commit.earliest = Min(due_at_commit.earliest, due);
+	if (due_at_commit.npartitions > 0)
+	{
+		k = tcc_gid_partition(gid, due_at_commit.npartitions);
+		due_at_commit.from[k] = Min(due_at_commit.from[k], due);
+	}
 }
 
 /*
