@@ -29,11 +29,11 @@
  * objects, LISTEN, cursors, sequence state.  The cached plans are kept:
  * they are not something an action sets, only what the participant's
  * functions (the fence's included) learnt of how to run their statements,
- * and dropping them made every call parse and plan all of them again,
- * which cost the participant more than the action itself.  (DISCARD ALL
- * could not be sent in one transaction with the others anyway: it refuses
- * to run in a transaction block.)  The reset is an item of the connection's queue
- * like a call, and its results are read in turn; it has the deadline a call
+ * and dropping them made every call parse and plan all of them again.
+ * (An action cannot leave a transaction block open for the reset to run
+ * in: action SQL that is a transaction statement is refused when it is
+ * registered.)  The reset is an item of the connection's queue like a
+ * call, and its results are read in turn; it has the deadline a call
  * has when it reaches the head.  The call's outcome was decided at its own
  * Sync; a reset that fails, returns anything unexpected or times out only
  * closes the connection, so that a dirty session is never used again (the

@@ -13,6 +13,13 @@
 #      whole batch waited with the second, and the first was confirmed only
 #      once the row was released); once released, all three are confirmed
 #      with one attempt each, and each effect happened once.
+#   3. A commit during a restart of the family is found at once.  A client
+#      transaction commits a local transaction (tcc.commit) while no
+#      worker runs (the leader was terminated, and is started again 5 s
+#      later), and commits its own transaction only once the new family
+#      has made its first read.  The branch is confirmed within 3 s of that
+#      commit (before, what it noted was dropped, and it waited for the read
+#      from the beginning ten naptimes later).
 use strict;
 use warnings;
 
@@ -138,6 +145,38 @@ SELECT string_agg(gid || ':' || attempts, ' ' ORDER BY gid)
 	  . 'counted)');
 is($node->safe_psql('postgres', 'SELECT string_agg(n::text, \' \' ORDER BY id) FROM held'),
 	'1 1 1', 'batch: each effect happened once');
+
+# --------------------------- 3. a commit during a restart of the family
+
+my $leader = q{SELECT pid FROM pg_stat_activity
+ WHERE backend_type = 'tcc worker' AND datname = 'postgres'};
+my $old_pid = $node->safe_psql('postgres', $leader);
+like($old_pid, qr/^\d+$/, 'restart: the leader runs');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($old_pid)");
+ok( ( poll_until($node, 'postgres', "SELECT count(*) FROM ($leader) l", '0',
+			10))[0],
+	'restart: the leader is gone');
+my ($hl, $outl, $errl) = start_psql($node, 'postgres', 'late', q{
+BEGIN;
+SELECT tcc.begin('late');
+SELECT tcc.register_branch('late', NULL,
+	'INSERT INTO effect VALUES ($1, $2)', 'SELECT 1', NULL, 'b');
+SELECT tcc.commit('late');
+SELECT pg_sleep(9);
+COMMIT;
+});
+$hl->finish;
+my $committed = time();
+is($$errl, '', 'restart: the client committed');
+my $new_pid = $node->safe_psql('postgres', $leader);
+ok($new_pid =~ /^\d+$/ && $new_pid ne $old_pid,
+	'restart: a new leader ran before the client committed');
+ok( ( poll_until(
+			$node, 'postgres',
+			q{SELECT status FROM tcc.transactions WHERE gid = 'late'},
+			'confirmed', 3))[0],
+	'restart: the transaction committed meanwhile is confirmed within 3 s');
+note(sprintf('restart: confirmed %.1f s after the commit', time() - $committed));
 
 $node->stop('immediate');
 done_testing();
