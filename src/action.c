@@ -46,6 +46,7 @@
 #include "catalog/pg_db_role_setting.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -328,23 +329,41 @@ server_search_path_value(void)
  *		start with: the setting for the role in this database, for the role,
  *		for this database, for every role (PostgreSQL's own order of
  *		precedence), else the server's.
+ *
+ * Found once per transaction and owner: a runner's batch is one
+ * transaction of one owner's actions, and the lookup (up to four index
+ * scans of pg_db_role_setting, which has no syscache to say when it
+ * changed) cost each action of it as much as a statement.  A setting
+ * committed while a batch runs applies from the next batch on, as it
+ * applies to sessions that start after it.
  */
 static const char *
 action_search_path(Oid owner)
 {
+	static LocalTransactionId path_lxid = InvalidLocalTransactionId;
+	static Oid	path_owner = InvalidOid;
+	static char *path_found = NULL; /* in TopTransactionContext */
 	const Oid	levels[4][2] = {
 		{MyDatabaseId, owner}, {InvalidOid, owner},
 		{MyDatabaseId, InvalidOid}, {InvalidOid, InvalidOid}
 	};
-	Relation	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
+	Relation	rel;
 	const char *path = NULL;
 	int			i;
 
+	if (path_lxid == MyProc->lxid && path_owner == owner)
+		return path_found;
+
+	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
 	for (i = 0; i < lengthof(levels) && path == NULL; i++)
 		path = configured_search_path(rel, levels[i][0], levels[i][1]);
 	table_close(rel, AccessShareLock);
 
-	return path ? path : server_search_path_value();
+	path_found = MemoryContextStrdup(TopTransactionContext,
+									 path ? path : server_search_path_value());
+	path_owner = owner;
+	path_lxid = MyProc->lxid;
+	return path_found;
 }
 
 /*
