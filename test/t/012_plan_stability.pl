@@ -37,20 +37,7 @@ $node->safe_psql('part', 'CREATE TABLE effect (gid text, branch_id text)');
 sub queue
 {
 	my ($db, $prefix, $n) = @_;
-	$node->safe_psql(
-		$db, qq{
-DO \$\$
-BEGIN
-	FOR i IN 1..$n LOOP
-		PERFORM tcc.begin('$prefix-' || i);
-		PERFORM tcc.register_branch('$prefix-' || i, 'part',
-			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
-		PERFORM tcc.register_branch('$prefix-' || i, 'part',
-			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'b');
-		PERFORM tcc.commit('$prefix-' || i);
-	END LOOP;
-END \$\$;
-});
+	$node->safe_psql($db, queue_sql($prefix, $n, 'part'));
 }
 
 # drained(db, prefix, n, seconds, label): the assertion that the n

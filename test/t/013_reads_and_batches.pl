@@ -57,20 +57,7 @@ INSERT INTO held SELECT g, 0 FROM generate_series(1, 3) g;
 
 my $n = 5000;
 $node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
-$node->safe_psql(
-	'postgres', qq{
-DO \$\$
-BEGIN
-	FOR i IN 1..$n LOOP
-		PERFORM tcc.begin('r-' || i);
-		PERFORM tcc.register_branch('r-' || i, NULL,
-			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
-		PERFORM tcc.register_branch('r-' || i, NULL,
-			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'b');
-		PERFORM tcc.commit('r-' || i);
-	END LOOP;
-END \$\$;
-});
+$node->safe_psql('postgres', queue_sql('r', $n, undef));
 polled_is(
 	$node, 'postgres', q{
 SELECT count(*) FROM tcc.transactions

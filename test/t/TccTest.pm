@@ -45,6 +45,7 @@ our @EXPORT = qw(
   inventory_row
   branches_of
   status_sql
+  queue_sql
   join_sorted
   server_processes_gone
   kill9_and_restart
@@ -209,6 +210,29 @@ sub status_sql
 	my $list = join(',', map { "'$_'" } @gids);
 	return "SELECT string_agg(gid || ':' || status, ',' ORDER BY gid)"
 	  . " FROM tcc.transactions WHERE gid IN ($list)";
+}
+
+# queue_sql(prefix, n, server): SQL that commits, in one client
+# transaction, n global transactions prefix-1 .. prefix-n of two branches,
+# a and b, on server (undef: local), whose confirm records its gid and
+# branch id in table effect
+sub queue_sql
+{
+	my ($prefix, $n, $server) = @_;
+	my $srv = defined $server ? "'$server'" : 'NULL';
+	return qq{
+DO \$\$
+BEGIN
+	FOR i IN 1..$n LOOP
+		PERFORM tcc.begin('$prefix-' || i);
+		PERFORM tcc.register_branch('$prefix-' || i, $srv,
+			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
+		PERFORM tcc.register_branch('$prefix-' || i, $srv,
+			'INSERT INTO effect VALUES (\$1, \$2)', 'SELECT 1', NULL, 'b');
+		PERFORM tcc.commit('$prefix-' || i);
+	END LOOP;
+END \$\$;
+};
 }
 
 # join_sorted(hash[, map]): "key:value,..." sorted by key, as ORDER BY
