@@ -530,9 +530,12 @@ read_behind(List **done)
 {
 	Oid		   *owners;
 	int			nowners = tcc_owners_behind(&owners);
-	ArrayType  *none = construct_empty_array(OIDOID);
+	ArrayType  *none;
 	int			i;
 
+	if (nowners == 0)
+		return;					/* the common case: nobody is behind */
+	none = construct_empty_array(OIDOID);
 	for (i = 0; i < nowners; i++)
 	{
 		TccDuePos	from;
