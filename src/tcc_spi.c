@@ -19,6 +19,15 @@
  * picked instead of the built-in one.  The plans are prepared once per
  * backend and kept.
  *
+ * Plans that cannot go bad.  Every statement of tcc's finds its rows
+ * through an index, and is planned with enable_seqscan off, so that no
+ * statistics make it scan a table instead.  A kept plan is built once, and
+ * a generic plan is built from the statistics of that moment: one built
+ * while the tables were empty (or analyzed when they were) scans the table,
+ * and did so for every registration of a transaction that registered
+ * thousands, each scan longer than the last, until an ANALYZE replaced the
+ * plan; in a transaction that made those rows itself, never.
+ *
  * src/tcc_spi.c
  *
  *-------------------------------------------------------------------------
@@ -88,7 +97,8 @@ tcc_extension_owner(void)
 
 /*
  * tcc_spi_begin
- *		Connect to SPI as the extension's owner with a safe search_path.
+ *		Connect to SPI as the extension's owner with a safe search_path,
+ *		and with table scans disabled (see the header).
  *
  * The caller's role is kept in session->caller for permission checks.  On
  * error there is nothing to undo by hand: transaction (or subtransaction)
@@ -109,6 +119,10 @@ tcc_spi_begin(TccSpiSession *session)
 
 	session->save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* planned now or later, a plan uses the indexes (see the header) */
+	(void) set_config_option("enable_seqscan", "off",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 
