@@ -163,10 +163,13 @@ run_one(TccCall *call, bool first)
 	if (call->error && GetMemoryChunkContext(call->error) != tcc_calls_context)
 		call->error = MemoryContextStrdup(tcc_calls_context, call->error);
 
-	/* the row is ours already, so this cannot find it busy */
+	/*
+	 * The row has been ours since it was read: the outcome goes into what
+	 * was read then, with no second lock.
+	 */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	(void) tcc_record_outcome(call);
+	tcc_record_locked_outcome(&tx, call);
 	SPI_finish();
 
 	return call->outcome == TCC_CALL_DONE ? LOCAL_SUCCEEDED : LOCAL_FAILED;

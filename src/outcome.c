@@ -313,18 +313,31 @@ tcc_record_outcome(TccCall *call)
 		case GLOBAL_LOCKED:
 			break;
 	}
+	tcc_record_locked_outcome(&tx, call);
+	return true;
+}
 
+/*
+ * tcc_record_locked_outcome
+ *		Record call's outcome in tx, which the current transaction has
+ *		locked and read since (a local action's batch, local.c, locks the
+ *		row before the action runs and holds it until it commits).
+ */
+void
+tcc_record_locked_outcome(GlobalTx *tx, TccCall *call)
+{
+	Assert(IsTransactionState());
+	Assert(tx->locked);
 	if (call->outcome == TCC_CALL_DONE)
 	{
-		record_success(&tx, call);
+		record_success(tx, call);
 		calls_succeeded++;
 	}
 	else
 	{
-		record_failure(&tx, call);
+		record_failure(tx, call);
 		calls_failed++;
 	}
-	return true;
 }
 
 /*

@@ -16,6 +16,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "state.h"
 #include "tcc.h"
 
 /*
@@ -91,6 +92,7 @@ extern int	tcc_queue_length(TccCallQueue *queue);
 extern void tcc_take_call_counts(uint64 *succeeded, uint64 *failed);
 extern void tcc_add_call_counts(uint64 succeeded, uint64 failed);
 extern bool tcc_record_outcome(TccCall *call);
+extern void tcc_record_locked_outcome(GlobalTx *tx, TccCall *call);
 extern List *tcc_record_outcomes(List *done);
 
 /* housekeeping.c */
