@@ -165,10 +165,8 @@ run_one(TccCall *call, bool first)
 
 	/*
 	 * The row has been ours since it was read: the outcome goes into what
-	 * was read then, with no second lock.  The action itself could change
-	 * the row only through tcc's functions, and none of them changes a
-	 * transaction that is confirming or cancelling (a new one that does
-	 * must make this read the row again).
+	 * was read then, with no second lock, unless the action may have
+	 * changed it (see tcc_record_locked_outcome).
 	 */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -319,15 +319,27 @@ tcc_record_outcome(TccCall *call)
 
 /*
  * tcc_record_locked_outcome
- *		Record call's outcome in tx, which the current transaction has
- *		locked and read since (a local action's batch, local.c, locks the
- *		row before the action runs and holds it until it commits).
+ *		Record call's outcome in tx, which the current transaction locked
+ *		and read before call's action ran (a local action's batch, local.c,
+ *		holds the row until it commits).
+ *
+ * No tcc function changes a transaction that is in the phase the call ran
+ * in, so what was read then is what the row holds.  A transaction that was
+ * not (a TCC transaction failed by another branch while this one still
+ * ran) the action itself may have changed, by calling tcc.retry on it: that
+ * one is read again, under the lock already held, and the outcome recorded
+ * against what the action left.
  */
 void
 tcc_record_locked_outcome(GlobalTx *tx, TccCall *call)
 {
 	Assert(IsTransactionState());
 	Assert(tx->locked);
+	if (!in_call_phase(tx, call))
+	{
+		(void) tcc_record_outcome(call);
+		return;
+	}
 	if (call->outcome == TCC_CALL_DONE)
 	{
 		record_success(tx, call);

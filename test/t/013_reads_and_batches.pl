@@ -20,6 +20,15 @@
 #      has made its first read.  The branch is confirmed within 3 s of that
 #      commit (before, what it noted was dropped, and it waited for the read
 #      from the beginning ten naptimes later).
+#   4. An action that changes its own transaction is recorded against what
+#      it left.  A TCC transaction fails on its first branch (a permanent
+#      error, 42501, that the action raises only the first time); its
+#      second branch's confirm, run after that, calls tcc.retry on it and
+#      returns false, its last attempt (tcc.max_attempts = 1).  The retry
+#      made the transaction confirming again, and so the failed second
+#      branch must fail it again: it ends failed, to be retried.  (Recorded
+#      against the row as read before the action, failed, it stayed
+#      confirming for good, with nothing that would ever run.)
 use strict;
 use warnings;
 
@@ -164,6 +173,40 @@ ok( ( poll_until(
 			'confirmed', 3))[0],
 	'restart: the transaction committed meanwhile is confirmed within 3 s');
 note(sprintf('restart: confirmed %.1f s after the commit', time() - $committed));
+
+# ------------------- 4. an action that changes its own transaction
+ok(set_conf($node, 'tcc.max_attempts', '1', '1'),
+	'own change: tcc.max_attempts is 1');
+$node->safe_psql(
+	'postgres', q{
+CREATE SEQUENCE first_runs;
+CREATE FUNCTION fail_first_time() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	IF nextval('first_runs') = 1 THEN
+		RAISE EXCEPTION 'not this time' USING ERRCODE = '42501';
+	END IF;
+END $$;
+BEGIN;
+SELECT tcc.begin('own');
+SELECT tcc.register_branch('own', NULL, 'SELECT fail_first_time()',
+	'SELECT 1', NULL, 'a');
+SELECT tcc.register_branch('own', NULL, 'SELECT tcc.retry($1) IS NULL',
+	'SELECT 1', NULL, 'b');
+SELECT tcc.commit('own');
+COMMIT;
+});
+ok( ( poll_until(
+			$node, 'postgres',
+			q{SELECT status FROM tcc.transactions WHERE gid = 'own'},
+			'failed', 30))[0],
+	'own change: the transaction the second branch failed after its retry '
+	  . 'ends failed, not confirming with nothing to run');
+is( $node->safe_psql(
+		'postgres', q{SELECT last_value, is_called FROM first_runs}),
+	'1|t', 'own change: the first branch ran once, before the second');
+is(branches_of($node, 'own'), 'a:confirming,b:failed',
+	'own change: the first branch is to run again (the retry), the second '
+	  . 'failed');
 
 $node->stop('immediate');
 done_testing();
