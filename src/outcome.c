@@ -292,6 +292,27 @@ record_failure(GlobalTx *tx, TccCall *call)
 }
 
 /*
+ * record_in
+ *		Record call's outcome in tx, locked and read by the current
+ *		transaction.
+ */
+static void
+record_in(GlobalTx *tx, TccCall *call)
+{
+	Assert(tx->locked);
+	if (call->outcome == TCC_CALL_DONE)
+	{
+		record_success(tx, call);
+		calls_succeeded++;
+	}
+	else
+	{
+		record_failure(tx, call);
+		calls_failed++;
+	}
+}
+
+/*
  * tcc_record_outcome
  *		Record one call's outcome, locking its transaction first as the SQL
  *		API does; false when the transaction's row is busy and the outcome
@@ -313,7 +334,7 @@ tcc_record_outcome(TccCall *call)
 		case GLOBAL_LOCKED:
 			break;
 	}
-	tcc_record_locked_outcome(&tx, call);
+	record_in(&tx, call);
 	return true;
 }
 
@@ -337,19 +358,13 @@ tcc_record_locked_outcome(GlobalTx *tx, TccCall *call)
 	Assert(tx->locked);
 	if (!in_call_phase(tx, call))
 	{
-		(void) tcc_record_outcome(call);
-		return;
+		GlobalLock	lock = tcc_lock_global_tx_nowait(call->gid, tx);
+
+		Assert(lock != GLOBAL_BUSY);	/* the row is ours */
+		if (lock != GLOBAL_LOCKED)
+			return;				/* nothing left to record it in */
 	}
-	if (call->outcome == TCC_CALL_DONE)
-	{
-		record_success(tx, call);
-		calls_succeeded++;
-	}
-	else
-	{
-		record_failure(tx, call);
-		calls_failed++;
-	}
+	record_in(tx, call);
 }
 
 /*
