@@ -88,6 +88,9 @@ const TccPin tcc_planner_pins[] = {
 	{NULL, NULL}
 };
 
+/* how long a dispatcher waits for more answers before recording them */
+#define TCC_GATHER_MS		1
+
 /* this worker's database, for messages */
 static char *my_database_name = NULL;
 
@@ -308,6 +311,32 @@ leader_duties(TimestampTz *wake_at)
 }
 
 /*
+ * gather_answers
+ *		Once a round has an answer, wait up to TCC_GATHER_MS for more answers
+ *		of the calls still in flight, so that the next round records several
+ *		outcomes rather than one.
+ *
+ * Every round costs two transactions and a read of the due rows, and a
+ * connection answers its pipelined calls one at a time: without this a
+ * round came for every answer (about 1.3 outcomes per round in a remote
+ * drain).  Nothing waits when no other call is in flight, so a lone call
+ * is recorded as soon as before; nor once the latch is set, which is new
+ * work.
+ */
+static void
+gather_answers(List **done)
+{
+	TimestampTz until;
+
+	if (*done == NIL)
+		return;
+	until = GetCurrentTimestamp() + TCC_GATHER_MS * 1000;
+	while (tcc_remote_in_flight() > 0 && !MyLatch->is_set &&
+		   GetCurrentTimestamp() < until)
+		tcc_remote_wait(1, done);
+}
+
+/*
  * tcc_dispatch_loop
  *		The loop of dispatcher partition of npartitions (0 is the leader).
  *
@@ -367,6 +396,7 @@ tcc_dispatch_loop(int partition, int npartitions)
 			tcc_worker_set_state(TCC_SLOT_IDLE);
 		MemoryContextSwitchTo(loop_context);
 		tcc_remote_wait(tcc_sleep_time(wake_at), &done);
+		gather_answers(&done);
 	}
 }
 
