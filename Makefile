@@ -10,6 +10,7 @@ OBJS = \
 	src/action.o \
 	src/action_sql.o \
 	src/args.o \
+	src/attempt.o \
 	src/branch.o \
 	src/cancel.o \
 	src/coordinator.o \

@@ -3,7 +3,7 @@
  * branch.c
  *	  The rows of a global transaction's branches, and every statement
  *	  that writes them: registration, the edges their transaction moves
- *	  them along (through state.c), the outcome of each attempt, and their
+ *	  them along (through state.c), and their
  *	  deletion with their transaction (the trigger tcc_delete_branches).
  *
  * Every statement here runs under the row lock of the branch's global
@@ -16,8 +16,8 @@
  * branch that is put in confirming or cancelling starts that phase, due
  * now, with tcc.max_attempts counting its attempts from zero; a branch put
  * in any other status is due never.  An attempt's outcome reschedules the
- * branch itself (tcc_record_attempt).  Whatever makes a branch due tells
- * its dispatcher at commit how far back to look (note_due).
+ * branch itself (attempt.c).  Whatever makes a branch due tells its
+ * dispatcher at commit how far back to look (tcc_note_due).
  *
  * src/branch.c
  *
@@ -134,14 +134,15 @@ tcc_insert_branch(GlobalTx *tx, const char *branch_id, const char *server,
 }
 
 /*
- * note_due
+ * tcc_note_due
  *		Branches of gid were put in status, due retry_in_ms after now()
  *		(never, when negative): have the dispatcher of their partition told
  *		at commit (tcc_note_due_at_commit).  The time noted is never later
  *		than the one written (interval arithmetic rounds to microseconds).
+ *		Every statement that makes a branch due calls this.
  */
-static void
-note_due(const char *gid, BranchStatus status, double retry_in_ms)
+void
+tcc_note_due(const char *gid, BranchStatus status, double retry_in_ms)
 {
 	if ((status != BRANCH_CONFIRMING && status != BRANCH_CANCELLING) ||
 		retry_in_ms < 0)
@@ -175,7 +176,7 @@ set_branches(GlobalTx *tx, BranchSet which, const char *branch_id,
 	if (tcc_spi_exec(&plans[which], set_branches_sql[which],
 					 3, argtypes, values, nulls, false, 0) == 0)
 		return false;
-	note_due(tx->gid, new_status, 0);
+	tcc_note_due(tx->gid, new_status, 0);
 	return true;
 }
 
@@ -199,67 +200,6 @@ void
 tcc_set_branch(GlobalTx *tx, const char *branch_id, BranchStatus new_status)
 {
 	(void) set_branches(tx, BRANCHES_ONE, branch_id, new_status);
-}
-
-/*
- * tcc_record_attempt
- *		Record the outcome of call's attempt on its branch of tx, which must
- *		still be in the status the call ran in: put the branch in new_status,
- *		due again in retry_in_ms (or never, when negative), with call's
- *		error when with_error (else the last error stays, for the views); false
- *		when the branch moved on meanwhile (a tcc.retry, a rollback while a
- *		try ran) and nothing was written.
- *
- * A try (CALL tcc.try, on a branch still registered) is not an attempt of
- * phase two, which is what tcc.max_attempts counts, so it leaves attempts
- * alone.  The caller holds the row lock of tx, call's transaction.
- */
-bool
-tcc_record_attempt(GlobalTx *tx, TccCall *call, BranchStatus new_status,
-				   double retry_in_ms, bool with_error)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		FLOAT8OID, BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[11];
-	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ',
-		'n', 'n', 'n', 'n', 'n'};
-	Assert(tx->locked && strcmp(tx->gid, call->gid) == 0);
-	values[0] = CStringGetTextDatum(call->gid);
-	values[1] = CStringGetTextDatum(call->branch_id);
-	values[2] = CStringGetTextDatum(tcc_branch_status_name(call->ran_in));
-	values[3] = CStringGetTextDatum(tcc_branch_status_name(new_status));
-	values[4] = Float8GetDatum(retry_in_ms);
-	nulls[4] = retry_in_ms < 0 ? 'n' : ' ';
-	values[5] = BoolGetDatum(with_error);
-	if (with_error)
-		tcc_error_params(call, &values[6], &nulls[6]);
-
-	if (tcc_spi_exec(&plan,
-					 "UPDATE tcc.branch"
-					 "   SET status = $4,"
-					 "       attempts = attempts +"
-					 "           CASE $3 WHEN 'registered' THEN 0"
-					 "           ELSE 1 END,"
-					 "       last_attempt_at = now(),"
-					 "       next_attempt_at ="
-					 "           now() + $5 * interval '1 millisecond',"
-					 "       last_error = CASE WHEN $6 THEN $7"
-					 "                    ELSE last_error END,"
-					 "       last_sqlstate = CASE WHEN $6 THEN $8"
-					 "                       ELSE last_sqlstate END,"
-					 "       last_detail = CASE WHEN $6 THEN $9"
-					 "                     ELSE last_detail END,"
-					 "       last_hint = CASE WHEN $6 THEN $10"
-					 "                   ELSE last_hint END,"
-					 "       last_context = CASE WHEN $6 THEN $11"
-					 "                      ELSE last_context END,"
-					 "       updated_at = now()"
-					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
-					 11, argtypes, values, nulls, false, 0) == 0)
-		return false;
-	note_due(call->gid, new_status, retry_in_ms);
-	return true;
 }
 
 /*
@@ -306,26 +246,56 @@ tcc_first_branch_in(const char *gid, BranchStatus status)
 }
 
 /*
- * tcc_branches_left
- *		Whether a branch of tx is still to run in its phase, whose branches
- *		end in status done.  Steps that never ran (skipped) and the saga
- *		step whose failure started the compensation (aborted) do not count.
+ * tcc_branches_left_in
+ *		For each of the n transactions txs, whose branches end their phase in
+ *		done[i], set left[i] to whether a branch is still to run in that
+ *		phase.  Steps that never ran (skipped) and the saga step whose
+ *		failure started the compensation (aborted) do not count.
+ *
+ * The look at each transaction is a LATERAL subquery with a LIMIT, which
+ * the planner cannot turn into a join: a lookup by the primary key's gid
+ * per transaction, whatever the statistics say.
  */
-bool
-tcc_branches_left(GlobalTx *tx, BranchStatus done)
+void
+tcc_branches_left_in(int n, GlobalTx **txs, const BranchStatus *done,
+					 bool *left)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[2];
+	const char **gids = palloc(n * sizeof(char *));
+	const char **dones = palloc(n * sizeof(char *));
+	uint64		nrows;
+	uint64		row;
+	int			i;
 
-	values[0] = CStringGetTextDatum(tx->gid);
-	values[1] = CStringGetTextDatum(tcc_branch_status_name(done));
-	return tcc_spi_exec(&plan,
-						"SELECT 1 FROM tcc.branch"
-						" WHERE gid = $1"
-						"   AND status NOT IN ('skipped', 'aborted', $2)"
-						" LIMIT 1",
-						2, argtypes, values, NULL, false, 1) == 1;
+	for (i = 0; i < n; i++)
+	{
+		gids[i] = txs[i]->gid;
+		dones[i] = tcc_branch_status_name(done[i]);
+		left[i] = false;
+	}
+	values[0] = tcc_text_array_param(gids, n);
+	values[1] = tcc_text_array_param(dones, n);
+	nrows = tcc_spi_exec(&plan,
+						 "SELECT t.i"
+						 "  FROM unnest($1, $2) WITH ORDINALITY"
+						 "       AS t(gid, done, i)"
+						 " CROSS JOIN LATERAL"
+						 "       (SELECT 1 FROM tcc.branch b"
+						 "         WHERE b.gid = t.gid"
+						 "           AND b.status NOT IN ('skipped', 'aborted',"
+						 "                                t.done)"
+						 "         LIMIT 1) l",
+						 2, argtypes, values, NULL, false, 0);
+	for (row = 0; row < nrows; row++)
+	{
+		bool		isnull;
+		int64		ord = DatumGetInt64(tcc_spi_getdatum(row, 1, &isnull));
+
+		Assert(ord >= 1 && ord <= n);
+		left[ord - 1] = true;
+	}
 }
 
 /*

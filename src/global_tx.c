@@ -178,39 +178,105 @@ tcc_lock_global_tx(TccSpiSession *session, const char *gid, GlobalTx *tx)
 }
 
 /*
- * tcc_lock_global_tx_nowait
- *		Lock and read global transaction gid's row for the worker, without
- *		waiting: the second lock mode.
+ * gid_index
+ *		The index of gid among the n gids, sorted by strcmp.
+ */
+static int
+gid_index(const char *gid, const char *const *gids, int n)
+{
+	int			lo = 0;
+	int			hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			cmp = strcmp(gid, gids[mid]);
+
+		if (cmp == 0)
+			return mid;
+		if (cmp < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	elog(ERROR, "global transaction \"%s\" was not asked for", gid);
+	return -1;					/* keep the compiler quiet */
+}
+
+/*
+ * tcc_lock_global_txs_nowait
+ *		Lock and read the rows of the n global transactions gids (sorted by
+ *		strcmp, no two alike) for the worker, without waiting: the second
+ *		lock mode.  locks[i] says what became of gids[i], and txs[i] is its
+ *		row when locked.
  *
  * The worker never waits for a row lock: a user's transaction may keep one
  * for as long as it likes (a repeated tcc.rollback in an open transaction),
  * and waiting would stall every other transaction's phase two behind it,
  * or deadlock with a user transaction that locks several gids in another
  * order.  A row that is busy is simply dealt with in a later round.  The
- * worker acts for every owner, so nothing is filtered out.
+ * worker acts for every owner, so nothing is filtered out.  All of a
+ * round's rows are locked by one statement; as it never waits, the order
+ * it locks them in does not matter.
+ */
+void
+tcc_lock_global_txs_nowait(int n, const char *const *gids, GlobalTx *txs,
+						   GlobalLock *locks)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr exists_plan = NULL;
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		values[1];
+	uint64		nrows;
+	uint64		row;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		Assert(i == 0 || strcmp(gids[i - 1], gids[i]) < 0);
+		locks[i] = GLOBAL_GONE;
+	}
+	values[0] = tcc_text_array_param(gids, n);
+	nrows = tcc_spi_exec(&lock_plan,
+						 GLOBAL_TX_COLUMNS
+						 " WHERE gid = ANY ($1) FOR UPDATE SKIP LOCKED",
+						 1, argtypes, values, NULL, false, 0);
+	for (row = 0; row < nrows; row++)
+	{
+		i = gid_index(SPI_getvalue(SPI_tuptable->vals[row],
+								   SPI_tuptable->tupdesc, 1), gids, n);
+		fill_global_tx(&txs[i], (int) row);
+		txs[i].locked = true;
+		locks[i] = GLOBAL_LOCKED;
+	}
+	if (nrows == (uint64) n)
+		return;
+
+	/* the others are held by somebody, or were purged meanwhile */
+	nrows = tcc_spi_exec(&exists_plan,
+						 "SELECT gid FROM tcc.global_transaction"
+						 " WHERE gid = ANY ($1)",
+						 1, argtypes, values, NULL, false, 0);
+	for (row = 0; row < nrows; row++)
+	{
+		i = gid_index(SPI_getvalue(SPI_tuptable->vals[row],
+								   SPI_tuptable->tupdesc, 1), gids, n);
+		if (locks[i] != GLOBAL_LOCKED)
+			locks[i] = GLOBAL_BUSY;
+	}
+}
+
+/*
+ * tcc_lock_global_tx_nowait
+ *		tcc_lock_global_txs_nowait of the one transaction gid.
  */
 GlobalLock
 tcc_lock_global_tx_nowait(const char *gid, GlobalTx *tx)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr exists_plan = NULL;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
+	GlobalLock	lock;
 
-	values[0] = CStringGetTextDatum(gid);
-	if (tcc_spi_exec(&lock_plan,
-					 GLOBAL_TX_COLUMNS " WHERE gid = $1 FOR UPDATE SKIP LOCKED",
-					 1, argtypes, values, NULL, false, 1) == 1)
-	{
-		fill_global_tx(tx, 0);
-		tx->locked = true;
-		return GLOBAL_LOCKED;
-	}
-	if (tcc_spi_exec(&exists_plan,
-					 "SELECT 1 FROM tcc.global_transaction WHERE gid = $1",
-					 1, argtypes, values, NULL, false, 1) == 1)
-		return GLOBAL_BUSY;
-	return GLOBAL_GONE;
+	tcc_lock_global_txs_nowait(1, &gid, tx, &lock);
+	return lock;
 }
 
 /*
@@ -303,9 +369,11 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
 }
 
 /*
- * move_global_tx
- *		The one statement that changes a transaction's status: move tx,
- *		whose row the caller has locked, to new_status along a legal edge.
+ * move_global_txs
+ *		The one statement that changes a transaction's status: move each of
+ *		the n transactions txs, whose rows the caller has locked, to
+ *		new_status[i] along a legal edge, with reasons[i] and errors[i]
+ *		(reasons, errors NULL: none).
  *
  * It stamps updated_at, and finished_at for a terminal status; keeps the
  * phase a failed transaction left, and its error, for exactly as long as
@@ -313,48 +381,74 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
  * transaction (confirmed, cancelled, or failed, which waits for a human)
  * wakes its tcc.wait callers once this transaction commits.  The caller
  * decided on the edge from what it found under the lock; an edge that
- * does not exist is a bug, and stops here (tcc_check_edge).
+ * does not exist is a bug, and stops here (tcc_check_edge).  The rows are
+ * found by primary key, one lookup per transaction (see attempt.c for why
+ * no plan can do otherwise).
+ */
+static void
+move_global_txs(int n, GlobalTx **txs, const TccStatus *new_status,
+				const char *const *reasons, const char *const *errors)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID};
+	Datum		values[4];
+	const char **gids = palloc(n * sizeof(char *));
+	const char **statuses = palloc(n * sizeof(char *));
+	const char **none = palloc0(n * sizeof(char *));
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		Assert(txs[i]->locked);
+		tcc_check_edge(txs[i], new_status[i]);
+		gids[i] = txs[i]->gid;
+		statuses[i] = tcc_status_name(new_status[i]);
+	}
+	values[0] = tcc_text_array_param(gids, n);
+	values[1] = tcc_text_array_param(statuses, n);
+	values[2] = tcc_text_array_param(reasons ? reasons : none, n);
+	values[3] = tcc_text_array_param(errors ? errors : none, n);
+
+	tcc_spi_exec(&plan,
+				 "UPDATE tcc.global_transaction g"
+				 "   SET status = m.status,"
+				 "       reason = coalesce(m.reason, g.reason),"
+				 "       failed_phase = CASE WHEN m.status = 'failed'"
+				 "                      THEN g.status END,"
+				 "       last_error = CASE WHEN m.status = 'failed'"
+				 "                    THEN m.error END,"
+				 "       updated_at = now(),"
+				 "       finished_at = CASE WHEN m.status IN ('confirmed',"
+				 "                                            'cancelled')"
+				 "                     THEN now() END"
+				 "  FROM unnest($1, $2, $3, $4) AS m(gid, status, reason, error)"
+				 " WHERE g.gid = m.gid",
+				 4, argtypes, values, NULL, false, 0);
+
+	for (i = 0; i < n; i++)
+	{
+		GlobalTx   *tx = txs[i];
+
+		if (new_status[i] == TCC_FAILED)
+			tx->failed_phase = tx->status;
+		tx->status = new_status[i];
+
+		if (new_status[i] == TCC_CONFIRMED ||
+			new_status[i] == TCC_CANCELLED || new_status[i] == TCC_FAILED)
+			tcc_wake_waiters_at_commit(tx->gid);
+	}
+}
+
+/*
+ * move_global_tx
+ *		move_global_txs of the one transaction tx.
  */
 static void
 move_global_tx(GlobalTx *tx, TccStatus new_status, const char *reason,
 			   const char *error)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-
-	Assert(tx->locked);
-	tcc_check_edge(tx, new_status);
-
-	values[0] = CStringGetTextDatum(tx->gid);
-	values[1] = CStringGetTextDatum(tcc_status_name(new_status));
-	values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-	nulls[2] = reason ? ' ' : 'n';
-	values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	nulls[3] = error ? ' ' : 'n';
-
-	tcc_spi_exec(&plan,
-				 "UPDATE tcc.global_transaction"
-				 "   SET status = $2,"
-				 "       reason = coalesce($3, reason),"
-				 "       failed_phase = CASE WHEN $2 = 'failed'"
-				 "                      THEN status END,"
-				 "       last_error = CASE WHEN $2 = 'failed' THEN $4 END,"
-				 "       updated_at = now(),"
-				 "       finished_at = CASE WHEN $2 IN ('confirmed',"
-				 "                                      'cancelled')"
-				 "                     THEN now() END"
-				 " WHERE gid = $1",
-				 4, argtypes, values, nulls, false, 0);
-
-	if (new_status == TCC_FAILED)
-		tx->failed_phase = tx->status;
-	tx->status = new_status;
-
-	if (new_status == TCC_CONFIRMED || new_status == TCC_CANCELLED ||
-		new_status == TCC_FAILED)
-		tcc_wake_waiters_at_commit(tx->gid);
+	move_global_txs(1, &tx, &new_status, &reason, &error);
 }
 
 /*
@@ -367,6 +461,23 @@ tcc_set_global_status(GlobalTx *tx, TccStatus new_status, const char *reason)
 {
 	Assert(new_status != TCC_FAILED);
 	move_global_tx(tx, new_status, reason, NULL);
+}
+
+/*
+ * tcc_set_global_statuses
+ *		Move each of the n transactions txs, whose rows the caller has
+ *		locked, to new_status[i], keeping their reasons.
+ */
+void
+tcc_set_global_statuses(int n, GlobalTx **txs, const TccStatus *new_status)
+{
+#ifdef USE_ASSERT_CHECKING
+	int			i;
+
+	for (i = 0; i < n; i++)
+		Assert(new_status[i] != TCC_FAILED);
+#endif
+	move_global_txs(n, txs, new_status, NULL, NULL);
 }
 
 /*

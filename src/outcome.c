@@ -313,32 +313,6 @@ record_in(GlobalTx *tx, TccCall *call)
 }
 
 /*
- * tcc_record_outcome
- *		Record one call's outcome, locking its transaction first as the SQL
- *		API does; false when the transaction's row is busy and the outcome
- *		must wait for a later round.  The caller is connected to SPI inside
- *		a transaction.
- */
-bool
-tcc_record_outcome(TccCall *call)
-{
-	GlobalTx	tx;
-
-	Assert(IsTransactionState());
-	switch (tcc_lock_global_tx_nowait(call->gid, &tx))
-	{
-		case GLOBAL_BUSY:
-			return false;
-		case GLOBAL_GONE:
-			return true;		/* nothing left to record it in */
-		case GLOBAL_LOCKED:
-			break;
-	}
-	record_in(&tx, call);
-	return true;
-}
-
-/*
  * tcc_record_locked_outcome
  *		Record call's outcome in tx, which the current transaction locked
  *		and read before call's action ran (a local action's batch, local.c,
@@ -367,17 +341,188 @@ tcc_record_locked_outcome(GlobalTx *tx, TccCall *call)
 	record_in(tx, call);
 }
 
+/* a call of a round, with its place in the round */
+typedef struct RoundCall
+{
+	TccCall    *call;
+	int			pos;
+} RoundCall;
+
+/*
+ * round_call_cmp
+ *		qsort comparator of a round's calls: by gid, as strcmp orders them,
+ *		and a transaction's calls in the order they came.
+ */
+static int
+round_call_cmp(const void *a, const void *b)
+{
+	const RoundCall *ca = (const RoundCall *) a;
+	const RoundCall *cb = (const RoundCall *) b;
+	int			cmp = strcmp(ca->call->gid, cb->call->gid);
+
+	if (cmp != 0)
+		return cmp;
+	return ca->pos - cb->pos;
+}
+
+/*
+ * sorted_calls
+ *		The calls of done in an array, sorted by round_call_cmp.
+ */
+static TccCall **
+sorted_calls(List *done)
+{
+	int			n = list_length(done);
+	RoundCall  *round = palloc(n * sizeof(RoundCall));
+	TccCall   **calls = palloc(n * sizeof(TccCall *));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, done)
+	{
+		round[i].call = (TccCall *) lfirst(lc);
+		round[i].pos = i;
+		i++;
+	}
+	qsort(round, n, sizeof(RoundCall), round_call_cmp);
+	for (i = 0; i < n; i++)
+		calls[i] = round[i].call;
+	return calls;
+}
+
+/*
+ * only_successes_in_phase
+ *		Whether the ncalls calls of tx, TCC mode, all succeeded in the phase
+ *		tx is still in: then each moves its branch to its end and nothing
+ *		else, and the transaction ends when no branch is left, which
+ *		record_successes does for a whole round at once.
+ */
+static bool
+only_successes_in_phase(GlobalTx *tx, TccCall **calls, int ncalls)
+{
+	int			i;
+
+	if (!MODE_IS_TCC(tx))
+		return false;
+	for (i = 0; i < ncalls; i++)
+		if (calls[i]->outcome != TCC_CALL_DONE ||
+			!in_call_phase(tx, calls[i]))
+			return false;
+	return true;
+}
+
+/*
+ * record_successes
+ *		record_success of the n calls in attempts, of the ntxs TCC
+ *		transactions txs (only_successes_in_phase), with one statement for
+ *		all the branches and one look and move for all the transactions.
+ *
+ * It does what record_success does call by call: a transaction none of
+ * whose calls was recorded (each branch reset by tcc.retry meanwhile) is
+ * not looked at, and the others end once the last of their branches is
+ * done, whichever of this round's calls that was.
+ */
+static void
+record_successes(int n, TccAttempt *attempts, int ntxs, GlobalTx **txs)
+{
+	GlobalTx  **moved = palloc(ntxs * sizeof(GlobalTx *));
+	int			nmoved = 0;
+	int			i;
+	int			t;
+
+	tcc_record_attempts(n, attempts);
+	calls_succeeded += n;
+
+	/* the attempts are in the order of txs, a transaction's together */
+	for (i = 0, t = 0; t < ntxs; t++)
+	{
+		bool		any = false;
+
+		for (; i < n && attempts[i].tx == txs[t]; i++)
+			any |= attempts[i].recorded;
+		if (any)
+			moved[nmoved++] = txs[t];
+	}
+	Assert(i == n);
+	if (nmoved > 0)
+		tcc_finish_all_if_done(nmoved, moved);
+}
+
+/*
+ * RoundTx
+ *		A transaction of a round's outcomes: its calls (calls[first] to
+ *		calls[first + ncalls - 1]), what locking it found, and its row.
+ */
+typedef struct RoundTx
+{
+	int			first;
+	int			ncalls;
+	GlobalLock	lock;
+	GlobalTx	tx;
+} RoundTx;
+
+/*
+ * lock_round
+ *		Group the n calls (sorted by gid) by transaction and lock all those
+ *		in one statement; returns how many transactions, in *txs.
+ */
+static int
+lock_round(TccCall **calls, int n, RoundTx **txs)
+{
+	const char **gids = palloc(n * sizeof(char *));
+	GlobalTx   *rows = palloc(n * sizeof(GlobalTx));
+	GlobalLock *locks = palloc(n * sizeof(GlobalLock));
+	RoundTx    *round = palloc(n * sizeof(RoundTx));
+	int			ntxs = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0 && strcmp(calls[i]->gid, calls[i - 1]->gid) == 0)
+		{
+			round[ntxs - 1].ncalls++;
+			continue;
+		}
+		gids[ntxs] = calls[i]->gid;
+		round[ntxs].first = i;
+		round[ntxs].ncalls = 1;
+		ntxs++;
+	}
+	tcc_lock_global_txs_nowait(ntxs, gids, rows, locks);
+	for (i = 0; i < ntxs; i++)
+	{
+		round[i].lock = locks[i];
+		round[i].tx = rows[i];
+	}
+	*txs = round;
+	return ntxs;
+}
+
 /*
  * tcc_record_outcomes
  *		Record the outcomes of the remote calls in done, all in one
  *		transaction, and free them; returns (in tcc_calls_context) those whose
  *		transaction was busy, to be recorded in a later round.
+ *
+ * Every transaction of the round is locked by one statement.  The outcomes
+ * that only end their branches (record_successes) are written together;
+ * any other (a failure, a saga or msg step) is recorded on its own, with
+ * every call of its transaction, in the order they came.
  */
 List *
 tcc_record_outcomes(List *done)
 {
 	List	   *deferred = NIL;
-	ListCell   *lc;
+	int			n = list_length(done);
+	TccCall   **calls;
+	RoundTx    *txs;
+	TccAttempt *attempts;
+	GlobalTx  **succeeded;
+	int			ntxs;
+	int			nattempts = 0;
+	int			nsucceeded = 0;
+	int			i;
+	int			t;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -387,16 +532,51 @@ tcc_record_outcomes(List *done)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "recording outcomes");
 
-	foreach(lc, done)
-	{
-		TccCall    *call = (TccCall *) lfirst(lc);
+	calls = sorted_calls(done);
+	ntxs = lock_round(calls, n, &txs);
+	attempts = palloc(n * sizeof(TccAttempt));
+	succeeded = palloc(ntxs * sizeof(GlobalTx *));
 
-		/* the statements copied what they needed: the call can go */
-		if (tcc_record_outcome(call))
-			tcc_free_call(call);
-		else
-			tcc_add_call(&deferred, call);
+	for (t = 0; t < ntxs; t++)
+	{
+		RoundTx    *r = &txs[t];
+		TccCall   **mine = &calls[r->first];
+
+		if (r->lock == GLOBAL_LOCKED &&
+			only_successes_in_phase(&r->tx, mine, r->ncalls))
+		{
+			for (i = 0; i < r->ncalls; i++)
+			{
+				TccAttempt *a = &attempts[nattempts++];
+
+				a->tx = &r->tx;
+				a->call = mine[i];
+				a->new_status = mine[i]->ran_in == BRANCH_CONFIRMING ?
+					BRANCH_CONFIRMED : BRANCH_CANCELLED;
+				a->retry_in_ms = -1;
+				a->with_error = false;
+			}
+			succeeded[nsucceeded++] = &r->tx;
+			continue;
+		}
+		for (i = 0; i < r->ncalls; i++)
+		{
+			if (r->lock == GLOBAL_BUSY)
+			{
+				tcc_add_call(&deferred, mine[i]);
+				continue;
+			}
+			if (r->lock == GLOBAL_LOCKED)
+				record_in(&r->tx, mine[i]);
+			/* else: gone, nothing left to record it in */
+			tcc_free_call(mine[i]);
+		}
 	}
+	if (nattempts > 0)
+		record_successes(nattempts, attempts, nsucceeded, succeeded);
+	/* the statements copied what they needed: the calls can go */
+	for (i = 0; i < nattempts; i++)
+		tcc_free_call(attempts[i].call);
 
 	SPI_finish();
 	PopActiveSnapshot();

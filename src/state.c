@@ -284,25 +284,55 @@ tcc_start_next(GlobalTx *tx)
 }
 
 /*
- * tcc_finish_if_done
- *		End tx, confirming or cancelling, when none of its branches is left
- *		to run: confirming becomes confirmed, cancelling becomes cancelled.
+ * tcc_finish_all_if_done
+ *		End each of the n transactions txs, confirming or cancelling, when
+ *		none of its branches is left to run: confirming becomes confirmed,
+ *		cancelling becomes cancelled.  One look and one move for all of
+ *		them: a dispatcher's round ends many at once.
  *
  * Every branch is written under its transaction's row lock, which the
- * caller holds, so the branches cannot change between the look and the
- * move.
+ * caller holds for each of them, so the branches cannot change between the
+ * look and the move.
+ */
+void
+tcc_finish_all_if_done(int n, GlobalTx **txs)
+{
+	BranchStatus *done = palloc(n * sizeof(BranchStatus));
+	bool	   *left = palloc(n * sizeof(bool));
+	GlobalTx  **finished = palloc(n * sizeof(GlobalTx *));
+	TccStatus  *new_status = palloc(n * sizeof(TccStatus));
+	int			nfinished = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		Assert(txs[i]->locked);
+		Assert(STATUS_IS(txs[i], TCC_CONFIRMING) ||
+			   STATUS_IS(txs[i], TCC_CANCELLING));
+		done[i] = STATUS_IS(txs[i], TCC_CONFIRMING) ? BRANCH_CONFIRMED :
+			BRANCH_CANCELLED;
+	}
+	tcc_branches_left_in(n, txs, done, left);
+	for (i = 0; i < n; i++)
+	{
+		if (left[i])
+			continue;
+		finished[nfinished] = txs[i];
+		new_status[nfinished++] = STATUS_IS(txs[i], TCC_CONFIRMING) ?
+			TCC_CONFIRMED : TCC_CANCELLED;
+	}
+	if (nfinished > 0)
+		tcc_set_global_statuses(nfinished, finished, new_status);
+}
+
+/*
+ * tcc_finish_if_done
+ *		tcc_finish_all_if_done of the one transaction tx.
  */
 void
 tcc_finish_if_done(GlobalTx *tx)
 {
-	bool		confirming = STATUS_IS(tx, TCC_CONFIRMING);
-
-	Assert(confirming || STATUS_IS(tx, TCC_CANCELLING));
-	if (tcc_branches_left(tx, confirming ? BRANCH_CONFIRMED :
-						  BRANCH_CANCELLED))
-		return;
-	tcc_set_global_status(tx, confirming ? TCC_CONFIRMED : TCC_CANCELLED,
-						  NULL);
+	tcc_finish_all_if_done(1, &tx);
 }
 
 /*

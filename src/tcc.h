@@ -134,7 +134,10 @@ extern uint64 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, Datum *values,
 								  const char *nulls, long count);
-extern void tcc_error_params(TccCall *call, Datum *values, char *nulls);
+extern void tcc_error_fields(TccCall *call, const char **fields);
+extern Datum tcc_array_param(Oid elemtype, Datum *values, bool *isnull,
+							 int n);
+extern Datum tcc_text_array_param(const char *const *strings, int n);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);

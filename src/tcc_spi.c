@@ -45,9 +45,11 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -214,28 +216,61 @@ tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql, int nargs,
 }
 
 /*
- * tcc_error_params
- *		Fill values[0..4] and nulls[0..4], all text, with call's error the
- *		way tcc.branch records it: message, SQLSTATE, detail, hint and
- *		context, NULL where there is none.  One place for every statement
- *		that records an error.
+ * tcc_error_fields
+ *		Set fields[0..4] to call's error the way tcc.branch records it:
+ *		message, SQLSTATE, detail, hint and context, NULL where there is
+ *		none.  One place for every statement that records an error.
  */
 void
-tcc_error_params(TccCall *call, Datum *values, char *nulls)
+tcc_error_fields(TccCall *call, const char **fields)
 {
-	const char *fields[5];
-	int			i;
-
 	fields[0] = call->error;
 	fields[1] = call->sqlstate[0] != '\0' ? call->sqlstate : NULL;
 	fields[2] = call->detail;
 	fields[3] = call->hint;
 	fields[4] = call->context;
-	for (i = 0; i < 5; i++)
+}
+
+/*
+ * tcc_array_param
+ *		A one-dimensional array of the n (at least one) values of type
+ *		elemtype, isnull[i] saying which are NULL (isnull NULL: none), as
+ *		the parameter of a statement that takes many rows at once.
+ */
+Datum
+tcc_array_param(Oid elemtype, Datum *values, bool *isnull, int n)
+{
+	int			dims[1];
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	Assert(n > 0);
+	dims[0] = n;
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, isnull, 1, dims, lbs,
+											  elemtype, typlen, typbyval,
+											  typalign));
+}
+
+/*
+ * tcc_text_array_param
+ *		tcc_array_param of the n strings, text, a NULL string a NULL element.
+ */
+Datum
+tcc_text_array_param(const char *const *strings, int n)
+{
+	Datum	   *values = palloc(n * sizeof(Datum));
+	bool	   *isnull = palloc(n * sizeof(bool));
+	int			i;
+
+	for (i = 0; i < n; i++)
 	{
-		values[i] = fields[i] ? CStringGetTextDatum(fields[i]) : (Datum) 0;
-		nulls[i] = fields[i] ? ' ' : 'n';
+		isnull[i] = (strings[i] == NULL);
+		values[i] = isnull[i] ? (Datum) 0 : CStringGetTextDatum(strings[i]);
 	}
+	return tcc_array_param(TEXTOID, values, isnull, n);
 }
 
 /*

@@ -91,7 +91,6 @@ extern int	tcc_queue_length(TccCallQueue *queue);
 /* outcome.c */
 extern void tcc_take_call_counts(uint64 *succeeded, uint64 *failed);
 extern void tcc_add_call_counts(uint64 succeeded, uint64 failed);
-extern bool tcc_record_outcome(TccCall *call);
 extern void tcc_record_locked_outcome(GlobalTx *tx, TccCall *call);
 extern List *tcc_record_outcomes(List *done);
 

@@ -29,6 +29,17 @@
 #      branch must fail it again: it ends failed, to be retried.  (Recorded
 #      against the row as read before the action, failed, it stayed
 #      confirming for good, with nothing that would ever run.)
+#   5. A round's outcomes are recorded together (src/outcome.c).  2,000
+#      transactions of two remote branches are queued at once, with 20
+#      others among them whose second branch fails for good (42P01), and
+#      one whose row a session holds (a repeated tcc.commit in an open
+#      transaction) from before its slow confirm (5 s) comes back until the
+#      rest have drained.  Every branch's outcome is
+#      written, and every transaction locked, by statements that each take
+#      a round's outcomes: pg_stat_statements counts fewer than half as
+#      many executions as outcomes (before, one each).  The failures end
+#      their transactions failed, the held one is confirmed once released,
+#      and every effect happened once.
 use strict;
 use warnings;
 
@@ -207,6 +218,98 @@ is( $node->safe_psql(
 is(branches_of($node, 'own'), 'a:confirming,b:failed',
 	'own change: the first branch is to run again (the retry), the second '
 	  . 'failed');
+
+# ------------------------------- 5. a round's outcomes recorded together
+ok(set_conf($node, 'tcc.max_attempts', undef, '50'),
+	'together: tcc.max_attempts is back to 50');
+$node->safe_psql('postgres', 'CREATE DATABASE part');
+$node->safe_psql('part', 'CREATE TABLE effect (gid text, branch_id text)');
+create_server($node, $node, 'part', 'part');
+$node->safe_psql(
+	'postgres', q{
+BEGIN;
+SELECT tcc.begin('held');
+SELECT tcc.register_branch('held', 'part',
+	'INSERT INTO effect SELECT $1, $2 FROM pg_sleep(5)', 'SELECT 1', NULL,
+	'a');
+SELECT tcc.commit('held');
+COMMIT;
+});
+my ($holder) = start_psql(
+	$node, 'postgres', 'holder', q{
+BEGIN;
+SELECT tcc.commit('held');
+SELECT pg_sleep(3600);
+});
+ok( ( wait_until(
+			sub {
+				$node->safe_psql(
+					'postgres', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE application_name = 'holder' AND query LIKE '%pg_sleep%'}) eq '1';
+			},
+			30))[0],
+	'together: a session holds the row of transaction held');
+is($node->safe_psql('postgres', status_sql('held')),
+	'held:confirming', 'together: the held transaction\'s confirm still runs');
+$node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
+$node->safe_psql(
+	'postgres', queue_sql('t', 2000, 'part') . q{
+DO $$
+BEGIN
+	FOR i IN 1..20 LOOP
+		PERFORM tcc.begin('tf-' || i);
+		PERFORM tcc.register_branch('tf-' || i, 'part',
+			'INSERT INTO effect VALUES ($1, $2)', 'SELECT 1', NULL, 'a');
+		PERFORM tcc.register_branch('tf-' || i, 'part',
+			'INSERT INTO no_such_table VALUES ($1)', 'SELECT 1', NULL, 'b');
+		PERFORM tcc.commit('tf-' || i);
+	END LOOP;
+END $$;
+});
+polled_is(
+	$node, 'postgres', q{
+SELECT count(*) FILTER (WHERE gid LIKE 't-%' AND status = 'confirmed')
+       || '|' || count(*) FILTER (WHERE gid LIKE 'tf-%' AND status = 'failed')
+  FROM tcc.transactions}, '2000|20', 120,
+	'together: the 2,000 are confirmed and the 20 failed');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*) FILTER (WHERE branch_id = 'a' AND status = 'confirmed'
+                          AND attempts = 1)
+       || '|' || count(*) FILTER (WHERE branch_id = 'b' AND status = 'failed'
+                                    AND last_sqlstate = '42P01')
+  FROM tcc.branches WHERE gid LIKE 'tf-%'}),
+	'20|20',
+	'together: in the failed ones the first branch is confirmed, the second '
+	  . 'failed with its error');
+is($node->safe_psql('postgres', status_sql('held')),
+	'held:confirming', 'together: the held transaction waits for its row');
+$node->safe_psql(
+	'postgres', q{
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+ WHERE application_name = 'holder'});
+$holder->finish;
+polled_is($node, 'postgres', status_sql('held'), 'held:confirmed', 30,
+	'together: the held transaction is confirmed once its row is released');
+is( $node->safe_psql(
+		'part', q{
+SELECT count(*), count(DISTINCT (gid, branch_id)) FROM effect}),
+	'4021|4021', 'together: every remote branch had its effect exactly once');
+my ($executions, $outcomes, $locks) = split /\|/, $node->safe_psql(
+	'postgres', q{
+SELECT sum(calls) FILTER (WHERE query LIKE 'UPDATE tcc.branch%attempts +%'),
+       sum(rows) FILTER (WHERE query LIKE 'UPDATE tcc.branch%attempts +%'),
+       sum(calls) FILTER (WHERE query LIKE '%FROM tcc.global_transaction%'
+                                 || 'FOR UPDATE SKIP LOCKED')
+  FROM pg_stat_statements});
+note("together: $outcomes outcomes written by $executions executions, "
+	  . "$locks lock statements");
+cmp_ok($outcomes, '>=', 4041, 'together: every outcome was written');
+cmp_ok($executions, '<', $outcomes / 2,
+	'together: each execution wrote the outcomes of a round, not one');
+cmp_ok($locks, '<', $outcomes / 2,
+	'together: each lock statement locked a round\'s transactions, not one');
 
 $node->stop('immediate');
 done_testing();
