@@ -9,7 +9,9 @@
  * last round in one transaction (outcome.c); it writes the branches of all
  * those that only move their branch on in one UPDATE, so that a round of
  * many outcomes pays for one statement, not one each.  A single outcome is
- * a round of one: there is one statement, and one place for its rule.
+ * a round of one, written by the same statement with its values as
+ * parameters instead of arrays (tcc_spi_exec_rows says why), so the rule
+ * lives in one place, ATTEMPT_UPDATE.
  *
  * The caller holds the row lock of every attempt's global transaction
  * (global_tx.c), so no other writer changes the branches between what the
@@ -31,52 +33,89 @@
 #include "state.h"
 #include "tcc.h"
 
-/* the columns of an attempt, as the arrays of the statement take them */
+/* the columns of an attempt, as the statement takes them */
 #define ATTEMPT_COLUMNS	11
 
 /*
+ * The statement, with the attempts as rows a(gid, branch_id, ran_in,
+ * new_status, retry_ms, with_error, error, sqlstate, detail, hint,
+ * context, i): i numbers them from 1, and is what it returns for each
+ * branch it wrote.
+ *
+ * With many attempts (arrays), bound also finds the branches by the gids
+ * given, so that whichever way the join is planned no branch of another
+ * transaction is read: a generic plan made while tcc.branch was nearly
+ * empty scans the branches in the outer loop, and without the bound it
+ * would scan all of them for every round once the table has grown.
+ */
+#define ATTEMPT_UPDATE(attempts, bound) \
+	"UPDATE tcc.branch b" \
+	"   SET status = a.new_status," \
+	"       attempts = b.attempts +" \
+	"           CASE a.ran_in WHEN 'registered' THEN 0 ELSE 1 END," \
+	"       last_attempt_at = now()," \
+	"       next_attempt_at =" \
+	"           now() + a.retry_ms * interval '1 millisecond'," \
+	"       last_error = CASE WHEN a.with_error" \
+	"                    THEN a.error ELSE b.last_error END," \
+	"       last_sqlstate = CASE WHEN a.with_error" \
+	"                       THEN a.sqlstate ELSE b.last_sqlstate END," \
+	"       last_detail = CASE WHEN a.with_error" \
+	"                     THEN a.detail ELSE b.last_detail END," \
+	"       last_hint = CASE WHEN a.with_error" \
+	"                   THEN a.hint ELSE b.last_hint END," \
+	"       last_context = CASE WHEN a.with_error" \
+	"                      THEN a.context ELSE b.last_context END," \
+	"       updated_at = now()" \
+	"  FROM " attempts \
+	"       AS a(gid, branch_id, ran_in, new_status, retry_ms, with_error," \
+	"            error, sqlstate, detail, hint, context, i)" \
+	" WHERE b.gid = a.gid AND b.branch_id = a.branch_id" \
+	"   AND b.status = a.ran_in" bound \
+	" RETURNING a.i"
+
+/*
  * attempt_columns
- *		The parameters of the statement of tcc_record_attempts: one array per
- *		column, an element per attempt.
+ *		The columns of the n attempts, for tcc_spi_exec_rows.
  */
 static void
-attempt_columns(int n, TccAttempt *attempts, Datum *values)
+attempt_columns(int n, TccAttempt *attempts, Datum **cols, bool **nulls)
 {
 	const char **text_cols[9];
-	Datum	   *retry = palloc(n * sizeof(Datum));
-	bool	   *retry_null = palloc(n * sizeof(bool));
-	Datum	   *with_error = palloc(n * sizeof(Datum));
 	int			c;
 	int			i;
 
 	for (c = 0; c < 9; c++)
 		text_cols[c] = palloc0(n * sizeof(char *));
+	cols[4] = palloc(n * sizeof(Datum));
+	nulls[4] = palloc(n * sizeof(bool));
+	cols[5] = palloc(n * sizeof(Datum));
+	nulls[5] = palloc0(n * sizeof(bool));
 	for (i = 0; i < n; i++)
 	{
 		TccAttempt *a = &attempts[i];
-		const char *fields[5];
 
 		Assert(a->tx->locked && strcmp(a->tx->gid, a->call->gid) == 0);
 		text_cols[0][i] = a->call->gid;
 		text_cols[1][i] = a->call->branch_id;
 		text_cols[2][i] = tcc_branch_status_name(a->call->ran_in);
 		text_cols[3][i] = tcc_branch_status_name(a->new_status);
-		retry[i] = Float8GetDatum(a->retry_in_ms);
-		retry_null[i] = a->retry_in_ms < 0;
-		with_error[i] = BoolGetDatum(a->with_error);
+		cols[4][i] = Float8GetDatum(a->retry_in_ms);
+		nulls[4][i] = a->retry_in_ms < 0;
+		cols[5][i] = BoolGetDatum(a->with_error);
 		if (a->with_error)
 		{
+			const char *fields[5];
+
 			tcc_error_fields(a->call, fields);
 			for (c = 0; c < 5; c++)
 				text_cols[4 + c][i] = fields[c];
 		}
 	}
 	for (c = 0; c < 4; c++)
-		values[c] = tcc_text_array_param(text_cols[c], n);
-	values[4] = tcc_array_param(FLOAT8OID, retry, retry_null, n);
-	values[5] = tcc_array_param(BOOLOID, with_error, NULL, n);
+		tcc_text_column(text_cols[c], n, &cols[c], &nulls[c]);
 	for (c = 0; c < 5; c++)
-		values[6 + c] = tcc_text_array_param(text_cols[4 + c], n);
+		tcc_text_column(text_cols[4 + c], n, &cols[6 + c], &nulls[6 + c]);
 }
 
 /*
@@ -91,62 +130,35 @@ attempt_columns(int n, TccAttempt *attempts, Datum *values)
  * phase two, which is what tcc.max_attempts counts, so it leaves attempts
  * alone.  No two attempts may be of one branch: the calls in flight are
  * kept apart by branch (dispatch.c), so a round never has two.
- *
- * The statement joins the attempts to the branches by primary key; with
- * the planner settings of tcc's processes (tcc_worker_pin_session) and of
- * the SQL functions (tcc_spi_begin) that is a nested loop over the
- * attempts with a lookup of each branch, whatever the statistics say.
  */
 void
 tcc_record_attempts(int n, TccAttempt *attempts)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[ATTEMPT_COLUMNS] = {TEXTARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, BOOLARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[ATTEMPT_COLUMNS];
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	static const Oid types[ATTEMPT_COLUMNS] = {TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, FLOAT8OID, BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID};
+	Datum	   *cols[ATTEMPT_COLUMNS];
+	bool	   *nulls[ATTEMPT_COLUMNS];
 	uint64		nrows;
 	uint64		row;
 	int			i;
 
 	if (n == 0)
 		return;
-	attempt_columns(n, attempts, values);
+	attempt_columns(n, attempts, cols, nulls);
 	for (i = 0; i < n; i++)
 		attempts[i].recorded = false;
 
-	nrows = tcc_spi_exec(&plan,
-						 "UPDATE tcc.branch b"
-						 "   SET status = a.new_status,"
-						 "       attempts = b.attempts +"
-						 "           CASE a.ran_in WHEN 'registered' THEN 0"
-						 "           ELSE 1 END,"
-						 "       last_attempt_at = now(),"
-						 "       next_attempt_at ="
-						 "           now() + a.retry_ms * interval '1 millisecond',"
-						 "       last_error = CASE WHEN a.with_error"
-						 "                    THEN a.error ELSE b.last_error END,"
-						 "       last_sqlstate = CASE WHEN a.with_error"
-						 "                       THEN a.sqlstate"
-						 "                       ELSE b.last_sqlstate END,"
-						 "       last_detail = CASE WHEN a.with_error"
-						 "                     THEN a.detail"
-						 "                     ELSE b.last_detail END,"
-						 "       last_hint = CASE WHEN a.with_error"
-						 "                   THEN a.hint ELSE b.last_hint END,"
-						 "       last_context = CASE WHEN a.with_error"
-						 "                      THEN a.context"
-						 "                      ELSE b.last_context END,"
-						 "       updated_at = now()"
-						 "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-						 "              $10, $11) WITH ORDINALITY"
-						 "       AS a(gid, branch_id, ran_in, new_status,"
-						 "            retry_ms, with_error, error, sqlstate,"
-						 "            detail, hint, context, i)"
-						 " WHERE b.gid = a.gid AND b.branch_id = a.branch_id"
-						 "   AND b.status = a.ran_in"
-						 " RETURNING a.i",
-						 ATTEMPT_COLUMNS, argtypes, values, NULL, false, 0);
+	nrows = tcc_spi_exec_rows(plans,
+							  ATTEMPT_UPDATE("(SELECT $1, $2, $3, $4, $5, $6,"
+											 " $7, $8, $9, $10, $11,"
+											 " 1::bigint)", ""),
+							  ATTEMPT_UPDATE("unnest($1, $2, $3, $4, $5, $6,"
+											 " $7, $8, $9, $10, $11)"
+											 " WITH ORDINALITY",
+											 " AND b.gid = ANY ($1)"),
+							  ATTEMPT_COLUMNS, types, cols, nulls, n);
 
 	for (row = 0; row < nrows; row++)
 	{

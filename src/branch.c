@@ -245,6 +245,15 @@ tcc_first_branch_in(const char *gid, BranchStatus status)
 	return tcc_spi_getstring(0, 1);
 }
 
+/* the look of tcc_branches_left_in, with the transactions as rows t */
+#define BRANCHES_LEFT(txs) \
+	"SELECT t.i FROM " txs " AS t(gid, done, i)" \
+	" CROSS JOIN LATERAL" \
+	"       (SELECT 1 FROM tcc.branch b" \
+	"         WHERE b.gid = t.gid" \
+	"           AND b.status NOT IN ('skipped', 'aborted', t.done)" \
+	"         LIMIT 1) l"
+
 /*
  * tcc_branches_left_in
  *		For each of the n transactions txs, whose branches end their phase in
@@ -260,11 +269,12 @@ void
 tcc_branches_left_in(int n, GlobalTx **txs, const BranchStatus *done,
 					 bool *left)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[2];
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	static const Oid types[2] = {TEXTOID, TEXTOID};
 	const char **gids = palloc(n * sizeof(char *));
 	const char **dones = palloc(n * sizeof(char *));
+	Datum	   *cols[2];
+	bool	   *nulls[2];
 	uint64		nrows;
 	uint64		row;
 	int			i;
@@ -275,19 +285,12 @@ tcc_branches_left_in(int n, GlobalTx **txs, const BranchStatus *done,
 		dones[i] = tcc_branch_status_name(done[i]);
 		left[i] = false;
 	}
-	values[0] = tcc_text_array_param(gids, n);
-	values[1] = tcc_text_array_param(dones, n);
-	nrows = tcc_spi_exec(&plan,
-						 "SELECT t.i"
-						 "  FROM unnest($1, $2) WITH ORDINALITY"
-						 "       AS t(gid, done, i)"
-						 " CROSS JOIN LATERAL"
-						 "       (SELECT 1 FROM tcc.branch b"
-						 "         WHERE b.gid = t.gid"
-						 "           AND b.status NOT IN ('skipped', 'aborted',"
-						 "                                t.done)"
-						 "         LIMIT 1) l",
-						 2, argtypes, values, NULL, false, 0);
+	tcc_text_column(gids, n, &cols[0], &nulls[0]);
+	tcc_text_column(dones, n, &cols[1], &nulls[1]);
+	nrows = tcc_spi_exec_rows(plans,
+							  BRANCHES_LEFT("(SELECT $1, $2, 1::bigint)"),
+							  BRANCHES_LEFT("unnest($1, $2) WITH ORDINALITY"),
+							  2, types, cols, nulls, n);
 	for (row = 0; row < nrows; row++)
 	{
 		bool		isnull;

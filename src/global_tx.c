@@ -223,10 +223,11 @@ void
 tcc_lock_global_txs_nowait(int n, const char *const *gids, GlobalTx *txs,
 						   GlobalLock *locks)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr exists_plan = NULL;
-	Oid			argtypes[1] = {TEXTARRAYOID};
-	Datum		values[1];
+	static SPIPlanPtr lock_plans[2] = {NULL, NULL};
+	static SPIPlanPtr exists_plans[2] = {NULL, NULL};
+	static const Oid types[1] = {TEXTOID};
+	Datum	   *cols[1];
+	bool	   *nulls[1];
 	uint64		nrows;
 	uint64		row;
 	int			i;
@@ -236,11 +237,13 @@ tcc_lock_global_txs_nowait(int n, const char *const *gids, GlobalTx *txs,
 		Assert(i == 0 || strcmp(gids[i - 1], gids[i]) < 0);
 		locks[i] = GLOBAL_GONE;
 	}
-	values[0] = tcc_text_array_param(gids, n);
-	nrows = tcc_spi_exec(&lock_plan,
-						 GLOBAL_TX_COLUMNS
-						 " WHERE gid = ANY ($1) FOR UPDATE SKIP LOCKED",
-						 1, argtypes, values, NULL, false, 0);
+	tcc_text_column(gids, n, &cols[0], &nulls[0]);
+	nrows = tcc_spi_exec_rows(lock_plans,
+							  GLOBAL_TX_COLUMNS
+							  " WHERE gid = $1 FOR UPDATE SKIP LOCKED",
+							  GLOBAL_TX_COLUMNS
+							  " WHERE gid = ANY ($1) FOR UPDATE SKIP LOCKED",
+							  1, types, cols, nulls, n);
 	for (row = 0; row < nrows; row++)
 	{
 		i = gid_index(SPI_getvalue(SPI_tuptable->vals[row],
@@ -253,10 +256,12 @@ tcc_lock_global_txs_nowait(int n, const char *const *gids, GlobalTx *txs,
 		return;
 
 	/* the others are held by somebody, or were purged meanwhile */
-	nrows = tcc_spi_exec(&exists_plan,
-						 "SELECT gid FROM tcc.global_transaction"
-						 " WHERE gid = ANY ($1)",
-						 1, argtypes, values, NULL, false, 0);
+	nrows = tcc_spi_exec_rows(exists_plans,
+							  "SELECT gid FROM tcc.global_transaction"
+							  " WHERE gid = $1",
+							  "SELECT gid FROM tcc.global_transaction"
+							  " WHERE gid = ANY ($1)",
+							  1, types, cols, nulls, n);
 	for (row = 0; row < nrows; row++)
 	{
 		i = gid_index(SPI_getvalue(SPI_tuptable->vals[row],
@@ -381,21 +386,21 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
  * transaction (confirmed, cancelled, or failed, which waits for a human)
  * wakes its tcc.wait callers once this transaction commits.  The caller
  * decided on the edge from what it found under the lock; an edge that
- * does not exist is a bug, and stops here (tcc_check_edge).  The rows are
- * found by primary key, one lookup per transaction (see attempt.c for why
- * no plan can do otherwise).
+ * does not exist is a bug, and stops here (tcc_check_edge).  One
+ * transaction's move is the same statement with its values as parameters
+ * (tcc_spi_exec_rows says why).
  */
 static void
 move_global_txs(int n, GlobalTx **txs, const TccStatus *new_status,
 				const char *const *reasons, const char *const *errors)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID};
-	Datum		values[4];
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	static const Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	const char **gids = palloc(n * sizeof(char *));
 	const char **statuses = palloc(n * sizeof(char *));
 	const char **none = palloc0(n * sizeof(char *));
+	Datum	   *cols[4];
+	bool	   *nulls[4];
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -405,26 +410,31 @@ move_global_txs(int n, GlobalTx **txs, const TccStatus *new_status,
 		gids[i] = txs[i]->gid;
 		statuses[i] = tcc_status_name(new_status[i]);
 	}
-	values[0] = tcc_text_array_param(gids, n);
-	values[1] = tcc_text_array_param(statuses, n);
-	values[2] = tcc_text_array_param(reasons ? reasons : none, n);
-	values[3] = tcc_text_array_param(errors ? errors : none, n);
+	tcc_text_column(gids, n, &cols[0], &nulls[0]);
+	tcc_text_column(statuses, n, &cols[1], &nulls[1]);
+	tcc_text_column(reasons ? reasons : none, n, &cols[2], &nulls[2]);
+	tcc_text_column(errors ? errors : none, n, &cols[3], &nulls[3]);
 
-	tcc_spi_exec(&plan,
-				 "UPDATE tcc.global_transaction g"
-				 "   SET status = m.status,"
-				 "       reason = coalesce(m.reason, g.reason),"
-				 "       failed_phase = CASE WHEN m.status = 'failed'"
-				 "                      THEN g.status END,"
-				 "       last_error = CASE WHEN m.status = 'failed'"
-				 "                    THEN m.error END,"
-				 "       updated_at = now(),"
-				 "       finished_at = CASE WHEN m.status IN ('confirmed',"
-				 "                                            'cancelled')"
-				 "                     THEN now() END"
-				 "  FROM unnest($1, $2, $3, $4) AS m(gid, status, reason, error)"
-				 " WHERE g.gid = m.gid",
-				 4, argtypes, values, NULL, false, 0);
+#define MOVE_GLOBAL_TX(moves, bound) \
+	"UPDATE tcc.global_transaction g" \
+	"   SET status = m.status," \
+	"       reason = coalesce(m.reason, g.reason)," \
+	"       failed_phase = CASE WHEN m.status = 'failed'" \
+	"                      THEN g.status END," \
+	"       last_error = CASE WHEN m.status = 'failed' THEN m.error END," \
+	"       updated_at = now()," \
+	"       finished_at = CASE WHEN m.status IN ('confirmed', 'cancelled')" \
+	"                     THEN now() END" \
+	"  FROM " moves " AS m(gid, status, reason, error)" \
+	" WHERE g.gid = m.gid" bound
+
+	/* the bound: as in attempt.c, ATTEMPT_UPDATE */
+	tcc_spi_exec_rows(plans,
+					  MOVE_GLOBAL_TX("(SELECT $1, $2, $3, $4)", ""),
+					  MOVE_GLOBAL_TX("unnest($1, $2, $3, $4)",
+									 " AND g.gid = ANY ($1)"),
+					  4, types, cols, nulls, n);
+#undef MOVE_GLOBAL_TX
 
 	for (i = 0; i < n; i++)
 	{

@@ -7,10 +7,17 @@
  *	  attempts, the next saga step or compensation, and the end of a
  *	  transaction (doc/design.md, States and Running an action).
  *
- * What to do is decided here; the rows are changed by state.c and
- * branch.c, under the global transaction's row lock, which the worker
- * takes without waiting (tcc_lock_global_tx_nowait): a row a user holds is
+ * What to do is decided here; the rows are changed by state.c, branch.c
+ * and attempt.c, under the global transaction's row lock, which the worker
+ * takes without waiting (tcc_lock_global_txs_nowait): a row a user holds is
  * dealt with in a later round.
+ *
+ * A dispatcher's round records all the outcomes that came back together
+ * (tcc_record_outcomes): one statement locks every transaction of the
+ * round, and the common outcome, a TCC transaction's confirm or cancel
+ * that succeeded, is written for all of them at once, with one look for
+ * the transactions that have no branch left and one move that ends them.
+ * Every other outcome takes the path of one call, with the same rules.
  *
  * src/outcome.c
  *

@@ -135,9 +135,12 @@ extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, Datum *values,
 								  const char *nulls, long count);
 extern void tcc_error_fields(TccCall *call, const char **fields);
-extern Datum tcc_array_param(Oid elemtype, Datum *values, bool *isnull,
-							 int n);
-extern Datum tcc_text_array_param(const char *const *strings, int n);
+extern uint64 tcc_spi_exec_rows(SPIPlanPtr *plans, const char *one_sql,
+								const char *many_sql, int ncols,
+								const Oid *types, Datum **cols, bool **nulls,
+								int n);
+extern void tcc_text_column(const char *const *strings, int n,
+							Datum **values, bool **nulls);
 extern char *tcc_spi_getstring(int row, int col);
 extern char *tcc_spi_strdup(const char *str);
 extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);

@@ -232,13 +232,12 @@ tcc_error_fields(TccCall *call, const char **fields)
 }
 
 /*
- * tcc_array_param
- *		A one-dimensional array of the n (at least one) values of type
- *		elemtype, isnull[i] saying which are NULL (isnull NULL: none), as
- *		the parameter of a statement that takes many rows at once.
+ * array_param
+ *		A one-dimensional array of the n values of type elemtype, isnull[i]
+ *		saying which are NULL.
  */
-Datum
-tcc_array_param(Oid elemtype, Datum *values, bool *isnull, int n)
+static Datum
+array_param(Oid elemtype, Datum *values, bool *isnull, int n)
 {
 	int			dims[1];
 	int			lbs[1] = {1};
@@ -255,22 +254,73 @@ tcc_array_param(Oid elemtype, Datum *values, bool *isnull, int n)
 }
 
 /*
- * tcc_text_array_param
- *		tcc_array_param of the n strings, text, a NULL string a NULL element.
+ * tcc_spi_exec_rows
+ *		Run a statement that takes n rows (at least one) of ncols columns:
+ *		the values of column c, of type types[c], are cols[c][0 .. n - 1],
+ *		NULL where nulls[c][i].  With one row it runs one_sql, which takes
+ *		the row's values as parameters $1 .. $ncols; with more, many_sql,
+ *		which takes each column as an array.  plans[0] and plans[1] keep
+ *		their plans.  Returns SPI_processed.
+ *
+ * Why two forms: a statement that joins a table to arrays of rows has a
+ * join to plan, which the settings of tcc's processes pin to a nested
+ * loop of index lookups (tcc_worker_pin_session), but those of a user's
+ * session (tcc_spi_begin) do not.  One row given as parameters leaves
+ * nothing to plan but the lookup, whatever the settings; the SQL functions
+ * only ever write one row, and so never run the join.
  */
-Datum
-tcc_text_array_param(const char *const *strings, int n)
+uint64
+tcc_spi_exec_rows(SPIPlanPtr *plans, const char *one_sql,
+				  const char *many_sql, int ncols, const Oid *types,
+				  Datum **cols, bool **nulls, int n)
 {
-	Datum	   *values = palloc(n * sizeof(Datum));
-	bool	   *isnull = palloc(n * sizeof(bool));
+	Oid		   *argtypes = palloc(ncols * sizeof(Oid));
+	Datum	   *values = palloc(ncols * sizeof(Datum));
+	char	   *argnulls = palloc(ncols * sizeof(char));
+	int			c;
+
+	Assert(n > 0);
+	for (c = 0; c < ncols; c++)
+	{
+		argnulls[c] = ' ';
+		if (n == 1)
+		{
+			argtypes[c] = types[c];
+			values[c] = cols[c][0];
+			argnulls[c] = nulls[c][0] ? 'n' : ' ';
+		}
+		else
+		{
+			argtypes[c] = get_array_type(types[c]);
+			values[c] = array_param(types[c], cols[c], nulls[c], n);
+		}
+	}
+	if (n == 1)
+		return tcc_spi_exec(&plans[0], one_sql, ncols, argtypes, values,
+							argnulls, false, 0);
+	return tcc_spi_exec(&plans[1], many_sql, ncols, argtypes, values,
+						argnulls, false, 0);
+}
+
+/*
+ * tcc_text_column
+ *		The n strings as a column for tcc_spi_exec_rows: text values in
+ *		*values, a NULL string a NULL in *nulls.
+ */
+void
+tcc_text_column(const char *const *strings, int n, Datum **values,
+				bool **nulls)
+{
 	int			i;
 
+	*values = palloc(n * sizeof(Datum));
+	*nulls = palloc(n * sizeof(bool));
 	for (i = 0; i < n; i++)
 	{
-		isnull[i] = (strings[i] == NULL);
-		values[i] = isnull[i] ? (Datum) 0 : CStringGetTextDatum(strings[i]);
+		(*nulls)[i] = (strings[i] == NULL);
+		(*values)[i] = (*nulls)[i] ? (Datum) 0 :
+			CStringGetTextDatum(strings[i]);
 	}
-	return tcc_array_param(TEXTOID, values, isnull, n);
 }
 
 /*
