@@ -387,58 +387,48 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
  * wakes its tcc.wait callers once this transaction commits.  The caller
  * decided on the edge from what it found under the lock; an edge that
  * does not exist is a bug, and stops here (tcc_check_edge).  One
- * transaction's move is the same statement with its values as parameters
- * (tcc_spi_exec_rows says why).
+ * statement per transaction, by primary key: see attempt.c for why not
+ * one joined to arrays of them.
  */
 static void
 move_global_txs(int n, GlobalTx **txs, const TccStatus *new_status,
 				const char *const *reasons, const char *const *errors)
 {
-	static SPIPlanPtr plans[2] = {NULL, NULL};
-	static const Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	const char **gids = palloc(n * sizeof(char *));
-	const char **statuses = palloc(n * sizeof(char *));
-	const char **none = palloc0(n * sizeof(char *));
-	Datum	   *cols[4];
-	bool	   *nulls[4];
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	int			i;
 
 	for (i = 0; i < n; i++)
 	{
-		Assert(txs[i]->locked);
-		tcc_check_edge(txs[i], new_status[i]);
-		gids[i] = txs[i]->gid;
-		statuses[i] = tcc_status_name(new_status[i]);
-	}
-	tcc_text_column(gids, n, &cols[0], &nulls[0]);
-	tcc_text_column(statuses, n, &cols[1], &nulls[1]);
-	tcc_text_column(reasons ? reasons : none, n, &cols[2], &nulls[2]);
-	tcc_text_column(errors ? errors : none, n, &cols[3], &nulls[3]);
-
-#define MOVE_GLOBAL_TX(moves, bound) \
-	"UPDATE tcc.global_transaction g" \
-	"   SET status = m.status," \
-	"       reason = coalesce(m.reason, g.reason)," \
-	"       failed_phase = CASE WHEN m.status = 'failed'" \
-	"                      THEN g.status END," \
-	"       last_error = CASE WHEN m.status = 'failed' THEN m.error END," \
-	"       updated_at = now()," \
-	"       finished_at = CASE WHEN m.status IN ('confirmed', 'cancelled')" \
-	"                     THEN now() END" \
-	"  FROM " moves " AS m(gid, status, reason, error)" \
-	" WHERE g.gid = m.gid" bound
-
-	/* the bound: as in attempt.c, ATTEMPT_UPDATE */
-	tcc_spi_exec_rows(plans,
-					  MOVE_GLOBAL_TX("(SELECT $1, $2, $3, $4)", ""),
-					  MOVE_GLOBAL_TX("unnest($1, $2, $3, $4)",
-									 " AND g.gid = ANY ($1)"),
-					  4, types, cols, nulls, n);
-#undef MOVE_GLOBAL_TX
-
-	for (i = 0; i < n; i++)
-	{
 		GlobalTx   *tx = txs[i];
+		const char *reason = reasons ? reasons[i] : NULL;
+		const char *error = errors ? errors[i] : NULL;
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		Assert(tx->locked);
+		tcc_check_edge(tx, new_status[i]);
+
+		values[0] = CStringGetTextDatum(tx->gid);
+		values[1] = CStringGetTextDatum(tcc_status_name(new_status[i]));
+		values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+		nulls[2] = reason ? ' ' : 'n';
+		values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
+		nulls[3] = error ? ' ' : 'n';
+
+		tcc_spi_exec(&plan,
+					 "UPDATE tcc.global_transaction"
+					 "   SET status = $2,"
+					 "       reason = coalesce($3, reason),"
+					 "       failed_phase = CASE WHEN $2 = 'failed'"
+					 "                      THEN status END,"
+					 "       last_error = CASE WHEN $2 = 'failed' THEN $4 END,"
+					 "       updated_at = now(),"
+					 "       finished_at = CASE WHEN $2 IN ('confirmed',"
+					 "                                      'cancelled')"
+					 "                     THEN now() END"
+					 " WHERE gid = $1",
+					 4, argtypes, values, nulls, false, 0);
 
 		if (new_status[i] == TCC_FAILED)
 			tx->failed_phase = tx->status;

@@ -15,9 +15,9 @@
  * A dispatcher's round records all the outcomes that came back together
  * (tcc_record_outcomes): one statement locks every transaction of the
  * round, and the common outcome, a TCC transaction's confirm or cancel
- * that succeeded, is written for all of them at once, with one look for
- * the transactions that have no branch left and one move that ends them.
- * Every other outcome takes the path of one call, with the same rules.
+ * that succeeded, is written for all of them, with one look for the
+ * transactions that have no branch left before those are ended.  Every
+ * other outcome takes the path of one call, with the same rules.
  *
  * src/outcome.c
  *
@@ -421,8 +421,8 @@ only_successes_in_phase(GlobalTx *tx, TccCall **calls, int ncalls)
 /*
  * record_successes
  *		record_success of the n calls in attempts, of the ntxs TCC
- *		transactions txs (only_successes_in_phase), with one statement for
- *		all the branches and one look and move for all the transactions.
+ *		transactions txs (only_successes_in_phase), with one look for all
+ *		the transactions that have no branch left.
  *
  * It does what record_success does call by call: a transaction none of
  * whose calls was recorded (each branch reset by tcc.retry meanwhile) is
@@ -512,9 +512,10 @@ lock_round(TccCall **calls, int n, RoundTx **txs)
  *		transaction was busy, to be recorded in a later round.
  *
  * Every transaction of the round is locked by one statement.  The outcomes
- * that only end their branches (record_successes) are written together;
- * any other (a failure, a saga or msg step) is recorded on its own, with
- * every call of its transaction, in the order they came.
+ * that only end their branches (record_successes) are recorded together,
+ * with one look for what is left; any other (a failure, a saga or msg
+ * step) is recorded on its own, with every call of its transaction, in
+ * the order they came.
  */
 List *
 tcc_record_outcomes(List *done)

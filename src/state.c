@@ -287,8 +287,8 @@ tcc_start_next(GlobalTx *tx)
  * tcc_finish_all_if_done
  *		End each of the n transactions txs, confirming or cancelling, when
  *		none of its branches is left to run: confirming becomes confirmed,
- *		cancelling becomes cancelled.  One look and one move for all of
- *		them: a dispatcher's round ends many at once.
+ *		cancelling becomes cancelled.  One look for all of them: a
+ *		dispatcher's round ends many at once.
  *
  * Every branch is written under its transaction's row lock, which the
  * caller holds for each of them, so the branches cannot change between the

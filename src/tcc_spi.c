@@ -262,12 +262,12 @@ array_param(Oid elemtype, Datum *values, bool *isnull, int n)
  *		which takes each column as an array.  plans[0] and plans[1] keep
  *		their plans.  Returns SPI_processed.
  *
- * Why two forms: a statement that joins a table to arrays of rows has a
- * join to plan, which the settings of tcc's processes pin to a nested
- * loop of index lookups (tcc_worker_pin_session), but those of a user's
- * session (tcc_spi_begin) do not.  One row given as parameters leaves
- * nothing to plan but the lookup, whatever the settings; the SQL functions
- * only ever write one row, and so never run the join.
+ * Why two forms: one row given as parameters is a plain lookup, planned
+ * as such under any settings (the SQL functions' sessions pin only
+ * enable_seqscan); the array form is for a dispatcher's round, and is
+ * written so that the arrays drive the lookups (= ANY, or a LATERAL
+ * subquery), which leaves the planner no join to choose.  A join of a
+ * table to arrays of rows is never written: see attempt.c.
  */
 uint64
 tcc_spi_exec_rows(SPIPlanPtr *plans, const char *one_sql,

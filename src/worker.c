@@ -88,8 +88,15 @@ const TccPin tcc_planner_pins[] = {
 	{NULL, NULL}
 };
 
-/* how long a dispatcher waits for more answers before recording them */
+/*
+ * How long a dispatcher waits for more answers before recording them
+ * (gather_answers): with fewer than TCC_GATHER_DEEP calls in flight, and
+ * with a deep pipeline; and the most answers it gathers for one round.
+ */
 #define TCC_GATHER_MS		1
+#define TCC_GATHER_DEEP		16
+#define TCC_GATHER_DEEP_MS	4
+#define TCC_GATHER_MAX		64
 
 /* this worker's database, for messages */
 static char *my_database_name = NULL;
@@ -312,28 +319,50 @@ leader_duties(TimestampTz *wake_at)
 
 /*
  * gather_answers
- *		Once a round has an answer, wait up to TCC_GATHER_MS for more answers
- *		of the calls still in flight, so that the next round records several
- *		outcomes rather than one.
+ *		Once a round has an answer, wait a little for more answers of the
+ *		calls still in flight, so that the next round records many outcomes
+ *		rather than one.
  *
  * Every round costs two transactions and a read of the due rows, and a
  * connection answers its pipelined calls one at a time: without this a
  * round came for every answer (about 1.3 outcomes per round in a remote
  * drain).  Nothing waits when no other call is in flight, so a lone call
- * is recorded as soon as before; nor once the latch is set, which is new
- * work.
+ * is recorded as soon as before.
+ *
+ * With a shallow pipeline the wait is short and ends at a wake-up, which
+ * is new work to send.  With a deep one (TCC_GATHER_DEEP calls in flight)
+ * it is longer and goes on through wake-ups: a call sent now would only
+ * be answered after those in flight before it on its connection, so
+ * sending it a few milliseconds later costs it nothing, while clients
+ * that commit all the time would otherwise end every gathering at once.
+ * The latch is reset for that; the round that follows looks for what it
+ * announced (new due branches are noted in shared memory, a signal sets
+ * its own flag) just as if it had ended the wait.
  */
 static void
 gather_answers(List **done)
 {
+	bool		deep;
 	TimestampTz until;
 
 	if (*done == NIL)
 		return;
-	until = GetCurrentTimestamp() + TCC_GATHER_MS * 1000;
-	while (tcc_remote_in_flight() > 0 && !MyLatch->is_set &&
+	deep = tcc_remote_in_flight() >= TCC_GATHER_DEEP;
+	until = GetCurrentTimestamp() +
+		(deep ? TCC_GATHER_DEEP_MS : TCC_GATHER_MS) * 1000;
+	while (tcc_remote_in_flight() > 0 &&
+		   list_length(*done) < TCC_GATHER_MAX &&
 		   GetCurrentTimestamp() < until)
+	{
+		if (MyLatch->is_set)
+		{
+			if (!deep)
+				break;
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 		tcc_remote_wait(1, done);
+	}
 }
 
 /*

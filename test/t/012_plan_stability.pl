@@ -20,14 +20,13 @@
 # buffers each registration's INSERT reads: a handful through the index,
 # about 220 on average with the scans.  (Those statistics are of tables
 # that have pages but no live row: a few transactions, purged, then
-# ANALYZE.)  In the drain that follows, the dispatcher's statements that
-# write a round's outcomes at once (src/attempt.c, joins of the table to
-# arrays of the round's rows) must read index entries by lookups:
-# pg_stat_user_indexes counts about 13 per branch for tcc.branch and 8 for
-# tcc.global_transaction.  Without the bound on the round's gids their
-# plans read the whole table in the outer loop, 150 and 80 per branch, and
-# the drain took 21 s instead of 1.  (The drain rate after such
-# statistics is the benchmark's, test/bench.)
+# ANALYZE.)  In the drain that follows, the dispatcher's statements, those
+# that take a round's outcomes at once (src/outcome.c) among them, must read
+# index entries by lookups: pg_stat_user_indexes counts about 13 per branch
+# for tcc.branch and 8 for tcc.global_transaction.  (An UPDATE joined to
+# arrays of a round's rows, since dropped, read 150 and 80 per branch after
+# those statistics, and the drain took 21 s instead of 1.)  (The drain
+# rate after such statistics is the benchmark's, test/bench.)
 use strict;
 use warnings;
 
@@ -126,12 +125,10 @@ cmp_ok($per_call, '<', 30,
 note("buffers per registration: $per_call");
 
 # The dispatcher plans its own statements again under the same statistics,
-# and keeps those plans: the statements that take a round's outcomes at
-# once join arrays of them to the table, and the plan that a table of no
-# rows makes cheapest reads the table in its outer loop; on the whole of
-# tcc.branch, as it grows, that reads every branch for every round.
-# Bounded by the round's gids, they read a few index entries per outcome,
-# as lookups do (the statistics views count them).
+# and keeps those plans: a plan that statistics of a table of no rows make
+# cheapest reads the table whole, which, as tcc.branch grows, reads every
+# branch for every round.  Lookups read a few index entries per branch
+# (the statistics views count them).
 drained('api', 'api', 3000, 60, 'after ANALYZE of the empty tables');
 sleep(2);
 my %after = map { split /:/ } split /,/, $node->safe_psql('api', $index_reads);
