@@ -293,6 +293,7 @@ queue_call(TccCall *call, List **done)
 	else
 	{
 		call->serverid = server->serverid;
+		call->conn_slot = tcc_connection_slot(call->gid, npartitions);
 		tcc_owner_queue_remote(call);
 	}
 }

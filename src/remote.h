@@ -25,6 +25,7 @@ typedef struct ConnCacheKey
 {
 	Oid			serverid;
 	Oid			userid;			/* the owner of the global transactions */
+	int			slot;			/* which of tcc.server_connections */
 } ConnCacheKey;
 
 /*

@@ -9,8 +9,9 @@
  *	  remote_pipeline.c, waiting for the answers in remote_wait.c.
  *
  * Connections are cached per (foreign server, owner role), as
- * postgres_fdw does per user mapping: the owner's user mapping supplies
- * the credentials, and the connection is dropped when the server or the
+ * postgres_fdw does per user mapping, tcc.server_connections of them in a
+ * dispatcher (tcc_connection_slot): the owner's user mapping supplies
+ * the credentials, and a connection is dropped when the server or the
  * mapping changes (a syscache invalidation callback marks it; it is closed
  * as soon as no call is in flight on it).  A connection still being made
  * is marked the same way: the calls queued on it were found due with the
@@ -21,6 +22,8 @@
  * once the connection is up; connecting never blocks the process, and its
  * calls count as in flight meanwhile.  How a connection is made, and the
  * security checks made then (the password rule), are in remote_connect.c.
+ * A connect that failed is remembered per connection: a participant that
+ * is down costs a dispatcher one connect per connection and naptime.
  *
  * src/remote_conn.c
  *
@@ -178,6 +181,30 @@ tcc_disconnect(ConnCacheEntry *entry)
 }
 
 /*
+ * tcc_connection_slot
+ *		Which of the tcc.server_connections connections to a server (for
+ *		an owner) a dispatcher of npartitions sends the calls of gid over;
+ *		a session's own calls (CALL tcc.try) use slot 0.
+ *
+ * One connection answers its pipelined calls one at a time, in one backend
+ * of the participant's: however many calls are in flight, a participant
+ * then works on one of a dispatcher's at a time, and that backend gets no
+ * more of the participant's CPU than any of the clients' backends there.
+ * Several connections let the participant run that many at once.  The
+ * slot is a hash of the gid, independent of the partition (the hash
+ * modulo npartitions) that chose this dispatcher, so that a transaction's
+ * calls keep going over one connection, in the order they were sent,
+ * while a change of the setting applies only to calls sent afterwards.
+ */
+int
+tcc_connection_slot(const char *gid, int npartitions)
+{
+	Assert(npartitions > 0);
+	return tcc_gid_partition(gid, npartitions * tcc_server_connections) /
+		npartitions;
+}
+
+/*
  * cache_entry
  *		The cache entry of call's server and owner, made (unconnected) if
  *		there is none yet.
@@ -192,6 +219,7 @@ cache_entry(TccCall *call)
 	memset(&key, 0, sizeof(key));
 	key.serverid = call->serverid;
 	key.userid = call->owner;
+	key.slot = call->conn_slot;
 	entry = hash_search(tcc_conn_cache, &key, HASH_ENTER, &found);
 	if (!found)
 	{

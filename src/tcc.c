@@ -42,6 +42,7 @@ int			tcc_max_attempts = 50;
 int			tcc_call_timeout = 30000;
 int			tcc_connect_timeout = 10000;
 int			tcc_max_concurrent_calls = 100;
+int			tcc_server_connections = 2;
 int			tcc_retention = 7 * 24 * 3600;
 int			tcc_fence_retention = 7 * 24 * 3600;
 int			tcc_dispatchers = 2;
@@ -271,6 +272,16 @@ _PG_init(void)
 							NULL,
 							&tcc_max_concurrent_calls,
 							100, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tcc.server_connections",
+							"Connections a dispatcher keeps to each "
+							"participant server for each owner.",
+							"A transaction's calls always go over the same "
+							"one, chosen by a hash of its gid.",
+							&tcc_server_connections,
+							2, 1, 16,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

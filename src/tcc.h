@@ -32,6 +32,7 @@ extern int	tcc_max_attempts;		/* 0: no limit */
 extern int	tcc_call_timeout;		/* milliseconds, 0: no limit */
 extern int	tcc_connect_timeout;	/* milliseconds */
 extern int	tcc_max_concurrent_calls;
+extern int	tcc_server_connections;
 extern int	tcc_retention;			/* seconds, 0: keep forever */
 extern int	tcc_fence_retention;	/* seconds, 0: keep forever */
 extern int	tcc_dispatchers;		/* per database */
@@ -89,6 +90,7 @@ typedef struct TccCall
 								 * or cancelling, registered for a try */
 	char	   *server;			/* foreign server name, NULL for local */
 	Oid			serverid;		/* its OID, when remote */
+	int			conn_slot;		/* ... and which of its connections */
 	Oid			owner;			/* the global transaction's owner */
 	char	   *sql;			/* the action */
 	char	   *payload;		/* jsonb as text, or NULL */
@@ -236,6 +238,7 @@ extern ConditionVariable *tcc_wait_variable(const char *gid);
 
 /* dispatch.c */
 extern int	tcc_gid_partition(const char *gid, int npartitions);
+extern int	tcc_connection_slot(const char *gid, int npartitions);
 
 /* launcher.c and worker.c: bgw_function_name entry points */
 extern PGDLLEXPORT void tcc_launcher_main(Datum main_arg);

@@ -19,6 +19,11 @@
 #      the participant is resumed; and a reload is served while the worker
 #      connects to the stopped participant (a shorter tcc.connect_timeout
 #      ends that connect).
+#   3. Several connections per (server, role): with tcc.server_connections
+#      = 3, 300 transactions of two branches each are confirmed over three
+#      participant backends (the confirm records pg_backend_pid()), both
+#      branches of a transaction over the same one; before, one backend
+#      ran every call.
 use strict;
 use warnings;
 
@@ -119,8 +124,10 @@ my $coord = tcc_cluster(
 		'tcc.retry_max' => '300ms',
 		'tcc.call_timeout' => '1s',
 		'tcc.connect_timeout' => '2s',
-		# one dispatcher, so one connection per (server, role) to watch
-		'tcc.dispatchers' => '1'
+		# one dispatcher with one connection per (server, role) to watch
+		# (part 3 gives it more)
+		'tcc.dispatchers' => '1',
+		'tcc.server_connections' => '1'
 	]);
 
 $coord->safe_psql('postgres', 'CREATE EXTENSION tcc');
@@ -408,6 +415,48 @@ resume_participant();
 $coord->safe_psql('postgres',
 	q{ALTER SYSTEM RESET tcc.connect_timeout; SELECT pg_reload_conf()});
 confirmed('reload: h2 is confirmed once the participant answers', 'h2');
+
+# ------------------------------------- 3. several connections per server
+ok(set_conf($coord, 'tcc.server_connections', '3', '3'),
+	'connections: tcc.server_connections is 3');
+$participant->safe_psql('part',
+	'CREATE TABLE conn_effect (gid text, branch_id text, pid int)');
+$coord->safe_psql(
+	'postgres', q{
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP
+		PERFORM tcc.begin('c-' || i);
+		PERFORM tcc.register_branch('c-' || i, 'p',
+			'INSERT INTO conn_effect VALUES ($1, $2, pg_backend_pid())',
+			'SELECT true', NULL, b)
+		   FROM unnest(ARRAY['a', 'b']) b;
+		PERFORM tcc.commit('c-' || i);
+	END LOOP;
+END $$;
+});
+polled_is(
+	$coord, 'postgres', q{
+SELECT count(*) FROM tcc.transactions
+ WHERE gid LIKE 'c-%' AND status = 'confirmed'}, '300', 60,
+	'connections: the 300 are confirmed');
+is( $participant->safe_psql(
+		'part', q{
+SELECT count(*), count(DISTINCT (gid, branch_id)), count(DISTINCT pid)
+  FROM conn_effect}),
+	'600|600|3',
+	'connections: each branch ran once, over three participant backends');
+is( $participant->safe_psql(
+		'part', q{
+SELECT count(*) FROM (SELECT gid FROM conn_effect
+                       GROUP BY gid HAVING count(DISTINCT pid) > 1) t}),
+	'0', 'connections: both branches of a transaction went over one');
+is( $participant->safe_psql(
+		'part', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE pid IN (SELECT pid FROM conn_effect)
+   AND application_name = 'tcc'}),
+	'3', 'connections: the worker keeps the three connections open');
 
 $coord->stop;
 $participant->stop;
