@@ -179,7 +179,8 @@ wait_for_sockets(long timeout_ms, int nsockets, List **done)
  * check_connections
  *		After a wait: time out the connects and the items that ran too
  *		long, and close the idle connections whose server or mapping
- *		changed.
+ *		changed, or that tcc.server_connections has no room for since a
+ *		reload lowered it.
  */
 static void
 check_connections(List **done)
@@ -200,7 +201,9 @@ check_connections(List **done)
 			tcc_connect_timed_out(entry, done);
 		else if (deadline != 0 && now >= deadline)
 			tcc_timeout_entry(entry, done);
-		else if (entry->ncalls == 0 && entry->invalidated)
+		else if (entry->ncalls == 0 &&
+				 (entry->invalidated ||
+				  entry->key.slot >= tcc_server_connections))
 			tcc_disconnect(entry);
 	}
 }

@@ -23,7 +23,8 @@
 #      = 3, 300 transactions of two branches each are confirmed over three
 #      participant backends (the confirm records pg_backend_pid()), both
 #      branches of a transaction over the same one; before, one backend
-#      ran every call.
+#      ran every call.  Lowered to 2 by a reload, the third connection is
+#      closed.
 use strict;
 use warnings;
 
@@ -457,6 +458,14 @@ SELECT count(*) FROM pg_stat_activity
  WHERE pid IN (SELECT pid FROM conn_effect)
    AND application_name = 'tcc'}),
 	'3', 'connections: the worker keeps the three connections open');
+ok(set_conf($coord, 'tcc.server_connections', '2', '2'),
+	'connections: tcc.server_connections is lowered to 2');
+polled_is(
+	$participant, 'part', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE pid IN (SELECT pid FROM conn_effect)
+   AND application_name = 'tcc'}, '2', 10,
+	'connections: the connection the lower setting has no room for is closed');
 
 $coord->stop;
 $participant->stop;
