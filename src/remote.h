@@ -56,7 +56,8 @@ typedef struct ConnCacheEntry
 								 * answered as they should */
 	bool		flush_pending;	/* libpq has output left to send */
 	bool		invalidated;	/* the server or mapping changed */
-	TimestampTz failed_at;		/* when connecting last failed, or 0 */
+	TimestampTz failed_at;		/* when connecting last failed, or 0 (slot
+								 * 0 only: see tcc_remember_failure) */
 	char	   *failed_error;	/* ... and why (in tcc_remote_context) */
 	char		failed_sqlstate[6];
 	uint32		server_hashvalue;
@@ -70,6 +71,7 @@ extern ConnCacheEntry *tcc_connection_for(TccCall *call);
 extern void tcc_disconnect(ConnCacheEntry *entry);
 extern void tcc_remember_failure(ConnCacheEntry *entry, const char *message,
 								 const char *sqlstate);
+extern void tcc_forget_failure(ConnCacheEntry *entry);
 extern char *tcc_libpq_message(PGconn *conn, const char *fallback);
 
 /* remote_connect.c */

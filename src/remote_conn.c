@@ -22,8 +22,10 @@
  * once the connection is up; connecting never blocks the process, and its
  * calls count as in flight meanwhile.  How a connection is made, and the
  * security checks made then (the password rule), are in remote_connect.c.
- * A connect that failed is remembered per connection: a participant that
- * is down costs a dispatcher one connect per connection and naptime.
+ * A connect that failed is remembered for the server and owner, whichever
+ * of their connections it was for (failure_memory): a participant that is
+ * down costs a dispatcher one connect per naptime, however many
+ * connections it keeps there.
  *
  * src/remote_conn.c
  *
@@ -42,7 +44,7 @@
 #include "remote.h"
 #include "tcc.h"
 
-/* the connections, by (server, owner); NULL until tcc_remote_init */
+/* the connections, by (server, owner, slot); NULL until tcc_remote_init */
 HTAB	   *tcc_conn_cache = NULL;
 
 /*
@@ -194,7 +196,8 @@ tcc_disconnect(ConnCacheEntry *entry)
  * slot is a hash of the gid, independent of the partition (the hash
  * modulo npartitions) that chose this dispatcher, so that a transaction's
  * calls keep going over one connection, in the order they were sent,
- * while a change of the setting applies only to calls sent afterwards.
+ * while a change of the setting applies only to calls queued afterwards
+ * (tcc_connection_for moves those queued before a lowering).
  */
 int
 tcc_connection_slot(const char *gid, int npartitions)
@@ -206,20 +209,20 @@ tcc_connection_slot(const char *gid, int npartitions)
 
 /*
  * cache_entry
- *		The cache entry of call's server and owner, made (unconnected) if
- *		there is none yet.
+ *		The cache entry of connection slot of server serverid for owner
+ *		userid, made (unconnected) if there is none yet.
  */
 static ConnCacheEntry *
-cache_entry(TccCall *call)
+cache_entry(Oid serverid, Oid userid, int slot)
 {
 	ConnCacheKey key;
 	ConnCacheEntry *entry;
 	bool		found;
 
 	memset(&key, 0, sizeof(key));
-	key.serverid = call->serverid;
-	key.userid = call->owner;
-	key.slot = call->conn_slot;
+	key.serverid = serverid;
+	key.userid = userid;
+	key.slot = slot;
 	entry = hash_search(tcc_conn_cache, &key, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -242,26 +245,61 @@ cache_entry(TccCall *call)
 }
 
 /*
+ * failure_memory
+ *		The entry that remembers the failed connects of entry's server and
+ *		owner for all of their connections: that of slot 0, which
+ *		tcc_connection_for makes before any other.
+ */
+static ConnCacheEntry *
+failure_memory(ConnCacheEntry *entry)
+{
+	ConnCacheKey key = entry->key;
+	ConnCacheEntry *memory;
+
+	key.slot = 0;
+	memory = hash_search(tcc_conn_cache, &key, HASH_FIND, NULL);
+	if (memory == NULL)
+		elog(ERROR, "tcc connection slot 0 of server %u is missing",
+			 key.serverid);
+	return memory;
+}
+
+/*
  * tcc_remember_failure
  *		Connecting entry failed with this error: in the worker, the calls
- *		for it fail the same way, without trying, until the next naptime
- *		(see tcc_connection_for).  A failure of a connect started before
- *		the server or the mapping changed says nothing of the new ones,
- *		and is not remembered.
+ *		for its server and owner fail the same way, whichever connection
+ *		they are for, without trying, until the next naptime (see
+ *		tcc_connection_for).  A failure of a connect started before the
+ *		server or the mapping changed says nothing of the new ones, and is
+ *		not remembered.
  */
 void
 tcc_remember_failure(ConnCacheEntry *entry, const char *message,
 					 const char *sqlstate)
 {
+	ConnCacheEntry *memory;
+
 	if (!remember_failures || entry->invalidated)
 		return;
-	if (entry->failed_error)
-		pfree(entry->failed_error);
-	entry->failed_error = NULL;
-	entry->failed_error = MemoryContextStrdup(tcc_remote_context, message);
-	strlcpy(entry->failed_sqlstate, sqlstate,
-			sizeof(entry->failed_sqlstate));
-	entry->failed_at = GetCurrentTimestamp();
+	memory = failure_memory(entry);
+	if (memory->failed_error)
+		pfree(memory->failed_error);
+	memory->failed_error = NULL;
+	memory->failed_error = MemoryContextStrdup(tcc_remote_context, message);
+	strlcpy(memory->failed_sqlstate, sqlstate,
+			sizeof(memory->failed_sqlstate));
+	memory->failed_at = GetCurrentTimestamp();
+}
+
+/*
+ * tcc_forget_failure
+ *		A connect of entry's server and owner succeeded: the participant is
+ *		up, and calls for any of their connections try again.
+ */
+void
+tcc_forget_failure(ConnCacheEntry *entry)
+{
+	failure_memory(entry)->failed_at = 0;
 }
 
 /*
@@ -275,11 +313,20 @@ tcc_remember_failure(ConnCacheEntry *entry, const char *message,
 ConnCacheEntry *
 tcc_connection_for(TccCall *call)
 {
+	ConnCacheEntry *memory;
 	ConnCacheEntry *entry;
+	int			slot;
 
 	Assert(IsTransactionState());
 
-	entry = cache_entry(call);
+	/*
+	 * A call queued before a reload lowered tcc.server_connections goes
+	 * over one of the connections that are left.
+	 */
+	slot = call->conn_slot % tcc_server_connections;
+	memory = cache_entry(call->serverid, call->owner, 0);
+	entry = slot == 0 ? memory :
+		cache_entry(call->serverid, call->owner, slot);
 
 	/* (a reset still pending goes with the connection: see tcc_disconnect) */
 	if (entry->conn != NULL && entry->invalidated && entry->ncalls == 0)
@@ -298,12 +345,12 @@ tcc_connection_for(TccCall *call)
 	 * failure, the other calls for it fail the same way without trying
 	 * again until the next naptime.
 	 */
-	if (remember_failures && entry->failed_at != 0 &&
-		GetCurrentTimestamp() < entry->failed_at +
+	if (remember_failures && memory->failed_at != 0 &&
+		GetCurrentTimestamp() < memory->failed_at +
 		(int64) tcc_naptime * 1000)
 	{
-		tcc_set_call_error(call, entry->failed_error, entry->failed_sqlstate,
-						   false);
+		tcc_set_call_error(call, memory->failed_error,
+						   memory->failed_sqlstate, false);
 		return NULL;
 	}
 	if (!tcc_start_connect(entry, call))

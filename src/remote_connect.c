@@ -322,7 +322,7 @@ connected(ConnCacheEntry *entry, List **done)
 	(void) PQsetNoticeReceiver(entry->conn, ignore_notice, NULL);
 
 	entry->connecting = false;
-	entry->failed_at = 0;
+	tcc_forget_failure(entry);
 	tcc_send_queued(entry, done);
 }
 

@@ -42,7 +42,7 @@ int			tcc_max_attempts = 50;
 int			tcc_call_timeout = 30000;
 int			tcc_connect_timeout = 10000;
 int			tcc_max_concurrent_calls = 100;
-int			tcc_server_connections = 2;
+int			tcc_server_connections = 1;
 int			tcc_retention = 7 * 24 * 3600;
 int			tcc_fence_retention = 7 * 24 * 3600;
 int			tcc_dispatchers = 2;
@@ -281,7 +281,7 @@ _PG_init(void)
 							"A transaction's calls always go over the same "
 							"one, chosen by a hash of its gid.",
 							&tcc_server_connections,
-							2, 1, 16,
+							1, 1, 16,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

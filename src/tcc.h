@@ -238,6 +238,8 @@ extern ConditionVariable *tcc_wait_variable(const char *gid);
 
 /* dispatch.c */
 extern int	tcc_gid_partition(const char *gid, int npartitions);
+
+/* remote_conn.c */
 extern int	tcc_connection_slot(const char *gid, int npartitions);
 
 /* launcher.c and worker.c: bgw_function_name entry points */

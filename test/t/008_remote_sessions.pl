@@ -126,7 +126,7 @@ my $coord = tcc_cluster(
 		'tcc.call_timeout' => '1s',
 		'tcc.connect_timeout' => '2s',
 		# one dispatcher with one connection per (server, role) to watch
-		# (part 3 gives it more)
+		# (the default; part 3 gives it more)
 		'tcc.dispatchers' => '1',
 		'tcc.server_connections' => '1'
 	]);
@@ -418,6 +418,9 @@ $coord->safe_psql('postgres',
 confirmed('reload: h2 is confirmed once the participant answers', 'h2');
 
 # ------------------------------------- 3. several connections per server
+# no call may time out and reconnect: that would be a fourth backend
+ok(set_conf($coord, 'tcc.call_timeout', '30s', '30s'),
+	'connections: tcc.call_timeout is 30 s');
 ok(set_conf($coord, 'tcc.server_connections', '3', '3'),
 	'connections: tcc.server_connections is 3');
 $participant->safe_psql('part',
