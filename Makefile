@@ -10,7 +10,6 @@ OBJS = \
 	src/action.o \
 	src/action_sql.o \
 	src/args.o \
-	src/attempt.o \
 	src/branch.o \
 	src/cancel.o \
 	src/coordinator.o \

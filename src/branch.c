@@ -3,7 +3,7 @@
  * branch.c
  *	  The rows of a global transaction's branches, and every statement
  *	  that writes them: registration, the edges their transaction moves
- *	  them along (through state.c), and their
+ *	  them along (through state.c), the outcome of each attempt, and their
  *	  deletion with their transaction (the trigger tcc_delete_branches).
  *
  * Every statement here runs under the row lock of the branch's global
@@ -16,8 +16,8 @@
  * branch that is put in confirming or cancelling starts that phase, due
  * now, with tcc.max_attempts counting its attempts from zero; a branch put
  * in any other status is due never.  An attempt's outcome reschedules the
- * branch itself (attempt.c).  Whatever makes a branch due tells its
- * dispatcher at commit how far back to look (tcc_note_due).
+ * branch itself (tcc_record_attempt).  Whatever makes a branch due tells
+ * its dispatcher at commit how far back to look (note_due).
  *
  * src/branch.c
  *
@@ -134,15 +134,14 @@ tcc_insert_branch(GlobalTx *tx, const char *branch_id, const char *server,
 }
 
 /*
- * tcc_note_due
+ * note_due
  *		Branches of gid were put in status, due retry_in_ms after now()
  *		(never, when negative): have the dispatcher of their partition told
  *		at commit (tcc_note_due_at_commit).  The time noted is never later
  *		than the one written (interval arithmetic rounds to microseconds).
- *		Every statement that makes a branch due calls this.
  */
-void
-tcc_note_due(const char *gid, BranchStatus status, double retry_in_ms)
+static void
+note_due(const char *gid, BranchStatus status, double retry_in_ms)
 {
 	if ((status != BRANCH_CONFIRMING && status != BRANCH_CANCELLING) ||
 		retry_in_ms < 0)
@@ -176,7 +175,7 @@ set_branches(GlobalTx *tx, BranchSet which, const char *branch_id,
 	if (tcc_spi_exec(&plans[which], set_branches_sql[which],
 					 3, argtypes, values, nulls, false, 0) == 0)
 		return false;
-	tcc_note_due(tx->gid, new_status, 0);
+	note_due(tx->gid, new_status, 0);
 	return true;
 }
 
@@ -200,6 +199,67 @@ void
 tcc_set_branch(GlobalTx *tx, const char *branch_id, BranchStatus new_status)
 {
 	(void) set_branches(tx, BRANCHES_ONE, branch_id, new_status);
+}
+
+/*
+ * tcc_record_attempt
+ *		Record the outcome of call's attempt on its branch of tx, which must
+ *		still be in the status the call ran in: put the branch in new_status,
+ *		due again in retry_in_ms (or never, when negative), with call's
+ *		error when with_error (else the last error stays, for the views); false
+ *		when the branch moved on meanwhile (a tcc.retry, a rollback while a
+ *		try ran) and nothing was written.
+ *
+ * A try (CALL tcc.try, on a branch still registered) is not an attempt of
+ * phase two, which is what tcc.max_attempts counts, so it leaves attempts
+ * alone.  The caller holds the row lock of tx, call's transaction.
+ */
+bool
+tcc_record_attempt(GlobalTx *tx, TccCall *call, BranchStatus new_status,
+				   double retry_in_ms, bool with_error)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		FLOAT8OID, BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ',
+		'n', 'n', 'n', 'n', 'n'};
+	Assert(tx->locked && strcmp(tx->gid, call->gid) == 0);
+	values[0] = CStringGetTextDatum(call->gid);
+	values[1] = CStringGetTextDatum(call->branch_id);
+	values[2] = CStringGetTextDatum(tcc_branch_status_name(call->ran_in));
+	values[3] = CStringGetTextDatum(tcc_branch_status_name(new_status));
+	values[4] = Float8GetDatum(retry_in_ms);
+	nulls[4] = retry_in_ms < 0 ? 'n' : ' ';
+	values[5] = BoolGetDatum(with_error);
+	if (with_error)
+		tcc_error_params(call, &values[6], &nulls[6]);
+
+	if (tcc_spi_exec(&plan,
+					 "UPDATE tcc.branch"
+					 "   SET status = $4,"
+					 "       attempts = attempts +"
+					 "           CASE $3 WHEN 'registered' THEN 0"
+					 "           ELSE 1 END,"
+					 "       last_attempt_at = now(),"
+					 "       next_attempt_at ="
+					 "           now() + $5 * interval '1 millisecond',"
+					 "       last_error = CASE WHEN $6 THEN $7"
+					 "                    ELSE last_error END,"
+					 "       last_sqlstate = CASE WHEN $6 THEN $8"
+					 "                       ELSE last_sqlstate END,"
+					 "       last_detail = CASE WHEN $6 THEN $9"
+					 "                     ELSE last_detail END,"
+					 "       last_hint = CASE WHEN $6 THEN $10"
+					 "                   ELSE last_hint END,"
+					 "       last_context = CASE WHEN $6 THEN $11"
+					 "                      ELSE last_context END,"
+					 "       updated_at = now()"
+					 " WHERE gid = $1 AND branch_id = $2 AND status = $3",
+					 11, argtypes, values, nulls, false, 0) == 0)
+		return false;
+	note_due(call->gid, new_status, retry_in_ms);
+	return true;
 }
 
 /*

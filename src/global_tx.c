@@ -374,11 +374,9 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
 }
 
 /*
- * move_global_txs
- *		The one statement that changes a transaction's status: move each of
- *		the n transactions txs, whose rows the caller has locked, to
- *		new_status[i] along a legal edge, with reasons[i] and errors[i]
- *		(reasons, errors NULL: none).
+ * move_global_tx
+ *		The one statement that changes a transaction's status: move tx,
+ *		whose row the caller has locked, to new_status along a legal edge.
  *
  * It stamps updated_at, and finished_at for a terminal status; keeps the
  * phase a failed transaction left, and its error, for exactly as long as
@@ -386,69 +384,48 @@ tcc_insert_global_tx(const char *gid, TccMode mode, Oid owner,
  * transaction (confirmed, cancelled, or failed, which waits for a human)
  * wakes its tcc.wait callers once this transaction commits.  The caller
  * decided on the edge from what it found under the lock; an edge that
- * does not exist is a bug, and stops here (tcc_check_edge).  One
- * statement per transaction, by primary key: see attempt.c for why not
- * one joined to arrays of them.
- */
-static void
-move_global_txs(int n, GlobalTx **txs, const TccStatus *new_status,
-				const char *const *reasons, const char *const *errors)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	int			i;
-
-	for (i = 0; i < n; i++)
-	{
-		GlobalTx   *tx = txs[i];
-		const char *reason = reasons ? reasons[i] : NULL;
-		const char *error = errors ? errors[i] : NULL;
-		Datum		values[4];
-		char		nulls[4] = {' ', ' ', ' ', ' '};
-
-		Assert(tx->locked);
-		tcc_check_edge(tx, new_status[i]);
-
-		values[0] = CStringGetTextDatum(tx->gid);
-		values[1] = CStringGetTextDatum(tcc_status_name(new_status[i]));
-		values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-		nulls[2] = reason ? ' ' : 'n';
-		values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
-		nulls[3] = error ? ' ' : 'n';
-
-		tcc_spi_exec(&plan,
-					 "UPDATE tcc.global_transaction"
-					 "   SET status = $2,"
-					 "       reason = coalesce($3, reason),"
-					 "       failed_phase = CASE WHEN $2 = 'failed'"
-					 "                      THEN status END,"
-					 "       last_error = CASE WHEN $2 = 'failed' THEN $4 END,"
-					 "       updated_at = now(),"
-					 "       finished_at = CASE WHEN $2 IN ('confirmed',"
-					 "                                      'cancelled')"
-					 "                     THEN now() END"
-					 " WHERE gid = $1",
-					 4, argtypes, values, nulls, false, 0);
-
-		if (new_status[i] == TCC_FAILED)
-			tx->failed_phase = tx->status;
-		tx->status = new_status[i];
-
-		if (new_status[i] == TCC_CONFIRMED ||
-			new_status[i] == TCC_CANCELLED || new_status[i] == TCC_FAILED)
-			tcc_wake_waiters_at_commit(tx->gid);
-	}
-}
-
-/*
- * move_global_tx
- *		move_global_txs of the one transaction tx.
+ * does not exist is a bug, and stops here (tcc_check_edge).
  */
 static void
 move_global_tx(GlobalTx *tx, TccStatus new_status, const char *reason,
 			   const char *error)
 {
-	move_global_txs(1, &tx, &new_status, &reason, &error);
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	Assert(tx->locked);
+	tcc_check_edge(tx, new_status);
+
+	values[0] = CStringGetTextDatum(tx->gid);
+	values[1] = CStringGetTextDatum(tcc_status_name(new_status));
+	values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[2] = reason ? ' ' : 'n';
+	values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	nulls[3] = error ? ' ' : 'n';
+
+	tcc_spi_exec(&plan,
+				 "UPDATE tcc.global_transaction"
+				 "   SET status = $2,"
+				 "       reason = coalesce($3, reason),"
+				 "       failed_phase = CASE WHEN $2 = 'failed'"
+				 "                      THEN status END,"
+				 "       last_error = CASE WHEN $2 = 'failed' THEN $4 END,"
+				 "       updated_at = now(),"
+				 "       finished_at = CASE WHEN $2 IN ('confirmed',"
+				 "                                      'cancelled')"
+				 "                     THEN now() END"
+				 " WHERE gid = $1",
+				 4, argtypes, values, nulls, false, 0);
+
+	if (new_status == TCC_FAILED)
+		tx->failed_phase = tx->status;
+	tx->status = new_status;
+
+	if (new_status == TCC_CONFIRMED || new_status == TCC_CANCELLED ||
+		new_status == TCC_FAILED)
+		tcc_wake_waiters_at_commit(tx->gid);
 }
 
 /*
@@ -461,23 +438,6 @@ tcc_set_global_status(GlobalTx *tx, TccStatus new_status, const char *reason)
 {
 	Assert(new_status != TCC_FAILED);
 	move_global_tx(tx, new_status, reason, NULL);
-}
-
-/*
- * tcc_set_global_statuses
- *		Move each of the n transactions txs, whose rows the caller has
- *		locked, to new_status[i], keeping their reasons.
- */
-void
-tcc_set_global_statuses(int n, GlobalTx **txs, const TccStatus *new_status)
-{
-#ifdef USE_ASSERT_CHECKING
-	int			i;
-
-	for (i = 0; i < n; i++)
-		Assert(new_status[i] != TCC_FAILED);
-#endif
-	move_global_txs(n, txs, new_status, NULL, NULL);
 }
 
 /*

@@ -299,9 +299,6 @@ tcc_finish_all_if_done(int n, GlobalTx **txs)
 {
 	BranchStatus *done = palloc(n * sizeof(BranchStatus));
 	bool	   *left = palloc(n * sizeof(bool));
-	GlobalTx  **finished = palloc(n * sizeof(GlobalTx *));
-	TccStatus  *new_status = palloc(n * sizeof(TccStatus));
-	int			nfinished = 0;
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -314,15 +311,10 @@ tcc_finish_all_if_done(int n, GlobalTx **txs)
 	}
 	tcc_branches_left_in(n, txs, done, left);
 	for (i = 0; i < n; i++)
-	{
-		if (left[i])
-			continue;
-		finished[nfinished] = txs[i];
-		new_status[nfinished++] = STATUS_IS(txs[i], TCC_CONFIRMING) ?
-			TCC_CONFIRMED : TCC_CANCELLED;
-	}
-	if (nfinished > 0)
-		tcc_set_global_statuses(nfinished, finished, new_status);
+		if (!left[i])
+			tcc_set_global_status(txs[i],
+								  STATUS_IS(txs[i], TCC_CONFIRMING) ?
+								  TCC_CONFIRMED : TCC_CANCELLED, NULL);
 }
 
 /*

@@ -77,17 +77,6 @@ typedef enum GlobalLock
 	GLOBAL_GONE					/* purged meanwhile */
 } GlobalLock;
 
-/* one attempt's outcome, for tcc_record_attempts (attempt.c) */
-typedef struct TccAttempt
-{
-	GlobalTx   *tx;				/* the call's transaction, locked */
-	TccCall    *call;			/* the call, in its branch's status ran_in */
-	BranchStatus new_status;	/* the branch's status after it */
-	double		retry_in_ms;	/* due again in this long (< 0: never) */
-	bool		with_error;		/* record the call's error */
-	bool		recorded;		/* out: the branch was still in ran_in */
-} TccAttempt;
-
 /* which of a transaction's branches tcc_set_branches changes */
 typedef enum BranchSet
 {
@@ -136,8 +125,6 @@ extern bool tcc_insert_global_tx(const char *gid, TccMode mode,
 								 TimestampTz deadline, GlobalTx *existing);
 extern void tcc_set_global_status(GlobalTx *tx, TccStatus new_status,
 								  const char *reason);
-extern void tcc_set_global_statuses(int n, GlobalTx **txs,
-									const TccStatus *new_status);
 extern void tcc_fail_global_tx(GlobalTx *tx, const char *error);
 extern uint64 tcc_purge_finished(TimestampTz cutoff, Oid caller);
 extern uint64 tcc_purge_finished_batch(TimestampTz cutoff, int limit);
@@ -151,20 +138,15 @@ extern bool tcc_set_branches(GlobalTx *tx, BranchSet which,
 							 BranchStatus new_status);
 extern void tcc_set_branch(GlobalTx *tx, const char *branch_id,
 						   BranchStatus new_status);
+extern bool tcc_record_attempt(GlobalTx *tx, TccCall *call,
+							   BranchStatus new_status, double retry_in_ms,
+							   bool with_error);
 extern bool tcc_branch_is(const char *gid, const char *branch_id,
 						  BranchStatus status);
 extern bool tcc_read_due_call(TccCall *call, MemoryContext context);
 extern char *tcc_first_branch_in(const char *gid, BranchStatus status);
 extern void tcc_branches_left_in(int n, GlobalTx **txs,
 								 const BranchStatus *done, bool *left);
-extern void tcc_note_due(const char *gid, BranchStatus status,
-						 double retry_in_ms);
-
-/* attempt.c: the outcomes of attempts */
-extern void tcc_record_attempts(int n, TccAttempt *attempts);
-extern bool tcc_record_attempt(GlobalTx *tx, TccCall *call,
-							   BranchStatus new_status, double retry_in_ms,
-							   bool with_error);
 extern void tcc_check_branches_seen(const char *gid);
 
 #endif							/* TCC_STATE_H */

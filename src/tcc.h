@@ -136,7 +136,7 @@ extern uint64 tcc_spi_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 extern uint64 tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, Datum *values,
 								  const char *nulls, long count);
-extern void tcc_error_fields(TccCall *call, const char **fields);
+extern void tcc_error_params(TccCall *call, Datum *values, char *nulls);
 extern uint64 tcc_spi_exec_rows(SPIPlanPtr *plans, const char *one_sql,
 								const char *many_sql, int ncols,
 								const Oid *types, Datum **cols, bool **nulls,

@@ -216,19 +216,28 @@ tcc_spi_exec_latest(SPIPlanPtr *plan, const char *sql, int nargs,
 }
 
 /*
- * tcc_error_fields
- *		Set fields[0..4] to call's error the way tcc.branch records it:
- *		message, SQLSTATE, detail, hint and context, NULL where there is
- *		none.  One place for every statement that records an error.
+ * tcc_error_params
+ *		Fill values[0..4] and nulls[0..4], all text, with call's error the
+ *		way tcc.branch records it: message, SQLSTATE, detail, hint and
+ *		context, NULL where there is none.  One place for every statement
+ *		that records an error.
  */
 void
-tcc_error_fields(TccCall *call, const char **fields)
+tcc_error_params(TccCall *call, Datum *values, char *nulls)
 {
+	const char *fields[5];
+	int			i;
+
 	fields[0] = call->error;
 	fields[1] = call->sqlstate[0] != '\0' ? call->sqlstate : NULL;
 	fields[2] = call->detail;
 	fields[3] = call->hint;
 	fields[4] = call->context;
+	for (i = 0; i < 5; i++)
+	{
+		values[i] = fields[i] ? CStringGetTextDatum(fields[i]) : (Datum) 0;
+		nulls[i] = fields[i] ? ' ' : 'n';
+	}
 }
 
 /*
@@ -267,7 +276,8 @@ array_param(Oid elemtype, Datum *values, bool *isnull, int n)
  * enable_seqscan); the array form is for a dispatcher's round, and is
  * written so that the arrays drive the lookups (= ANY, or a LATERAL
  * subquery), which leaves the planner no join to choose.  A join of a
- * table to arrays of rows is never written: see attempt.c.
+ * table to arrays of rows is never written: see outcome.c,
+ * record_successes.
  */
 uint64
 tcc_spi_exec_rows(SPIPlanPtr *plans, const char *one_sql,
