@@ -439,10 +439,7 @@ BEGIN
 	END LOOP;
 END $$;
 });
-polled_is(
-	$coord, 'postgres', q{
-SELECT count(*) FROM tcc.transactions
- WHERE gid LIKE 'c-%' AND status = 'confirmed'}, '300', 60,
+polled_confirmed($coord, 'postgres', 'c', '300', 60,
 	'connections: the 300 are confirmed');
 is( $participant->safe_psql(
 		'part', q{

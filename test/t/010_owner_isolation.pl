@@ -249,10 +249,7 @@ END \$\$;
 	push @load, $h;
 }
 $_->finish foreach @load;
-polled_is(
-	$node, 'postgres', q{
-SELECT count(*) FROM tcc.transactions
- WHERE gid LIKE 'load-%' AND status = 'confirmed'}, '400', 60,
+polled_confirmed($node, 'postgres', 'load', '400', 60,
 	'5: the 400 transactions are confirmed');
 is( $node->safe_psql(
 		'effects',

@@ -63,10 +63,7 @@ sub drained
 {
 	my ($db, $prefix, $n, $seconds, $label) = @_;
 	my $start = time();
-	my $took = polled_is(
-		$node, $db, qq{
-SELECT count(*) FROM tcc.transactions
- WHERE gid LIKE '$prefix-%' AND status = 'confirmed'}, $n, $seconds,
+	polled_confirmed($node, $db, $prefix, $n, $seconds,
 		"$label: the backlog of $n drains within $seconds s");
 	note(sprintf("%s: %d transactions in %.1f s (%.0f/s)",
 			$label, $n, time() - $start, $n / (time() - $start)));

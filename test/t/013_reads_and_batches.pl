@@ -78,10 +78,7 @@ INSERT INTO held SELECT g, 0 FROM generate_series(1, 3) g;
 my $n = 5000;
 $node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
 $node->safe_psql('postgres', queue_sql('r', $n, undef));
-polled_is(
-	$node, 'postgres', q{
-SELECT count(*) FROM tcc.transactions
- WHERE gid LIKE 'r-%' AND status = 'confirmed'}, $n, 120,
+polled_confirmed($node, 'postgres', 'r', $n, 120,
 	"reads: the $n transactions are confirmed");
 is( $node->safe_psql(
 		'postgres', q{

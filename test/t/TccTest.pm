@@ -55,6 +55,7 @@ our @EXPORT = qw(
   start_psql
   poll_until
   polled_is
+  polled_confirmed
   wait_until
 );
 
@@ -512,6 +513,19 @@ sub polled_is
 	my ($ok, $elapsed) = poll_until($node, $db, $sql, $expected, $seconds);
 	ok($ok, $name);
 	return $elapsed;
+}
+
+# polled_confirmed(node, db, prefix, n, seconds, name): the assertion that
+# the n transactions whose gids start with "prefix-" come to be confirmed
+# within seconds; returns the time it took
+sub polled_confirmed
+{
+	my ($node, $db, $prefix, $n, $seconds, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return polled_is(
+		$node, $db, qq{
+SELECT count(*) FROM tcc.transactions
+ WHERE gid LIKE '$prefix-%' AND status = 'confirmed'}, $n, $seconds, $name);
 }
 
 # wait_until(cond, seconds): call the sub cond until it returns true;
