@@ -8,6 +8,7 @@
 MODULE_big = tcc
 OBJS = \
 	src/action.o \
+	src/action_plan.o \
 	src/action_sql.o \
 	src/args.o \
 	src/branch.o \

@@ -110,7 +110,6 @@ said_false(void)
 static void
 run_action(TccCall *call)
 {
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	int			nestlevel;
@@ -130,10 +129,10 @@ run_action(TccCall *call)
 	else
 		nulls[2] = 'n';
 
-	rc = SPI_execute_with_args(call->sql, 3, argtypes, values, nulls,
-							   false, 0);
+	rc = SPI_execute_plan(tcc_action_plan(call->owner, call->sql),
+						  values, nulls, false, 0);
 	if (rc < 0)
-		elog(ERROR, "SPI_execute_with_args failed: %s",
+		elog(ERROR, "SPI_execute_plan failed: %s",
 			 SPI_result_code_string(rc));
 
 	call->outcome = said_false() ? TCC_CALL_NOT_DONE : TCC_CALL_DONE;

@@ -17,6 +17,12 @@
  * commits what it did, and the action runs first in a later batch, where
  * it waits as any statement does.
  *
+ * Rows.  A batch locks each global transaction's row once, however many of
+ * its branches the batch runs (lock_in_batch), and the transactions whose
+ * branches it ended are ended, when none is left, with one look for all of
+ * them just before it commits (end_batch_txs): a batch holds every row it
+ * locked until then, so nobody can change their branches meanwhile.
+ *
  * src/local.c
  *
  *-------------------------------------------------------------------------
@@ -106,36 +112,130 @@ forget_outcome(TccCall *call)
 }
 
 /*
+ * BatchTx
+ *		A global transaction whose row the batch has locked: the row as the
+ *		batch last read or wrote it, and whether a branch of it ended in the
+ *		batch, so that it is to be ended if none is left.
+ */
+typedef struct BatchTx
+{
+	GlobalTx	tx;
+	bool		to_finish;
+} BatchTx;
+
+/* the transactions of the batch under way, in the order first locked */
+typedef struct Batch
+{
+	BatchTx		txs[TCC_RUNNER_BATCH];
+	int			ntxs;
+} Batch;
+
+/*
+ * lock_in_batch
+ *		Call's global transaction, locked for the batch, or NULL when it is
+ *		busy (*lock says so) or gone.
+ *
+ * A transaction already locked by the batch is not locked or read again
+ * while it is confirming or cancelling: nothing but the outcomes the batch
+ * records changes it then (tcc_record_locked_outcome), and those are
+ * recorded in the BatchTx itself.  In any other status an action of the
+ * batch may have changed it (tcc.retry), and it is read again, under the
+ * lock the batch holds.
+ */
+static BatchTx *
+lock_in_batch(Batch *batch, TccCall *call, GlobalLock *lock)
+{
+	BatchTx    *bt = NULL;
+	int			i;
+
+	for (i = 0; i < batch->ntxs && bt == NULL; i++)
+		if (strcmp(batch->txs[i].tx.gid, call->gid) == 0)
+			bt = &batch->txs[i];
+	if (bt != NULL && (STATUS_IS(&bt->tx, TCC_CONFIRMING) ||
+					   STATUS_IS(&bt->tx, TCC_CANCELLING)))
+	{
+		*lock = GLOBAL_LOCKED;
+		return bt;
+	}
+	if (bt == NULL)
+	{
+		Assert(batch->ntxs < TCC_RUNNER_BATCH);
+		bt = &batch->txs[batch->ntxs];
+		bt->to_finish = false;
+	}
+	*lock = tcc_lock_global_tx_nowait(call->gid, &bt->tx);
+	if (*lock != GLOBAL_LOCKED)
+		return NULL;
+	if (bt == &batch->txs[batch->ntxs])
+		batch->ntxs++;
+	return bt;
+}
+
+/*
+ * end_batch_txs
+ *		End the transactions of batch that a branch of it ended, when none
+ *		of their branches is left (one look for all of them), before the
+ *		batch commits.
+ *
+ * One that is no longer confirming or cancelling was failed by a later
+ * outcome of the batch, and has a branch left by definition.
+ */
+static void
+end_batch_txs(Batch *batch)
+{
+	GlobalTx   *txs[TCC_RUNNER_BATCH];
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < batch->ntxs; i++)
+	{
+		GlobalTx   *tx = &batch->txs[i].tx;
+
+		if (batch->txs[i].to_finish &&
+			(STATUS_IS(tx, TCC_CONFIRMING) || STATUS_IS(tx, TCC_CANCELLING)))
+			txs[n++] = tx;
+	}
+	if (n == 0)
+		return;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	tcc_finish_all_if_done(n, txs);
+	SPI_finish();
+	PopActiveSnapshot();
+}
+
+/*
  * run_one
- *		Run call, a local action of a batch, in the batch's transaction,
- *		and record its outcome there: lock its global transaction without
- *		waiting, read what is to run from its branch if that is still due
- *		in call's phase, run it under the policy of every local action
- *		(action.c) and record what happened (outcome.c).
+ *		Run call, a local action of batch, in the batch's transaction, and
+ *		record its outcome there: lock its global transaction without
+ *		waiting (lock_in_batch), read what is to run from its branch if that
+ *		is still due in call's phase, run it under the policy of every local
+ *		action (action.c) and record what happened (outcome.c).
  *
  * A row held by somebody else (a user's repeated commit, another
  * process recording an outcome of the same transaction) is LOCAL_BUSY:
  * nothing ran, and the branch is looked at again later.  The lock, once
  * taken, is held until the batch commits, so that the branch is confirmed
  * exactly when the action's effects commit; a second branch of the same
- * transaction in the same batch finds the row locked by this very
- * transaction, which does not count as busy.  An action other than the
- * batch's first that would have waited for a lock is LOCAL_NOT_RUN (see
- * the file header), its outcome unrecorded.
+ * transaction in the same batch finds the row locked by the batch, which
+ * does not count as busy.  An action other than the batch's first that
+ * would have waited for a lock is LOCAL_NOT_RUN (see the file header), its
+ * outcome unrecorded.
  */
 static TccLocalResult
-run_one(TccCall *call, bool first)
+run_one(Batch *batch, TccCall *call, bool first)
 {
-	GlobalTx	tx;
+	BatchTx    *bt;
 	GlobalLock	lock;
 	bool		due = false;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	lock = tcc_lock_global_tx_nowait(call->gid, &tx);
-	if (lock == GLOBAL_LOCKED)
+	bt = lock_in_batch(batch, call, &lock);
+	if (bt != NULL)
 	{
-		call->owner = tx.owner;
+		call->owner = bt->tx.owner;
 		due = tcc_read_due_call(call, tcc_calls_context);
 	}
 	SPI_finish();
@@ -170,7 +270,7 @@ run_one(TccCall *call, bool first)
 	 */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	tcc_record_locked_outcome(&tx, call);
+	tcc_record_locked_outcome(&bt->tx, call, &bt->to_finish);
 	SPI_finish();
 
 	return call->outcome == TCC_CALL_DONE ? LOCAL_SUCCEEDED : LOCAL_FAILED;
@@ -198,6 +298,7 @@ void
 tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
 					TccLocalProgress progress)
 {
+	Batch		batch;
 	int			i;
 
 	TimestampTz start = GetCurrentTimestamp();
@@ -205,7 +306,9 @@ tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	tcc_commit_durably();
+	batch.ntxs = 0;
 
+	Assert(ncalls <= TCC_RUNNER_BATCH);
 	for (i = 0; i < ncalls; i++)
 	{
 		/* a batch holds its runner and its rows' locks: keep it short */
@@ -215,7 +318,7 @@ tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
 		if (progress)
 			progress(i);
 		PushActiveSnapshot(GetTransactionSnapshot());
-		results[i] = run_one(calls[i], i == 0);
+		results[i] = run_one(&batch, calls[i], i == 0);
 		PopActiveSnapshot();
 		if (results[i] == LOCAL_NOT_RUN)
 		{
@@ -226,9 +329,10 @@ tcc_run_local_batch(TccCall **calls, int ncalls, TccLocalResult *results,
 	for (; i < ncalls; i++)
 		results[i] = LOCAL_NOT_RUN;
 
-	/* the commit is not an action: no time limit ends it (see runner.c) */
+	/* neither is an action: no time limit ends them (see runner.c) */
 	if (progress)
 		progress(-1);
+	end_batch_txs(&batch);
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 }

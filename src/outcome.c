@@ -157,9 +157,13 @@ in_call_phase(GlobalTx *tx, TccCall *call)
  * when the last one is done.  Saga and msg steps run one at a time: a
  * forward step's success makes the next step due, and a saga compensation's
  * success makes the compensation of the step before it due.
+ *
+ * With to_finish, a TCC transaction is not ended here: *to_finish is set
+ * when it may have no branch left, and the caller looks at it, with the
+ * others of its batch, before it commits (tcc_record_locked_outcome).
  */
 static void
-record_success(GlobalTx *tx, TccCall *call)
+record_success(GlobalTx *tx, TccCall *call, bool *to_finish)
 {
 	bool		confirming = (call->ran_in == BRANCH_CONFIRMING);
 
@@ -174,7 +178,10 @@ record_success(GlobalTx *tx, TccCall *call)
 	if (!MODE_IS_TCC(tx) && tcc_start_next(tx))
 		return;
 
-	tcc_finish_if_done(tx);
+	if (to_finish && MODE_IS_TCC(tx))
+		*to_finish = true;
+	else
+		tcc_finish_if_done(tx);
 }
 
 /*
@@ -301,15 +308,15 @@ record_failure(GlobalTx *tx, TccCall *call)
 /*
  * record_in
  *		Record call's outcome in tx, locked and read by the current
- *		transaction.
+ *		transaction; to_finish as for record_success.
  */
 static void
-record_in(GlobalTx *tx, TccCall *call)
+record_in(GlobalTx *tx, TccCall *call, bool *to_finish)
 {
 	Assert(tx->locked);
 	if (call->outcome == TCC_CALL_DONE)
 	{
-		record_success(tx, call);
+		record_success(tx, call, to_finish);
 		calls_succeeded++;
 	}
 	else
@@ -331,9 +338,15 @@ record_in(GlobalTx *tx, TccCall *call)
  * ran) the action itself may have changed, by calling tcc.retry on it: that
  * one is read again, under the lock already held, and the outcome recorded
  * against what the action left.
+ *
+ * A TCC transaction whose branch this ends in the phase it is in is not
+ * ended here: *to_finish is set, and the caller ends it, if no branch is
+ * left, with tcc_finish_all_if_done before it commits, once for every
+ * transaction of its batch (the second branch of a transaction is mostly
+ * in the same batch as the first).  *to_finish is left alone otherwise.
  */
 void
-tcc_record_locked_outcome(GlobalTx *tx, TccCall *call)
+tcc_record_locked_outcome(GlobalTx *tx, TccCall *call, bool *to_finish)
 {
 	Assert(IsTransactionState());
 	Assert(tx->locked);
@@ -345,7 +358,7 @@ tcc_record_locked_outcome(GlobalTx *tx, TccCall *call)
 		if (lock != GLOBAL_LOCKED)
 			return;				/* nothing left to record it in */
 	}
-	record_in(tx, call);
+	record_in(tx, call, to_finish);
 }
 
 /* a call of a round, with its place in the round */
@@ -568,7 +581,7 @@ tcc_record_outcomes(List *done)
 				continue;
 			}
 			if (r->lock == GLOBAL_LOCKED)
-				record_in(&r->tx, mine[i]);
+				record_in(&r->tx, mine[i], NULL);
 			/* else: gone, nothing left to record it in */
 			tcc_free_call(mine[i]);
 		}

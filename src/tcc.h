@@ -150,6 +150,9 @@ extern Datum tcc_spi_getdatum(int row, int col, bool *isnull);
 /* action.c */
 extern void tcc_run_action_here(TccCall *call);
 
+/* action_plan.c */
+extern SPIPlanPtr tcc_action_plan(Oid owner, const char *sql);
+
 /* action_sql.c */
 extern void tcc_check_action_sql(const char *sql, const char *argname);
 extern bool tcc_error_is_about_text(int sqlerrcode);

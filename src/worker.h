@@ -91,7 +91,8 @@ extern int	tcc_queue_length(TccCallQueue *queue);
 /* outcome.c */
 extern void tcc_take_call_counts(uint64 *succeeded, uint64 *failed);
 extern void tcc_add_call_counts(uint64 succeeded, uint64 failed);
-extern void tcc_record_locked_outcome(GlobalTx *tx, TccCall *call);
+extern void tcc_record_locked_outcome(GlobalTx *tx, TccCall *call,
+									  bool *to_finish);
 extern List *tcc_record_outcomes(List *done);
 
 /* housekeeping.c */

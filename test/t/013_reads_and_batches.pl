@@ -40,6 +40,23 @@
 #      each as outcomes (before, one each).  The failures end their
 #      transactions failed, the held one is confirmed once released, and
 #      every effect happened once.
+#   6. A batch of local actions locks each transaction once, looks for
+#      branches left once, and plans each action text once (src/local.c,
+#      src/action_plan.c).  2,000 transactions of two local branches:
+#      pg_stat_statements counts at most 0.6 lock statements per outcome
+#      (before, one per outcome: the second branch of a transaction locked
+#      the row its batch already held), fewer than a quarter as many looks
+#      for branches left as outcomes (before, one per outcome), and fewer
+#      than a tenth as many plans of the action's statement as runs of it
+#      (before, every run parsed and planned it).  Every effect happened
+#      once.
+#   7. A kept plan follows what changed.  One action text, run by one
+#      runner for a role that is not a superuser: once the role's
+#      search_path names another schema, it writes there; once the table
+#      there is dropped and made again, with another column and without the
+#      role's privilege, it fails with 42501 (the privilege is checked on
+#      every run, not when planned); after a GRANT, tcc.retry confirms it,
+#      into the new table.
 use strict;
 use warnings;
 
@@ -56,6 +73,7 @@ my $node = tcc_cluster(
 	[
 		'shared_preload_libraries' => 'tcc,pg_stat_statements',
 		'pg_stat_statements.track' => 'all',
+		'pg_stat_statements.track_planning' => 'on',
 		# reads from the beginning once per ten naptimes only
 		'tcc.naptime' => '1s',
 		'tcc.retry_base' => '50ms',
@@ -308,6 +326,109 @@ cmp_ok($locks, '<', $outcomes / 2,
 	'together: each lock statement locked a round\'s transactions, not one');
 cmp_ok($looks, '<', $outcomes / 2,
 	'together: each look for branches left took a round\'s transactions');
+
+# ------------------ 6. a batch of local actions: one lock, one look, a plan
+$node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
+$node->safe_psql('postgres', queue_sql('k', 2000, undef));
+polled_confirmed($node, 'postgres', 'k', 2000, 120,
+	'local batch: the 2,000 local transactions are confirmed');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*), count(DISTINCT (gid, branch_id)) FROM effect
+ WHERE gid LIKE 'k-%'}),
+	'4000|4000', 'local batch: every branch had its effect exactly once');
+($outcomes, $locks, $looks, my $runs, my $plans) = split /\|/,
+  $node->safe_psql(
+	'postgres', q{
+SELECT sum(rows) FILTER (WHERE query LIKE 'UPDATE tcc.branch%attempts +%'),
+       sum(calls) FILTER (WHERE query LIKE '%FROM tcc.global_transaction%'
+                                 || 'WHERE gid %FOR UPDATE SKIP LOCKED'),
+       sum(calls) FILTER (WHERE query LIKE 'SELECT%FROM tcc.branch%'
+                                 || 'status NOT IN (%'),
+       sum(calls) FILTER (WHERE query = 'INSERT INTO effect VALUES ($1, $2)'),
+       sum(plans) FILTER (WHERE query = 'INSERT INTO effect VALUES ($1, $2)')
+  FROM pg_stat_statements
+ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postgres')});
+note("local batch: $outcomes outcomes, $locks lock statements, "
+	  . "$looks looks for branches left, $runs runs of the action, "
+	  . "$plans plans of it");
+cmp_ok($outcomes, '>=', 4000, 'local batch: every outcome was written');
+cmp_ok($locks, '<=', 0.6 * $outcomes,
+	'local batch: a transaction\'s row is locked once for its batch');
+cmp_ok($looks, '<', $outcomes / 4,
+	'local batch: each look for branches left took a batch\'s transactions');
+cmp_ok($runs, '>=', 4000, 'local batch: the action ran for every branch');
+cmp_ok($plans, '<', $runs / 10,
+	'local batch: the action\'s statement was planned once, not per run');
+
+# ----------------------------------- 7. a kept plan follows what changed
+$node->safe_psql(
+	'postgres', q{
+CREATE ROLE kp LOGIN;
+CREATE SCHEMA s1;
+CREATE SCHEMA s2;
+CREATE TABLE s1.kept (gid text, branch_id text);
+CREATE TABLE s2.kept (gid text, branch_id text);
+GRANT USAGE ON SCHEMA s1, s2 TO kp;
+GRANT INSERT, SELECT ON s1.kept, s2.kept TO kp;
+ALTER ROLE kp IN DATABASE postgres SET search_path = s1;
+});
+
+# kept(gid): a transaction of kp whose one local branch inserts into "kept"
+sub kept
+{
+	my ($gid) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+SET ROLE kp;
+BEGIN;
+SELECT tcc.begin('$gid');
+SELECT tcc.register_branch('$gid', NULL,
+	'INSERT INTO kept VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
+SELECT tcc.commit('$gid');
+COMMIT;
+});
+}
+
+for my $i (1 .. 8)
+{
+	kept("kp-$i");
+	poll_until($node, 'postgres', status_sql("kp-$i"), "kp-$i:confirmed", 30);
+}
+is( $node->safe_psql(
+		'postgres', q{
+SELECT (SELECT count(*) FROM s1.kept) || '|'
+       || (SELECT count(*) FROM s2.kept)}),
+	'8|0', 'kept plan: 8 runs under search_path s1 wrote into s1.kept');
+$node->safe_psql('postgres',
+	'ALTER ROLE kp IN DATABASE postgres SET search_path = s2');
+kept('kp-9');
+polled_is($node, 'postgres', status_sql('kp-9'), 'kp-9:confirmed', 30,
+	'kept plan: the run after the role\'s search_path changed is confirmed');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT (SELECT count(*) FROM s1.kept) || '|'
+       || (SELECT string_agg(gid, ',') FROM s2.kept)}),
+	'8|kp-9', 'kept plan: it wrote into s2.kept, as search_path now says');
+$node->safe_psql(
+	'postgres', q{
+DROP TABLE s2.kept;
+CREATE TABLE s2.kept (gid text, branch_id text, n int DEFAULT 7);
+});
+kept('kp-10');
+polled_is(
+	$node, 'postgres', q{
+SELECT t.status || ':' || b.last_sqlstate
+  FROM tcc.transactions t JOIN tcc.branches b USING (gid)
+ WHERE gid = 'kp-10'}, 'failed:42501', 30,
+	'kept plan: without the privilege on the new table the action fails '
+	  . 'for good (42501)');
+$node->safe_psql('postgres', 'GRANT INSERT ON s2.kept TO kp');
+$node->safe_psql('postgres', "SELECT tcc.retry('kp-10')");
+polled_is($node, 'postgres', status_sql('kp-10'), 'kp-10:confirmed', 30,
+	'kept plan: after the GRANT the retry is confirmed');
+is($node->safe_psql('postgres', q{SELECT gid, n FROM s2.kept}),
+	'kp-10|7', 'kept plan: it wrote into the new table, with its default');
 
 $node->stop('immediate');
 done_testing();
