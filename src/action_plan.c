@@ -8,17 +8,29 @@
  * An application registers the same few texts over and over, and a
  * runner runs each of them thousands of times; parsing and planning a
  * one-line action cost as much as running it.  A kept plan is PostgreSQL's
- * own plan cache at work, with its rules: it is planned again when an
- * object it uses changes, when search_path differs from the one it was
- * made under (every owner has its own, action.c), or when row security
- * applies and the role differs; privileges are checked at each execution
- * as the role that runs it.  It is not something an action can see or
- * set, so it does not make one call's session less clean for the next.
- * The key holds the owner all the same, so that owners whose search_path
- * differ do not plan each other's texts over again in turn.
+ * own plan cache at work, with the rules of a prepared statement: it is
+ * planned again when an object it uses changes or when search_path
+ * differs from the one it was made under (every owner has its own,
+ * action.c); plan_cache_mode decides between custom and generic plans;
+ * table privileges are checked on every run, as the role that runs it.
+ * It is not something an action can see or set, so it does not make one
+ * call's session less clean for the next.  The key holds the owner all
+ * the same, so that owners whose search_path differ do not plan each
+ * other's texts over again in turn.
  *
- * At most ACTION_PLANS_MAX plans are kept, and no text longer than
- * ACTION_PLAN_MAX_LEN; past that the cache starts again empty, and a
+ * Row security is decided when a statement is analyzed: which policies
+ * apply, and whether the role bypasses them (BYPASSRLS, owning the table).
+ * PostgreSQL's plan cache analyzes such a statement again when that may
+ * have changed (013 checks a revoked BYPASSRLS); so that this does not rest
+ * on how it learns of it, any change to a role or to a role's memberships
+ * (pg_authid, pg_auth_members) also makes this process drop every kept
+ * plan before it runs its next action (action_plans_stale), as if every
+ * action were planned anew, which also covers an owner dropped and its
+ * OID reused.  The drop waits for the next action because an invalidation
+ * can arrive while a kept plan runs.
+ *
+ * At most ACTION_PLANS_MAX plans are kept in a process, and no text longer
+ * than ACTION_PLAN_MAX_LEN; past that the cache starts again empty, and a
  * longer text is prepared for its one run.
  *
  * src/action_plan.c
@@ -31,7 +43,9 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "tcc.h"
 
@@ -58,6 +72,9 @@ static Oid	action_param_types[3] = {TEXTOID, TEXTOID, JSONBOID};
 static HTAB *action_plans = NULL;
 static MemoryContext action_plan_texts = NULL;
 
+/* a role or membership changed since the plans were made (file header) */
+static bool action_plans_stale = false;
+
 /*
  * forget_all
  *		Free every kept plan and start again with an empty cache.
@@ -70,15 +87,28 @@ forget_all(void)
 
 	hash_seq_init(&status, action_plans);
 	while ((entry = hash_seq_search(&status)) != NULL)
-		SPI_freeplan(entry->plan);
+		if (entry->plan)
+			SPI_freeplan(entry->plan);
 	hash_destroy(action_plans);
 	action_plans = NULL;
 	MemoryContextReset(action_plan_texts);
 }
 
 /*
+ * roles_changed
+ *		Syscache callback for pg_authid and pg_auth_members: the kept plans
+ *		are to be dropped before the next action (see the file header).
+ */
+static void
+roles_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	action_plans_stale = true;
+}
+
+/*
  * make_cache
- *		Create the empty cache, and the memory context its texts live in.
+ *		Create the empty cache, and, the first time, the memory context its
+ *		texts live in and the callbacks that tell of changed roles.
  */
 static void
 make_cache(void)
@@ -86,9 +116,15 @@ make_cache(void)
 	HASHCTL		ctl;
 
 	if (action_plan_texts == NULL)
+	{
 		action_plan_texts = AllocSetContextCreate(TopMemoryContext,
 												  "tcc action plan texts",
 												  ALLOCSET_DEFAULT_SIZES);
+		CacheRegisterSyscacheCallback(AUTHOID, roles_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, roles_changed,
+									  (Datum) 0);
+	}
+	action_plans_stale = false;
 	ctl.keysize = sizeof(ActionPlanKey);
 	ctl.entrysize = sizeof(ActionPlan);
 	ctl.hcxt = TopMemoryContext;
@@ -114,6 +150,7 @@ tcc_action_plan(Oid owner, const char *sql)
 	ActionPlanKey key;
 	ActionPlan *entry;
 	SPIPlanPtr	plan;
+	char	   *copy;
 	bool		found;
 
 	if (len > ACTION_PLAN_MAX_LEN)
@@ -126,32 +163,49 @@ tcc_action_plan(Oid owner, const char *sql)
 		return plan;
 	}
 
+	if (action_plans != NULL && action_plans_stale)
+		forget_all();
 	if (action_plans == NULL)
 		make_cache();
 	memset(&key, 0, sizeof(key));
 	key.owner = owner;
 	key.hash = hash_bytes((const unsigned char *) sql, (int) len);
 	entry = hash_search(action_plans, &key, HASH_FIND, NULL);
-	if (entry != NULL && strcmp(entry->sql, sql) == 0)
+	if (entry != NULL && entry->plan != NULL && strcmp(entry->sql, sql) == 0)
 		return entry->plan;
 
 	plan = SPI_prepare(sql, 3, action_param_types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
 
+	/*
+	 * What can fail (running out of memory) is done before the plan is
+	 * kept, so that a failure leaves neither a kept plan nobody frees nor
+	 * an entry whose plan was freed.
+	 */
 	if (entry == NULL &&
 		hash_get_num_entries(action_plans) >= ACTION_PLANS_MAX)
 	{
 		forget_all();
 		make_cache();
 	}
+	copy = MemoryContextStrdup(action_plan_texts, sql);
 	entry = hash_search(action_plans, &key, HASH_ENTER, &found);
-	if (found)
-		SPI_freeplan(entry->plan);	/* another text with the same hash */
-	entry->sql = MemoryContextStrdup(action_plan_texts, sql);
+	if (!found)
+	{
+		entry->sql = NULL;
+		entry->plan = NULL;
+	}
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+
+	/* a text that had the same key gives way */
+	if (entry->plan)
+		SPI_freeplan(entry->plan);
+	if (entry->sql)
+		pfree(entry->sql);
+	entry->sql = copy;
 	entry->plan = plan;
 	return plan;
 }

@@ -21,7 +21,9 @@
  * its branches the batch runs (lock_in_batch), and the transactions whose
  * branches it ended are ended, when none is left, with one look for all of
  * them just before it commits (end_batch_txs): a batch holds every row it
- * locked until then, so nobody can change their branches meanwhile.
+ * locked until then, so no other session can change their branches
+ * meanwhile, and what the batch's own actions can do to them (tcc.retry of
+ * a failed one) lock_in_batch and end_batch_txs allow for.
  *
  * src/local.c
  *

@@ -56,7 +56,10 @@
 #      there is dropped and made again, with another column and without the
 #      role's privilege, it fails with 42501 (the privilege is checked on
 #      every run, not when planned); after a GRANT, tcc.retry confirms it,
-#      into the new table.
+#      into the new table.  And an INSERT into a table whose row security
+#      policy the role bypasses (BYPASSRLS) succeeds; once the role no
+#      longer bypasses it, the same text fails with 42501, not run on by a
+#      plan kept from when it did.
 use strict;
 use warnings;
 
@@ -429,6 +432,52 @@ polled_is($node, 'postgres', status_sql('kp-10'), 'kp-10:confirmed', 30,
 	'kept plan: after the GRANT the retry is confirmed');
 is($node->safe_psql('postgres', q{SELECT gid, n FROM s2.kept}),
 	'kp-10|7', 'kept plan: it wrote into the new table, with its default');
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE s1.guarded (gid text, branch_id text);
+ALTER TABLE s1.guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_z ON s1.guarded FOR INSERT WITH CHECK (branch_id = 'z');
+GRANT INSERT ON s1.guarded TO kp;
+ALTER ROLE kp BYPASSRLS;
+});
+
+# guarded(gid): a transaction of kp whose one local branch, a, inserts into
+# s1.guarded, which its policy allows only to a role that bypasses it
+sub guarded
+{
+	my ($gid) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+SET ROLE kp;
+BEGIN;
+SELECT tcc.begin('$gid');
+SELECT tcc.register_branch('$gid', NULL,
+	'INSERT INTO s1.guarded VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
+SELECT tcc.commit('$gid');
+COMMIT;
+});
+}
+
+for my $i (1 .. 3)
+{
+	guarded("rls-$i");
+	poll_until($node, 'postgres', status_sql("rls-$i"), "rls-$i:confirmed",
+		30);
+}
+is($node->safe_psql('postgres', q{SELECT count(*) FROM s1.guarded}),
+	'3', 'kept plan: a role that bypasses row security inserts what the '
+	  . 'policy refuses');
+$node->safe_psql('postgres', 'ALTER ROLE kp NOBYPASSRLS');
+guarded('rls-4');
+polled_is(
+	$node, 'postgres', q{
+SELECT t.status || ':' || b.last_sqlstate
+  FROM tcc.transactions t JOIN tcc.branches b USING (gid)
+ WHERE gid = 'rls-4'}, 'failed:42501', 30,
+	'kept plan: once it no longer bypasses row security, the policy refuses '
+	  . 'the same action (42501)');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM s1.guarded}),
+	'3', 'kept plan: nothing was inserted past the policy');
 
 $node->stop('immediate');
 done_testing();
