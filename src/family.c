@@ -66,8 +66,12 @@ typedef struct Child
 
 static Child children[TCC_MAX_DISPATCHERS];
 static int	family_size = 1;
+static int	family_runners = 1;	/* runners each dispatcher may have */
 static bool have_housekeeper = false;
 static bool warned_no_slot = false;
+
+/* when a leader without a housekeeper looks for room for one again */
+static TimestampTz housekeeper_look_at = 0;
 
 /*
  * child_of
@@ -164,9 +168,9 @@ tcc_family_start(void)
 		family_size++;
 		budget -= 2;
 	}
-	tcc_worker_set_family(family_size,
-						  Min(1 + Max(budget, 0) / family_size,
-							  TCC_MAX_RUNNERS_PER_DISPATCHER));
+	family_runners = Min(1 + Max(budget, 0) / family_size,
+						 TCC_MAX_RUNNERS_PER_DISPATCHER);
+	tcc_worker_set_family(family_size, family_runners);
 	if (have_housekeeper)
 		(void) start_child(HOUSEKEEPER);
 	if (family_size < tcc_dispatchers)
@@ -226,16 +230,57 @@ child_down(Child *child, int dispatcher, TimestampTz now)
 }
 
 /*
+ * late_housekeeper
+ *		Give a family that had no share for a housekeeper at its start one
+ *		once its share has room, looking once per TCC_CHILD_RESTART_PAUSE.
+ *
+ * A share is counted when the leader starts (tcc_family_start), and a
+ * slot counts as a database served from the moment the launcher starts
+ * its worker: so a leader that starts while the launcher's worker for a
+ * database without tcc has not yet found that out, or while another
+ * database is still served, gets less than its share once they are gone.
+ * The housekeeper can join at any time (it does not divide the gids with
+ * the dispatchers), and without it retention and the deadlines run in the
+ * leader's loop, between its calls, in small bounded rounds
+ * (housekeeping.c), which purge a backlog a tenth as fast.  The number of
+ * dispatchers stays until the leader restarts.
+ */
+static void
+late_housekeeper(TimestampTz now)
+{
+	int			used = 1 + 2 * (family_size - 1) +
+		(family_runners - 1) * family_size;
+
+	if (have_housekeeper || now < housekeeper_look_at)
+		return;
+	housekeeper_look_at = now + TCC_CHILD_RESTART_PAUSE * USECS_PER_SEC;
+	if (tcc_worker_budget() - used < 1)
+		return;
+	have_housekeeper = true;
+	children[0].restart_at = 0;
+	children[0].down_since = 0;
+	if (start_child(HOUSEKEEPER))
+		ereport(LOG,
+				(errmsg("tcc serves database %u with a housekeeper from now on",
+						MyDatabaseId),
+				 errdetail("Background worker slots have become free since "
+						   "its worker started.")));
+}
+
+/*
  * tcc_family_watch
- *		Start again the children that stopped, once their pause is over;
- *		returns whether the housekeeper runs (when it does not, the leader
- *		does the housekeeping).  *next_at is lowered to the next restart.
+ *		Start again the children that stopped, once their pause is over,
+ *		and a housekeeper there was no room for (late_housekeeper); returns
+ *		whether the housekeeper runs (when it does not, the leader does the
+ *		housekeeping).  *next_at is lowered to the next restart.
  */
 bool
 tcc_family_watch(TimestampTz *next_at)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int			i;
+
+	late_housekeeper(now);
 
 	for (i = have_housekeeper ? 0 : 1; i < family_size; i++)
 	{

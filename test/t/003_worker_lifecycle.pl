@@ -27,7 +27,13 @@
 #  5. retention: finished transactions are purged (failed and unfinished
 #     ones are not; one whose row a user holds is passed over until it is
 #     released), and a participant database's own worker purges its fence
-#     rows.
+#     rows;
+#  7. a family that had no room for a housekeeper when its worker started
+#     gets one once slots are free: with max_worker_processes = 7 and two
+#     databases served, a worker started again has no share for one; once
+#     the other database drops the extension, its housekeeper starts within
+#     a few seconds (before, it never did, and retention and the deadlines
+#     ran in the leader's loop for as long as the worker lived).
 #
 # After each part the participant must satisfy the invariants of the
 # reference scenario (doc/design.md): stock + frozen + sold = 100, frozen = 0 once everything that
@@ -660,4 +666,52 @@ check_invariants('end', %ends, sold => 2 * $confirmed,
 
 $coord->stop;
 $participant->stop;
+
+# ---------------------------------------- 7. a housekeeper joins late
+my $slots = tcc_cluster('slots', [ FAST_WORKER, 'max_worker_processes' => '7' ]);
+$slots->safe_psql('postgres', 'CREATE DATABASE d1');
+$slots->safe_psql('postgres', 'CREATE DATABASE d2');
+$slots->safe_psql($_, 'CREATE EXTENSION tcc') for qw(d1 d2);
+
+# processes_sql(type): "datname,..." of tcc's processes of that type
+sub processes_sql
+{
+	my ($type) = @_;
+	return "SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '')"
+	  . " FROM pg_stat_activity WHERE backend_type = '$type'";
+}
+polled_is($slots, 'postgres', processes_sql('tcc worker'), 'd1,d2', 30,
+	'late housekeeper: both databases have a worker');
+
+# d1's worker, started again while d2's runs, counts two databases served
+my $log_at = -s $slots->logfile;
+$slots->safe_psql('postgres', q{
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+ WHERE backend_type = 'tcc worker' AND datname = 'd1'});
+ok( $slots->wait_for_log(
+		qr/tcc serves database \d+ without a housekeeper/, $log_at),
+	'late housekeeper: d1\'s new worker has no room for a housekeeper');
+polled_is($slots, 'postgres', processes_sql('tcc worker'), 'd1,d2', 30,
+	'late housekeeper: d1 is served again');
+is($slots->safe_psql('postgres', processes_sql('tcc housekeeper')) =~ /d1/
+	? 'has' : 'none', 'none', 'late housekeeper: d1 has no housekeeper yet');
+
+$log_at = -s $slots->logfile;
+$slots->safe_psql('d2', 'DROP EXTENSION tcc');
+polled_is($slots, 'postgres', processes_sql('tcc worker'), 'd1', 30,
+	'late housekeeper: d2 is no longer served');
+my $joined = polled_is(
+	$slots, 'postgres', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE backend_type = 'tcc housekeeper' AND datname = 'd1'}, '1', 30,
+	'late housekeeper: d1 gets a housekeeper once the slots are free');
+ok( $slots->log_contains(
+		qr/tcc serves database \d+ with a housekeeper from now on/, $log_at),
+	'late housekeeper: the log says so');
+
+# the housekeeper does its work: an expired transaction is cancelled
+$slots->safe_psql('d1', q{SELECT tcc.begin('expiring', timeout => '1 s')});
+polled_is($slots, 'd1', status_sql('expiring'), 'expiring:cancelled', 30,
+	'late housekeeper: a transaction past its deadline is cancelled');
+$slots->stop;
 done_testing();
