@@ -377,17 +377,19 @@ GRANT INSERT, SELECT ON s1.kept, s2.kept TO kp;
 ALTER ROLE kp IN DATABASE postgres SET search_path = s1;
 });
 
-# kept(gid): a transaction of kp whose one local branch inserts into "kept"
+# kept(gid[, table]): a transaction of kp whose one local branch, a,
+# inserts into table (default "kept", as search_path finds it)
 sub kept
 {
-	my ($gid) = @_;
+	my ($gid, $table) = @_;
+	$table //= 'kept';
 	$node->safe_psql(
 		'postgres', qq{
 SET ROLE kp;
 BEGIN;
 SELECT tcc.begin('$gid');
 SELECT tcc.register_branch('$gid', NULL,
-	'INSERT INTO kept VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
+	'INSERT INTO $table VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
 SELECT tcc.commit('$gid');
 COMMIT;
 });
@@ -441,26 +443,10 @@ GRANT INSERT ON s1.guarded TO kp;
 ALTER ROLE kp BYPASSRLS;
 });
 
-# guarded(gid): a transaction of kp whose one local branch, a, inserts into
-# s1.guarded, which its policy allows only to a role that bypasses it
-sub guarded
-{
-	my ($gid) = @_;
-	$node->safe_psql(
-		'postgres', qq{
-SET ROLE kp;
-BEGIN;
-SELECT tcc.begin('$gid');
-SELECT tcc.register_branch('$gid', NULL,
-	'INSERT INTO s1.guarded VALUES (\$1, \$2)', 'SELECT 1', NULL, 'a');
-SELECT tcc.commit('$gid');
-COMMIT;
-});
-}
-
+# s1.guarded's policy lets only a role that bypasses it insert branch a
 for my $i (1 .. 3)
 {
-	guarded("rls-$i");
+	kept("rls-$i", 's1.guarded');
 	poll_until($node, 'postgres', status_sql("rls-$i"), "rls-$i:confirmed",
 		30);
 }
@@ -468,7 +454,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM s1.guarded}),
 	'3', 'kept plan: a role that bypasses row security inserts what the '
 	  . 'policy refuses');
 $node->safe_psql('postgres', 'ALTER ROLE kp NOBYPASSRLS');
-guarded('rls-4');
+kept('rls-4', 's1.guarded');
 polled_is(
 	$node, 'postgres', q{
 SELECT t.status || ':' || b.last_sqlstate
