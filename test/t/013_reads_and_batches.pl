@@ -395,6 +395,15 @@ COMMIT;
 });
 }
 
+# outcome_sql(gid): "status:last_sqlstate" of gid and its one branch
+sub outcome_sql
+{
+	my ($gid) = @_;
+	return "SELECT t.status || ':' || b.last_sqlstate"
+	  . " FROM tcc.transactions t JOIN tcc.branches b USING (gid)"
+	  . " WHERE gid = '$gid'";
+}
+
 for my $i (1 .. 8)
 {
 	kept("kp-$i");
@@ -421,11 +430,7 @@ DROP TABLE s2.kept;
 CREATE TABLE s2.kept (gid text, branch_id text, n int DEFAULT 7);
 });
 kept('kp-10');
-polled_is(
-	$node, 'postgres', q{
-SELECT t.status || ':' || b.last_sqlstate
-  FROM tcc.transactions t JOIN tcc.branches b USING (gid)
- WHERE gid = 'kp-10'}, 'failed:42501', 30,
+polled_is($node, 'postgres', outcome_sql('kp-10'), 'failed:42501', 30,
 	'kept plan: without the privilege on the new table the action fails '
 	  . 'for good (42501)');
 $node->safe_psql('postgres', 'GRANT INSERT ON s2.kept TO kp');
@@ -455,11 +460,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM s1.guarded}),
 	  . 'policy refuses');
 $node->safe_psql('postgres', 'ALTER ROLE kp NOBYPASSRLS');
 kept('rls-4', 's1.guarded');
-polled_is(
-	$node, 'postgres', q{
-SELECT t.status || ':' || b.last_sqlstate
-  FROM tcc.transactions t JOIN tcc.branches b USING (gid)
- WHERE gid = 'rls-4'}, 'failed:42501', 30,
+polled_is($node, 'postgres', outcome_sql('rls-4'), 'failed:42501', 30,
 	'kept plan: once it no longer bypasses row security, the policy refuses '
 	  . 'the same action (42501)');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM s1.guarded}),
