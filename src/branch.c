@@ -224,6 +224,7 @@ tcc_record_attempt(GlobalTx *tx, TccCall *call, BranchStatus new_status,
 	Datum		values[11];
 	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ',
 		'n', 'n', 'n', 'n', 'n'};
+
 	Assert(tx->locked && strcmp(tx->gid, call->gid) == 0);
 	values[0] = CStringGetTextDatum(call->gid);
 	values[1] = CStringGetTextDatum(call->branch_id);

@@ -148,6 +148,7 @@ static BatchTx *
 lock_in_batch(Batch *batch, TccCall *call, GlobalLock *lock)
 {
 	BatchTx    *bt = NULL;
+	bool		first_lock;
 	int			i;
 
 	for (i = 0; i < batch->ntxs && bt == NULL; i++)
@@ -159,7 +160,8 @@ lock_in_batch(Batch *batch, TccCall *call, GlobalLock *lock)
 		*lock = GLOBAL_LOCKED;
 		return bt;
 	}
-	if (bt == NULL)
+	first_lock = (bt == NULL);
+	if (first_lock)
 	{
 		Assert(batch->ntxs < TCC_RUNNER_BATCH);
 		bt = &batch->txs[batch->ntxs];
@@ -168,7 +170,7 @@ lock_in_batch(Batch *batch, TccCall *call, GlobalLock *lock)
 	*lock = tcc_lock_global_tx_nowait(call->gid, &bt->tx);
 	if (*lock != GLOBAL_LOCKED)
 		return NULL;
-	if (bt == &batch->txs[batch->ntxs])
+	if (first_lock)
 		batch->ntxs++;
 	return bt;
 }
